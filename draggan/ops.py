@@ -1,0 +1,159 @@
+"""Low-level StyleGAN2 operations in plain PyTorch.
+
+Every operation here is written twice where it matters for speed: a plain
+*reference* path that follows the paper literally (zero-insertion upsampling
+followed by an FIR filter, separate bias/activation/clamp), and a *fast* path
+that computes the same numbers with fewer, larger kernels (the FIR filter folded
+into the transposed convolution). Tests check one against the other, so the fast
+path can never silently drift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def setup_filter(taps=(1, 3, 3, 1), device=None) -> torch.Tensor:
+    """Separable FIR low-pass filter as a normalized 2-D kernel (sums to 1)."""
+    f = torch.as_tensor(taps, dtype=torch.float32, device=device)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad=(0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad, then convolve with the FIR filter ``f``.
+
+    Reference implementation of the StyleGAN2 resampling primitive.
+    ``pad`` is (x0, x1, y0, y1); ``gain`` scales the filter (``up**2`` keeps
+    the signal's magnitude after zero insertion).
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, list(pad))
+    # conv2d is correlation: flip the filter to convolve (a no-op for symmetric taps).
+    k = (f * gain).flip([0, 1]).to(x.dtype)
+    k = k[None, None].repeat(c, 1, 1, 1)
+    return F.conv2d(x, k, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """Upsample ``x`` by ``up`` with the FIR filter ``f`` (used for the skip image)."""
+    fw = f.shape[-1]
+    p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
+    return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float = 1.0,
+             clamp: float | None = None) -> torch.Tensor:
+    """Add a per-channel bias, apply the activation, scale by ``gain``, clamp.
+
+    Order and gains follow StyleGAN2 (lrelu uses slope 0.2 and gain sqrt(2)).
+    """
+    if b is not None:
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        x = x + b.to(x.dtype).reshape(shape)
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE)
+        gain = gain * LRELU_GAIN
+    elif act != "linear":
+        raise ValueError(f"unknown activation {act!r}")
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def fold_upsample_filter(weight: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """Fold the FIR filter that follows a stride-2 transposed conv into its kernel.
+
+    ``weight`` is a transposed-conv kernel ``[..., kh, kw]``; the result is the
+    full 2-D convolution of it with ``f * up**2`` (``[..., kh+fh-1, kw+fw-1]``),
+    so ``conv_transpose2d(x, folded, stride=up, padding=...)`` equals
+    ``upfirdn2d(conv_transpose2d(x, weight, stride=up), f, ...)`` in one kernel.
+    """
+    lead, (kh, kw) = weight.shape[:-2], weight.shape[-2:]
+    fh, fw = f.shape
+    k = (f * (up * up)).flip([0, 1]).to(weight.dtype)[None, None]
+    w = weight.reshape(-1, 1, kh, kw)
+    folded = F.conv2d(w, k, padding=(fh - 1, fw - 1))
+    return folded.reshape(*lead, kh + fh - 1, kw + fw - 1)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,              # Input activations            [N, Cin, H, W]
+    weight: torch.Tensor,         # Shared conv weight           [Cout, Cin, k, k]
+    styles: torch.Tensor,         # Per-sample input scales      [N, Cin]
+    noise: torch.Tensor | None = None,  # Added after the conv  [N or 1, 1, H', W'] or [H', W']
+    up: int = 1,                  # 1 or 2 (transposed conv + FIR filter)
+    padding: int = 0,             # Padding of the plain conv (k // 2)
+    resample_filter: torch.Tensor | None = None,  # FIR filter for up=2
+    demodulate: bool = True,      # Normalize each output channel (StyleGAN2 weight demodulation)
+    fused: bool | None = None,    # Fold styles into per-sample weights (best for batch 1); None: auto
+    reference: bool = False,      # Use the literal transposed-conv-then-filter path
+) -> torch.Tensor:
+    n, cin = styles.shape
+    cout, _, kh, kw = weight.shape
+    if fused is None:
+        fused = n == 1
+    weight = weight.to(x.dtype)
+    styles = styles.to(x.dtype)
+    dcoefs = None
+    if demodulate:
+        w = weight[None] * styles[:, None, :, None, None]           # [N, Cout, Cin, k, k]
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()     # [N, Cout]
+
+    if fused:
+        # Per-sample weights; batch folded into groups (groups == 1 for one image).
+        w = weight[None] * styles[:, None, :, None, None]
+        if dcoefs is not None:
+            w = w * dcoefs[:, :, None, None, None]
+        w = w.reshape(n * cout, cin, kh, kw)
+        xg = x.reshape(1, n * cin, *x.shape[2:])
+        y = _conv(xg, w, up, padding, resample_filter, groups=n, reference=reference)
+        y = y.reshape(n, cout, *y.shape[2:])
+        if noise is not None:
+            y = y + noise.to(y.dtype)
+        return y
+
+    # Shared-weight path: scale activations, one conv for the whole batch, rescale.
+    x = x * styles[:, :, None, None]
+    y = _conv(x, weight, up, padding, resample_filter, groups=1, reference=reference)
+    if dcoefs is not None:
+        y = y * dcoefs[:, :, None, None]
+    if noise is not None:
+        y = y + noise.to(y.dtype)
+    return y
+
+
+def _conv(x, w, up, padding, f, groups, reference):
+    """Plain conv (up=1) or 2x upsampling conv for grouped weights ``[G*Cout, Cin, k, k]``."""
+    if up == 1:
+        return F.conv2d(x, w, padding=padding, groups=groups)
+    if up != 2:
+        raise ValueError("only up=1 or up=2 is supported")
+    kh = w.shape[-1]
+    gcout, cin = w.shape[0], w.shape[1]
+    # Transposed conv wants [G*Cin, Cout, k, k].
+    wt = w.reshape(groups, gcout // groups, cin, kh, kh).transpose(1, 2).reshape(groups * cin, gcout // groups, kh, kh)
+    fw = f.shape[-1]
+    if reference:
+        y = F.conv_transpose2d(x, wt, stride=2, groups=groups)
+        # Padding that turns (2H + k - 2) samples into exactly 2H after the filter.
+        p0 = padding + (fw + 1) // 2 - (kh - 1)
+        p1 = padding + (fw - 2) // 2 - (kh - 2)
+        return upfirdn2d(y, f, pad=(p0, p1, p0, p1), gain=4)
+    folded = fold_upsample_filter(wt, f)
+    # The folded kernel yields the full convolution (2H + k + fw - 3 samples);
+    # crop what the reference path's padding would have cut (2 per side for k=3, fw=4).
+    crop = fw - 1 - (padding + (fw + 1) // 2 - (kh - 1))
+    return F.conv_transpose2d(x, folded, stride=2, padding=crop, groups=groups)
