@@ -165,10 +165,11 @@ class SynthesisLayer(nn.Module):
         if up > 1:
             self.register_buffer("resample_filter", ops.setup_filter())
 
-    def forward(self, x, w, noise_mode="const", reference=False):
+    def forward(self, x, w, noise_mode="const", reference=False, noise=None):
         styles = self.affine(w)
-        noise = None
-        if noise_mode == "random":
+        if noise is not None:  # explicit per-sample noise [N, 1, R, R], scaled like 'random'
+            noise = noise * self.noise_strength
+        elif noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
@@ -211,14 +212,15 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
-    def forward(self, x, img, ws, noise_mode="const", with_rgb=True, reference=False):
+    def forward(self, x, img, ws, noise_mode="const", with_rgb=True, reference=False, noise_inputs=None):
         """``ws``: [N, num_conv + 1, w_dim]. Returns (features, image or None)."""
+        noise = noise_inputs or [None] * self.num_conv
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, reference)
+            x = self.conv1(x, ws[:, 0], noise_mode, reference, noise[0])
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, reference)
-            x = self.conv1(x, ws[:, 1], noise_mode, reference)
+            x = self.conv0(x, ws[:, 0], noise_mode, reference, noise[0])
+            x = self.conv1(x, ws[:, 1], noise_mode, reference, noise[1])
         if not with_rgb:
             return x, None
         if img is not None:
@@ -245,7 +247,12 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
-    def forward(self, ws, noise_mode="const", return_features=False, last_block=None, reference=False):
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(resolution, resolution) of every noise input, in the order ``noise_inputs`` expects."""
+        return [(b.resolution, b.resolution) for b in self.blocks() for _ in range(b.num_conv)]
+
+    def forward(self, ws, noise_mode="const", return_features=False, last_block=None, reference=False,
+                noise_inputs=None):
         """Run the synthesis network.
 
         ws              : W+ latents [N, num_ws, w_dim].
@@ -254,6 +261,7 @@ class SynthesisNetwork(nn.Module):
         last_block      : stop after this block (1-based, e.g. 6 for DragGAN's features);
                           the image is then not computed and returned as None.
         reference       : use the literal (slow) resampling path; for tests.
+        noise_inputs    : optional explicit noise maps [N, 1, R, R], one per layer (see noise_shapes()).
         """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"expected ws of shape [N, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
@@ -265,9 +273,13 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         features = []
         w_idx = 0
-        for i, block in enumerate(blocks[:n_run]):
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=full, reference=reference)
+        n_idx = 0
+        for block in blocks[:n_run]:
+            block_noise = noise_inputs[n_idx:n_idx + block.num_conv] if noise_inputs is not None else None
+            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=full,
+                           reference=reference, noise_inputs=block_noise)
             w_idx += block.num_conv
+            n_idx += block.num_conv
             features.append(x)
         if return_features:
             return img, features
