@@ -1,0 +1,409 @@
+"""One call from a photo to an editable latent: read -> align -> project -> pivotal tuning -> report.
+
+    result = invert(photo, G)                     # photo: path | bytes | PIL.Image | np.ndarray
+    result.ws, result.generator                   # pivot W+ and the tuned copy of G, ready for dragging
+    result.paste_back(edited_image)               # the edit, back in the original photo
+
+``G`` is never modified; the tuned generator is a copy. Results are cached by (photo
+pixels, model weights, settings), so inverting the same photo again is instant.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import align as align_mod
+from .errors import InversionError, PhotoError
+from .losses import lpips_metric, make_loss
+from .metrics import identity_distance, lpips_distance, psnr, ssim, to_image, to_tensor
+from .photo import DEFAULT_MAX_PIXELS, Photo, read_photo
+from .project import ProgressFn, ProjectionSettings, check_cancel, project, w_stats
+from .pti import TuningSettings, pivotal_tuning
+
+# Step budgets. GPU: near PTI's recipe (450 W + 350 tuning steps), trimmed so a 128 px
+# photo takes a few seconds. CPU: what fits in about a minute on two cores for the
+# bundled 128 px model (about 1 s per forward/backward); a higher W learning rate makes
+# up for the short projection, and tuning does the rest.
+GPU_PRESET = dict(steps_w=300, steps_pti=200, lr_w=0.01)
+CPU_PRESET = dict(steps_w=30, steps_pti=25, lr_w=0.04)
+
+
+@dataclasses.dataclass
+class InversionConfig:
+    """Every knob of the pipeline. ``None`` means: the CPU or GPU preset for the device used."""
+
+    device: str | None = None          # 'cpu', 'cuda', 'cuda:1', 'mps'; None = where G lives.
+    # Projection (W, then optional W+).
+    steps_w: int | None = None         # W steps (PTI: 450).
+    steps_wplus: int = 0               # W+ refinement steps after W (0 = W pivot, most editable).
+    lr_w: float | None = None          # Peak projection lr (PTI: 0.01).
+    w_noise: float = 0.05              # Initial W exploration noise (fraction of the W spread).
+    noise_reg: float = 1e5             # Noise-map autocorrelation penalty.
+    project_l2_weight: float = 1.0     # Pixel MSE weight during projection.
+    keep_projected_noise: bool = True  # Bake the optimized noise maps into the tuned G's const noise.
+    # Pivotal tuning.
+    steps_pti: int | None = None       # Maximum tuning steps (PTI: 350).
+    lr_pti: float = 3e-4
+    pti_l2_weight: float = 1.0
+    pti_stop_lpips: float = 0.06       # Early stop when LPIPS <= this (PTI's threshold).
+    pti_stop_fallback: float | None = 0.03  # Same for the pyramid fallback (calibrated in bench/bench_inversion.py).
+    locality: bool = False             # PTI locality regularization.
+    locality_weight: float = 0.1
+    locality_alpha: float = 30.0
+    # Loss.
+    loss: str = "auto"                 # 'auto' (LPIPS if weights on disk, else pyramid), 'lpips', 'pyramid', 'l2'.
+    perceptual_weight: float = 1.0
+    vgg16_path: str | None = None      # torchvision vgg16-397923af.pth (else $DRAGGAN_VGG16, torch hub cache).
+    # Alignment.
+    alignment: str = "auto"            # 'auto', 'template', 'ffhq' or 'center'.
+    template: dict | str | None = None # Landmark template (dict / JSON path); else the model's alignment.json.
+    model_dir: str | None = None       # Where the model lives (its alignment.json); else G.name_or_path.
+    landmarks: str = "five"            # Points fitted to the template: 'five', 'inner', 'all'.
+    face_min_score: float = 0.3        # Secondary faces below this detector score are ignored.
+    # Input and report.
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    identity: bool = True              # dlib identity distance in the report (faces).
+    w_avg_samples: int = 10000
+    seed: int = 0
+
+    def resolved(self, device: torch.device) -> "InversionConfig":
+        """A copy with every ``None`` budget filled from the device's preset."""
+        preset = GPU_PRESET if device.type != "cpu" else CPU_PRESET
+        updates = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, device=str(device), **updates)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def cache_dict(self) -> dict:
+        """Fields that change the result (not the report options)."""
+        d = self.to_dict()
+        d.pop("identity")
+        return d
+
+
+@dataclasses.dataclass
+class InversionResult:
+    """What :func:`invert` returns; the drag engine takes ``ws`` and ``generator`` as they are.
+
+    ws             : pivot W+ latent [1, num_ws, w_dim], float32 on the CPU.
+    generator      : tuned copy of the generator (eval, requires_grad False), on the device used.
+    aligned        : the aligned photo at the generator's resolution (what was inverted).
+    reconstruction : generator(ws) after tuning.
+    report         : metrics, notices, timings (see :func:`invert`).
+    alignment      : the photo -> aligned transform (for :meth:`paste_back`).
+    photo          : the upright RGB photo (None if not kept).
+    """
+
+    ws: torch.Tensor
+    generator: torch.nn.Module
+    aligned: Image.Image
+    reconstruction: Image.Image
+    report: dict
+    alignment: align_mod.Alignment
+    photo: Image.Image | None = None
+
+    def paste_back(self, edited: Image.Image, photo: Image.Image | None = None, feather: float = 0.08) -> Image.Image:
+        """Put ``edited`` (an image of the aligned square) back into the original photo's frame."""
+        photo = photo if photo is not None else self.photo
+        if photo is None:
+            raise InversionError("The original photo is not stored with this result; pass it to paste_back().")
+        return self.alignment.paste_back(edited, photo, feather=feather)
+
+    def save(self, directory, save_photo: bool = True) -> Path:
+        """DIR/aligned.png, reconstruction.png, report.json, latent.pt, alignment.json, photo.png, generator/."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.aligned.save(d / "aligned.png")
+        self.reconstruction.save(d / "reconstruction.png")
+        (d / "report.json").write_text(json.dumps(self.report, indent=2, default=_json_default) + "\n")
+        (d / "alignment.json").write_text(json.dumps(self.alignment.to_dict()) + "\n")
+        torch.save({"ws": self.ws.detach().float().cpu()}, d / "latent.pt")
+        # fp32: the tuning deltas are small, fp16 would round part of them away.
+        self.generator.save_pretrained(d / "generator", dtype=torch.float32,
+                                       metadata={"inverted_from": self.report.get("photo_sha256")})
+        if save_photo and self.photo is not None:
+            self.photo.save(d / "photo.png")
+        return d
+
+    @classmethod
+    def load(cls, directory, device="cpu") -> "InversionResult":
+        from draggan.networks import Generator
+
+        d = Path(directory)
+        if not (d / "latent.pt").is_file():
+            raise InversionError(f"{d} is not an inversion result folder (latent.pt missing).")
+        ws = torch.load(d / "latent.pt", map_location="cpu", weights_only=True)["ws"].float()
+        photo = Image.open(d / "photo.png").convert("RGB") if (d / "photo.png").is_file() else None
+        return cls(ws=ws, generator=Generator.from_pretrained(d / "generator", device=device),
+                   aligned=Image.open(d / "aligned.png").convert("RGB"),
+                   reconstruction=Image.open(d / "reconstruction.png").convert("RGB"),
+                   report=json.loads((d / "report.json").read_text()),
+                   alignment=align_mod.Alignment.from_dict(json.loads((d / "alignment.json").read_text())),
+                   photo=photo)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(G) -> str:
+    """Hash of the generator's config and weights (memoized; recomputed if a tensor changed in place)."""
+    tensors = list(G.state_dict().values())
+    versions = tuple(t._version for t in tensors)
+    memo = _FINGERPRINTS.get(G)
+    if memo is not None and memo[0] == versions:
+        return memo[1]
+    h = hashlib.sha256(json.dumps(G.cfg.to_dict(), sort_keys=True).encode())
+    for name, t in G.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    digest = h.hexdigest()[:16]
+    _FINGERPRINTS[G] = (versions, digest)
+    return digest
+
+
+class InversionCache:
+    """Bounded in-memory LRU of results, optionally mirrored on disk (``directory/<key>/``)."""
+
+    def __init__(self, max_items: int = 4, directory=None):
+        self.max_items = max_items
+        self.directory = Path(directory) if directory else None
+        self._items: OrderedDict[str, InversionResult] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(photo_sha: str, model_id: str, config: InversionConfig) -> str:
+        blob = json.dumps({"photo": photo_sha, "model": model_id, "config": config.cache_dict()}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def get(self, key: str, device="cpu") -> InversionResult | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+        if self.directory and (self.directory / key / "latent.pt").is_file():
+            try:
+                result = InversionResult.load(self.directory / key, device=device)
+            except Exception:
+                result = None  # A damaged cache entry is recomputed.
+            if result is not None:
+                self._remember(key, result)
+                with self._lock:
+                    self.hits += 1
+                return result
+        with self._lock:
+            self.misses += 1
+        return None
+
+    def put(self, key: str, result: InversionResult) -> None:
+        self._remember(key, result)
+        if self.directory:
+            result.save(self.directory / key)
+
+    def _remember(self, key, result):
+        with self._lock:
+            self._items[key] = result
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self):
+        return len(self._items)
+
+
+DEFAULT_CACHE = InversionCache()
+
+
+# --------------------------------------------------------------------------- alignment choice
+
+
+def resolve_alignment(config: InversionConfig, G) -> tuple[str, align_mod.FaceTemplate | None, list[str]]:
+    """(method, template, notices) from the config and the model's stored ``alignment.json``."""
+    if config.alignment not in ("auto",) + align_mod.METHODS:
+        raise ValueError(f"alignment must be 'auto' or one of {align_mod.METHODS}, got {config.alignment!r}")
+    if config.alignment in ("ffhq", "center"):
+        return config.alignment, None, []
+    if config.template is not None:
+        method, template = align_mod.read_alignment_spec(config.template)
+        return method, template, []
+    for d in (config.model_dir, getattr(G, "name_or_path", None)):
+        if d and (Path(d) / align_mod.TEMPLATE_FILE).is_file():
+            method, template = align_mod.read_alignment_spec(Path(d))
+            return method, template, []
+    if config.alignment == "template":
+        raise InversionError("Template alignment was asked for, but this model stores no alignment.json "
+                             "and no template was given.")
+    return "ffhq", None, ["The model stores no alignment template: used the standard FFHQ face alignment."]
+
+
+# --------------------------------------------------------------------------- invert
+
+
+def _device_of(G) -> torch.device:
+    return next(G.parameters()).device
+
+
+def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn | None = None, cancel=None,
+           cache: InversionCache | None = DEFAULT_CACHE) -> InversionResult:
+    """Invert ``photo`` into ``G``: pivot latent + tuned generator copy + report.
+
+    photo    : path, bytes, file object, ``PIL.Image`` or ``np.ndarray`` (HxW[xC], uint8/uint16/float).
+    G        : a ``draggan.networks.Generator``; never modified.
+    config   : :class:`InversionConfig` (defaults: presets for the device).
+    progress : ``progress(stage, step, total)``; stages 'read', 'align', 'project_w',
+               'project_wplus', 'tune', 'report'.
+    cancel   : ``threading.Event`` or a callable; when set/true, :class:`Cancelled` is raised
+               between steps.
+    cache    : an :class:`InversionCache` (default: a process-wide one), or None.
+
+    Report keys: psnr, ssim, lpips (None without LPIPS weights), loss_used, face_found,
+    num_faces, alignment, notices, identity_distance (None if no face), stage_mse
+    (initial / projection / tuned), steps, timings (seconds per stage), photo_sha256,
+    model_id, cached, config.
+    Raises :class:`PhotoError` for unreadable photos, :class:`Cancelled` when cancelled.
+    """
+    config = config or InversionConfig()
+    device = torch.device(config.device) if config.device else _device_of(G)
+    cfg = config.resolved(device)
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+
+    def lap(stage):
+        nonlocal tick
+        now = time.perf_counter()
+        timings[stage] = round(now - tick, 3)
+        tick = now
+
+    def report_progress(stage, step, total):
+        if progress:
+            progress(stage, step, total)
+
+    # 1. Read.
+    report_progress("read", 0, 1)
+    loaded: Photo = read_photo(photo, max_pixels=cfg.max_pixels)
+    photo_sha = loaded.sha256()
+    model_id = model_fingerprint(G)
+    key = InversionCache.key(photo_sha, model_id, cfg)
+    if cache is not None:
+        hit = cache.get(key, device=device)
+        if hit is not None:
+            report_progress("read", 1, 1)
+            return dataclasses.replace(hit, report={**hit.report, "cached": True})
+    lap("read")
+    report_progress("read", 1, 1)
+    check_cancel(cancel)
+
+    # 2. Align.
+    report_progress("align", 0, 1)
+    method, template, notices = resolve_alignment(cfg, G)
+    notices = loaded.notices + notices
+    aligned, alignment, align_notices = align_mod.align_photo(
+        loaded.image, G.img_resolution, method=method, template=template, subset=cfg.landmarks,
+        min_score=cfg.face_min_score)
+    notices += align_notices
+    lap("align")
+    report_progress("align", 1, 1)
+    check_cancel(cancel)
+
+    # 3. Project. A private copy when G is elsewhere or trainable, so G's .grad stays untouched.
+    G_work = G
+    if _device_of(G) != device or any(p.requires_grad for p in G.parameters()):
+        G_work = copy.deepcopy(G).to(device).eval().requires_grad_(False)
+    target = to_tensor(aligned, device)
+    loss = make_loss(cfg.loss, cfg.vgg16_path, device)
+    if loss.notice:
+        notices.append(loss.notice)
+    history: list[dict] = []
+    settings = ProjectionSettings(
+        steps_w=cfg.steps_w, steps_wplus=cfg.steps_wplus, lr=cfg.lr_w, w_noise=cfg.w_noise, noise_reg=cfg.noise_reg,
+        l2_weight=cfg.project_l2_weight, perceptual_weight=cfg.perceptual_weight, w_avg_samples=cfg.w_avg_samples,
+        seed=cfg.seed)
+    with torch.no_grad():  # The starting point's error, for the report.
+        w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
+        mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
+    ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel, history=history)
+    with torch.no_grad():
+        mse_projection = float((G_work.synthesis(ws, noise_mode="const", noise_inputs=noises) - target).square().mean())
+    lap("project")
+
+    # 4. Pivotal tuning.
+    stop = cfg.pti_stop_lpips if loss.is_lpips else cfg.pti_stop_fallback
+    tuning = TuningSettings(
+        steps=cfg.steps_pti, lr=cfg.lr_pti, l2_weight=cfg.pti_l2_weight, perceptual_weight=cfg.perceptual_weight,
+        stop_threshold=stop, locality=cfg.locality, locality_weight=cfg.locality_weight,
+        locality_alpha=cfg.locality_alpha, seed=cfg.seed)
+    G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
+                                            noises=noises if cfg.keep_projected_noise else None,
+                                            progress=progress, cancel=cancel, history=history)
+    with torch.no_grad():
+        out = G_tuned.synthesis(ws, noise_mode="const")
+        mse_tuned = float((out - target).square().mean())
+    reconstruction = to_image(out)
+    lap("tune")
+
+    # 5. Report.
+    report_progress("report", 0, 1)
+    metric = lpips_metric(cfg.vgg16_path, device)
+    face_found = alignment.method != "center"
+    identity = identity_distance(aligned, reconstruction) if (cfg.identity and face_found) else None
+    lap("report")
+    report_progress("report", 1, 1)
+    report = {
+        "psnr": round(psnr(aligned, reconstruction), 3),
+        "ssim": round(ssim(aligned, reconstruction), 4),
+        "lpips": None if metric is None else round(lpips_distance(aligned, reconstruction, metric), 4),
+        "loss_used": loss.name,
+        "face_found": face_found,
+        "num_faces": alignment.num_faces,
+        "alignment": alignment.method,
+        "notices": notices,
+        "identity_distance": None if identity is None else round(identity, 4),
+        "stage_mse": {"initial": mse_initial, "projection": mse_projection, "tuned": mse_tuned},
+        "steps": {"w": cfg.steps_w, "wplus": cfg.steps_wplus, "pti": steps_pti_run, "pti_max": cfg.steps_pti},
+        "timings": {**timings, "total": round(sum(timings.values()), 3)},
+        "photo_sha256": photo_sha,
+        "model_id": model_id,
+        "device": str(device),
+        "cached": False,
+        "config": cfg.to_dict(),
+    }
+    result = InversionResult(ws=ws.detach().float().cpu(), generator=G_tuned, aligned=aligned,
+                             reconstruction=reconstruction, report=report, alignment=alignment, photo=loaded.image)
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+__all__ = ["invert", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
+           "model_fingerprint", "resolve_alignment"]
