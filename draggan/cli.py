@@ -1,0 +1,353 @@
+"""Command line: ``python -m draggan {edit,sample,models}``.
+
+    python -m draggan models
+    python -m draggan sample --model celeba128 --seeds 0-9,20 --out samples/
+    python -m draggan edit --model celeba128 --seed 3 --points "60,70->70,70;40,50->40,45" \\
+        --out edited.png --video drag.gif
+    python -m draggan edit --inversion runs/me/ --points "60,70->70,70" --out edited.png
+
+Bad input (an unparsable --points string, a point outside the image, a model
+that cannot be found, ...) prints one ``error:`` line and exits with status 2;
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .points import PointError, parse_points
+
+EXIT_USAGE = 2
+INVERSION_LATENT = "latent.pt"      # {'ws': [1, num_ws, w_dim] tensor}, written by the inversion pipeline
+INVERSION_GENERATOR = "generator"   # the tuned generator, Generator.save_pretrained format
+
+
+class CLIError(Exception):
+    """A user error found after argument parsing; the message is shown as is."""
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def seed_list(text: str) -> list[int]:
+    """``"0-9,20,30-32"`` -> [0, 1, ..., 9, 20, 30, 31, 32] (order kept, duplicates dropped)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise argparse.ArgumentTypeError(f"empty item in seed list {text!r} (expected e.g. '0-9,20,30-32')")
+        lo, sep, hi = part.partition("-")
+        try:
+            start = int(lo)
+            end = int(hi) if sep else start
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a seed or a range: expected non-negative integers like '7' or '0-9'") from None
+        if start < 0 or end < 0:
+            raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {part!r}")
+        if end < start:
+            raise argparse.ArgumentTypeError(f"range {part!r} is backwards: write '{end}-{start}'")
+        seeds.extend(range(start, end + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def points_spec(text: str):
+    try:
+        return parse_points(text)
+    except PointError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m draggan",
+                                     description="DragGAN Studio: drag-based editing on a StyleGAN2 generator.")
+    sub = parser.add_subparsers(dest="command", metavar="{edit,sample,models}")
+    sub.required = True
+
+    edit = sub.add_parser("edit", help="drag handle points to targets and save the result",
+                          description="Drag handle points to targets on a generated (or inverted) image.")
+    src = edit.add_argument_group("image source (either --model and --seed, or --inversion)")
+    src.add_argument("--model", help="registry name (see `models`), checkpoint path, or directory")
+    src.add_argument("--seed", type=int, help="seed of the generated image")
+    src.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
+    src.add_argument("--inversion", metavar="DIR",
+                     help=f"output of the inversion pipeline: DIR/{INVERSION_LATENT} + DIR/{INVERSION_GENERATOR}/")
+    edit.add_argument("--points", required=True, type=points_spec, metavar='"x,y->x,y;..."',
+                      help='handle->target pairs in image pixels, separated by ";", e.g. "60,70->70,70;40,50->40,45"')
+    edit.add_argument("--mask", metavar="PNG", help="mask image: white = may move, black = keep (resized to the image)")
+    edit.add_argument("--steps", type=positive_int, default=300, help="maximum optimization steps (default 300)")
+    edit.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    edit.add_argument("--r1", type=positive_float, help="motion supervision radius in pixels (default 3*R/512, >=1)")
+    edit.add_argument("--r2", type=positive_float, help="tracking window radius in pixels (default 12*R/512, >=2)")
+    edit.add_argument("--lambda-mask", type=float, default=20.0, help="weight of the mask term (default 20)")
+    edit.add_argument("--feature-block", type=positive_int,
+                      help="synthesis block whose features are used (default 6, or the last block if fewer)")
+    edit.add_argument("--space", choices=["w", "w+"], default="w+", help="latent space to optimize (default w+)")
+    edit.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    edit.add_argument("--out", required=True, help="output PNG")
+    edit.add_argument("--video", metavar="OUT.mp4|OUT.gif", help="also write the drag as an animation")
+    edit.add_argument("--fps", type=positive_float, default=24.0, help="animation frame rate (default 24)")
+    edit.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    edit.set_defaults(func=cmd_edit)
+
+    sample = sub.add_parser("sample", help="write images for a list of seeds",
+                            description="Generate one PNG per seed.")
+    sample.add_argument("--model", required=True, help="registry name (see `models`), checkpoint path, or directory")
+    sample.add_argument("--seeds", required=True, type=seed_list, help='seeds, e.g. "0-99" or "0-9,20,30-32"')
+    sample.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
+    sample.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    sample.add_argument("--out", required=True, help="output directory")
+    sample.set_defaults(func=cmd_sample)
+
+    models = sub.add_parser("models", help="list the known models", description="List the known models.")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pick_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"unknown device {name!r}: use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for, but no CUDA GPU is available to PyTorch; use --device cpu")
+    return device
+
+
+def load_model(source: str, device):
+    """Load a generator by registry name or path (through draggan.checkpoints when available)."""
+    try:
+        from .checkpoints import CheckpointError, load_generator
+    except ImportError:  # registry/loader not installed: accept a save_pretrained directory
+        from .networks import Generator
+
+        path = Path(source)
+        if not (path / "config.json").is_file():
+            raise CLIError(f"model {source!r} not found: pass a directory written by Generator.save_pretrained")
+        return Generator.from_pretrained(path, device=device)
+    try:
+        return load_generator(source, device=device)
+    except CheckpointError as e:
+        raise CLIError(str(e)) from None
+
+
+def load_inversion(directory: str, device):
+    """(G, ws) from an inversion output directory: DIR/latent.pt + DIR/generator/."""
+    import torch
+
+    root = Path(directory)
+    latent_path, generator_dir = root / INVERSION_LATENT, root / INVERSION_GENERATOR
+    if not root.is_dir():
+        raise CLIError(f"--inversion {directory}: no such directory")
+    if not latent_path.is_file() or not generator_dir.is_dir():
+        raise CLIError(f"--inversion {directory}: expected {INVERSION_LATENT} and {INVERSION_GENERATOR}/ inside "
+                       f"(the output of the inversion pipeline)")
+    try:
+        data = torch.load(latent_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unreadable file is the user's input problem
+        raise CLIError(f"{latent_path}: cannot read the latent ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("ws"), torch.Tensor):
+        raise CLIError(f"{latent_path}: expected a dict with a 'ws' tensor")
+    G = load_model(str(generator_dir), device)
+    ws = data["ws"].float().to(device)
+    if ws.ndim == 2:
+        ws = ws[None]
+    if tuple(ws.shape) != (1, G.num_ws, G.w_dim):
+        raise CLIError(f"{latent_path}: 'ws' has shape {tuple(ws.shape)} but the generator needs "
+                       f"[1, {G.num_ws}, {G.w_dim}]")
+    return G, ws
+
+
+def load_mask(path: str, resolution: int) -> np.ndarray:
+    """A mask PNG as an RxR bool array (True = may move); resized with nearest neighbour."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if im.size != (resolution, resolution):
+                im = im.resize((resolution, resolution), Image.NEAREST)
+            return np.asarray(im) >= 128
+    except FileNotFoundError:
+        raise CLIError(f"--mask {path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise CLIError(f"--mask {path}: not a readable image ({e})") from None
+
+
+def save_image(image: np.ndarray, path) -> Path:
+    """Save an HxWx3 uint8 image; the extension picks the format (PNG recommended)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Image.fromarray(image).save(path)
+    except ValueError as e:  # Pillow: unknown extension
+        raise CLIError(f"cannot save {path}: {e} (use a .png file name)") from None
+    return path
+
+
+def format_point(p) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in np.round(np.asarray(p, dtype=float), 2)) + ")"
+
+
+def format_handle_table(start, final, targets, distances) -> str:
+    """The handles' start, final and target positions and remaining distances, one row each."""
+    rows = [("handle", "start", "final", "target", "distance")]
+    for i, (s, f, t, d) in enumerate(zip(start, final, targets, distances), start=1):
+        rows.append((str(i), format_point(s), format_point(f), format_point(t), f"{float(d):.2f}"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_edit(args) -> int:
+    from .engine import DragConfig, DragSession
+    from .video import VIDEO_FORMATS, draw_points, write_video
+
+    handles, targets = args.points
+    if args.inversion and (args.model or args.seed is not None):
+        raise CLIError("use either --inversion DIR, or --model with --seed, not both")
+    if not args.inversion and (args.model is None or args.seed is None):
+        raise CLIError("tell me which image to edit: --model NAME --seed N, or --inversion DIR")
+    if args.video and Path(args.video).suffix.lower() not in VIDEO_FORMATS:
+        raise CLIError(f"--video {args.video}: the animation must end in .gif or .mp4")
+    if args.seed is not None and args.seed < 0:
+        raise CLIError(f"--seed must be non-negative, got {args.seed}")
+    device = pick_device(args.device)
+
+    if args.inversion:
+        G, ws = load_inversion(args.inversion, device)
+    else:
+        G = load_model(args.model, device)
+        ws = G.ws_from_seed(args.seed, args.truncation, device=device)
+
+    feature_block = args.feature_block or min(6, len(G.synthesis.block_resolutions))
+    config = DragConfig(lr=args.lr, max_steps=args.steps, r1=args.r1, r2=args.r2, lambda_mask=args.lambda_mask,
+                        feature_block=feature_block, latent_space=args.space)
+    session = DragSession(G, ws, config, device=device)
+    session.set_points(handles, targets)
+    if args.mask:
+        session.set_mask(load_mask(args.mask, G.img_resolution))
+
+    frames = []
+    if args.video:
+        frames.append(draw_points(session.render(), session.handles, session.targets))
+    start = session.handles
+    state = None
+    t0 = time.perf_counter()
+    for state in session.drag(image_every=1 if args.video else 0):
+        if args.video and state.image is not None:
+            frames.append(draw_points(state.image, state.handles, state.targets))
+        if state.warning:
+            print(f"warning: {state.warning}", file=sys.stderr)
+        if not args.quiet:
+            print(f"\rstep {state.step:4d}  loss {state.loss:.4f}  max distance {state.distances.max():6.2f}",
+                  end="", file=sys.stderr, flush=True)
+    if not args.quiet and state is not None:
+        print(file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+
+    out = save_image(session.render(), args.out)
+    if args.video:
+        write_video(args.video, frames, fps=args.fps)
+    steps = state.step if state else 0
+    verdict = "all handles reached their targets" if state and state.done else "stopped at the step limit"
+    print(format_handle_table(start, session.handles, session.targets, session.distances))
+    print(f"{verdict} after {steps} steps ({elapsed:.1f} s on {device}); wrote {out}"
+          + (f" and {args.video}" if args.video else ""))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from .engine import to_uint8
+
+    device = pick_device(args.device)
+    G = load_model(args.model, device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        for seed in args.seeds:
+            ws = G.ws_from_seed(seed, args.truncation, device=device)
+            image = to_uint8(G.synthesis(ws, noise_mode="const"))
+            save_image(image, out / f"seed{seed:04d}.png")
+    print(f"wrote {len(args.seeds)} image(s) to {out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    try:
+        from .registry import format_model_table
+    except ImportError:
+        raise CLIError("the model registry (draggan.registry) is not installed") from None
+    print(format_model_table())
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'bad input', shown as one line instead of a traceback."""
+    from .engine import DragConfigError, MaskError
+    from .video import VideoError
+
+    errors: list[type[BaseException]] = [CLIError, PointError, DragConfigError, MaskError, VideoError]
+    try:
+        from .checkpoints import CheckpointError
+        errors.append(CheckpointError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except user_errors() as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130

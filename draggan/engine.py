@@ -1,0 +1,539 @@
+"""The DragGAN drag engine: an interactive session that drags handle points to targets.
+
+One step (Pan et al., SIGGRAPH 2023, Sec. 3):
+
+    1. forward the latent to synthesis block ``feature_block`` -> features F,
+    2. track the handles on F (nearest initial handle feature in a window, no grad),
+    3. motion supervision at the tracked handles (+ mask term),
+    4. backward to the optimized latent layers and take one Adam step.
+
+Everything in a step stays on the device with static shapes (offset grids are
+built once; handles that already arrived are masked out instead of dropped), so
+:meth:`DragSession._step` can later be captured as a CUDA graph. The host reads
+one small tensor per step: handle positions, distances, loss and two flags.
+
+Coordinates are image pixels (x, y) of the generator's ``R x R`` output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .features import sample_features, synthesis_features
+from .motion import disk_offsets, motion_supervision_loss
+from .points import PointError, validate_points
+from .tracking import track_points, window_offsets
+
+LATENT_SPACES = ("w", "w+")
+NOISE_MODES = ("const", "random", "none")
+# Consecutive non-finite steps after which a drag gives up (each one halves the lr).
+MAX_NONFINITE_RETRIES = 8
+
+
+class DragConfigError(ValueError):
+    """A DragConfig that cannot work (bad value, or a feature block the generator does not have)."""
+
+
+class MaskError(ValueError):
+    """A mask of the wrong shape or type."""
+
+
+@dataclass
+class DragConfig:
+    """Settings of a drag. Distances and radii are in image pixels of the generator's R x R output.
+
+    lr              = 2e-3,    # Adam learning rate on the latent.
+    max_steps       = 300,     # Steps per drag() call; a call ends earlier when every handle has arrived.
+    r1              = None,    # Motion-supervision disk radius (None: 3 * R/512, at least 1 px).
+    r2              = None,    # Point-tracking window radius (None: 12 * R/512, at least 2 px).
+    lambda_mask     = 20.0,    # Weight of the mask term that keeps the fixed (unmasked) region unchanged.
+    feature_block   = 6,       # Synthesis block (1-based) whose output is F (6 = 128 px in a 512 px model).
+    latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
+    optimize_layers = 6,       # W+ only: how many layers, from the coarsest, are optimized; the rest stay fixed.
+    stop_distance   = None,    # A handle has arrived within this distance (None: 1 px, 2 px with more than
+                               #   5 handles, scaled by R/512, at least 1 px).
+    noise_mode      = "const", # Synthesis noise: "const", "random" or "none".
+    autocast        = False,   # Run the generator under bf16 autocast (for CUDA); sampling and losses stay fp32.
+
+    Why the floors: at small R the paper's radii shrink below one pixel. A disk of
+    radius < 1 is the handle pixel alone (one feature vector: a noisy, very local
+    push), while r1 = 1 already gives 5 pixels. The tracking window must be wider
+    than how far content moves in one step (about a pixel, plus overshoot), or a
+    handle that lags once can never catch up; r2 = 2 (5 x 5) leaves that margin.
+    A stop distance below one pixel is unreachable for handles that move on the
+    integer pixel grid.
+    """
+
+    lr: float = 2e-3
+    max_steps: int = 300
+    r1: float | None = None
+    r2: float | None = None
+    lambda_mask: float = 20.0
+    feature_block: int = 6
+    latent_space: str = "w+"
+    optimize_layers: int = 6
+    stop_distance: float | None = None
+    noise_mode: str = "const"
+    autocast: bool = False
+
+    def __post_init__(self):
+        self.latent_space = str(self.latent_space).lower()
+        checks = [
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
+            (self.r1 is None or self.r1 > 0, f"r1 must be positive, got {self.r1}"),
+            (self.r2 is None or self.r2 >= 1, f"r2 must be at least 1 pixel, got {self.r2}"),
+            (self.lambda_mask >= 0, f"lambda_mask must be >= 0, got {self.lambda_mask}"),
+            (self.feature_block >= 1, f"feature_block must be >= 1, got {self.feature_block}"),
+            (self.latent_space in LATENT_SPACES, f"latent_space must be 'w' or 'w+', got {self.latent_space!r}"),
+            (self.optimize_layers >= 1, f"optimize_layers must be >= 1, got {self.optimize_layers}"),
+            (self.stop_distance is None or self.stop_distance > 0,
+             f"stop_distance must be positive, got {self.stop_distance}"),
+            (self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DragConfigError(message)
+
+    def radii(self, resolution: int) -> tuple[float, float]:
+        """(r1, r2) for an image of ``resolution`` pixels (see the floors above)."""
+        r1 = self.r1 if self.r1 is not None else max(3.0 * resolution / 512, 1.0)
+        r2 = self.r2 if self.r2 is not None else max(12.0 * resolution / 512, 2.0)
+        return float(r1), float(r2)
+
+    def stop_distance_for(self, resolution: int, num_handles: int) -> float:
+        if self.stop_distance is not None:
+            return float(self.stop_distance)
+        base = 2.0 if num_handles > 5 else 1.0
+        return max(base * resolution / 512, 1.0)
+
+
+@dataclass
+class DragState:
+    """What a drag reports after every step.
+
+    step      : steps taken since the points were set (counts across resumed drag() calls).
+    handles   : [N, 2] float (x, y) handle positions tracked in this step.
+    targets   : [N, 2] float (x, y) targets.
+    distances : [N] Euclidean handle-target distances, in pixels.
+    done      : every handle is within the stop distance (the latent was not changed by this step).
+    loss      : the step's objective (motion + mask term).
+    image     : HxWx3 uint8 image of the latent after the step, or None on steps that skip rendering.
+    warning   : a human sentence when something was recovered from (non-finite loss), else None.
+    """
+
+    step: int
+    handles: np.ndarray
+    targets: np.ndarray
+    distances: np.ndarray
+    done: bool
+    loss: float
+    image: np.ndarray | None = None
+    warning: str | None = None
+
+
+@dataclass
+class _Optimization:
+    """Per-points optimization state; rebuilt when points, mask or latent are replaced."""
+
+    param: torch.Tensor          # trainable latent offset, [1, L, w_dim] (W+) or [1, 1, w_dim] (W)
+    prev_param: torch.Tensor     # the offset before the running step (restored on non-finite / done)
+    optimizer: torch.optim.Optimizer
+    lr: float
+    feat0: torch.Tensor          # [1, C, h, w] features of the latent when the points were set
+    ref_features: torch.Tensor   # [N, C] features of the initial handles (tracking templates)
+    stop_distance: torch.Tensor  # scalar, pixels
+    stop_distance_px: float
+    nonfinite_streak: int = 0
+
+
+@dataclass
+class _Snapshot:
+    ws: torch.Tensor
+    handles: np.ndarray | None
+    points_id: int
+
+
+class DragSession:
+    """An editing session on one latent: set points (and a mask), then drag.
+
+    ``G`` is shared and read-only: the session never changes its parameters,
+    gradients or mode. ``ws`` is the starting W+ latent [1, num_ws, w_dim].
+
+    Latent parametrization: the optimized variable is an offset added to the
+    latent (zero at the start of a drag), which gives the same Adam steps as
+    optimizing the latent itself. In W+ mode it covers the first
+    ``optimize_layers`` layers; in W mode one [w_dim] offset is shared by all
+    layers (for a W latent, that is exactly optimizing w).
+
+    Undo/reset: ``history`` holds the latent before each drag() call that
+    changed it; :meth:`undo` restores the last one (and the handle positions of
+    that time, if the points were not replaced since); :meth:`reset` restores
+    the original latent and moves the handles back to where they were set.
+    """
+
+    def __init__(self, G, ws: torch.Tensor, config: DragConfig | None = None, device=None):
+        self.G = G
+        self.config = config or DragConfig()
+        if not isinstance(self.config, DragConfig):
+            raise DragConfigError(f"config must be a DragConfig, got {type(self.config).__name__}")
+        param = next(G.parameters())
+        self.device = torch.device(device) if device is not None else param.device
+        if param.device.type != self.device.type or (
+                self.device.index is not None and param.device.index not in (None, self.device.index)):
+            raise DragConfigError(f"the generator is on {param.device} but the session was asked to run on "
+                                  f"{self.device}; move the generator there first (G.to(device))")
+        self.resolution = int(G.img_resolution)
+        self.num_ws, self.w_dim = int(G.num_ws), int(G.w_dim)
+        cfg = self.config
+        num_blocks = len(G.synthesis.block_resolutions)
+        if cfg.feature_block > num_blocks:
+            resolutions = ", ".join(f"{i + 1}: {r}px" for i, r in enumerate(G.synthesis.block_resolutions))
+            raise DragConfigError(f"feature_block {cfg.feature_block} does not exist: this {self.resolution}px "
+                                  f"generator has {num_blocks} synthesis blocks ({resolutions})")
+        if cfg.latent_space == "w+" and cfg.optimize_layers > self.num_ws:
+            raise DragConfigError(f"optimize_layers {cfg.optimize_layers} exceeds the generator's "
+                                  f"{self.num_ws} W+ layers")
+        ws = torch.as_tensor(ws)
+        if ws.ndim == 2:
+            ws = ws.unsqueeze(0)
+        if tuple(ws.shape) != (1, self.num_ws, self.w_dim):
+            raise ValueError(f"ws must have shape [1, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
+        self._original = ws.detach().to(self.device, torch.float32).clone()
+        self._base = self._original.clone()
+
+        r1, r2 = cfg.radii(self.resolution)
+        self.r1, self.r2 = r1, r2
+        self._disk = disk_offsets(r1, self.device)         # motion supervision neighbourhood, [D, 2]
+        self._window = window_offsets(r2, self.device)     # tracking search window, [W, 2]
+
+        self._handles: torch.Tensor | None = None          # [N, 2] on the device
+        self._handles_np: np.ndarray | None = None
+        self._targets: torch.Tensor | None = None
+        self._targets_np: np.ndarray | None = None
+        self._initial_handles_np: np.ndarray | None = None
+        self._distances_np: np.ndarray | None = None
+        self._points_id = 0
+        self._step_count = 0                               # steps since the points were set
+        self._fixed: torch.Tensor | None = None            # [R, R] float, 1 = must not change
+        self._mask_np: np.ndarray | None = None
+
+        self._opt: _Optimization | None = None
+        self._history: list[_Snapshot] = []
+        self._version = 0                                  # bumped whenever a running drag must end
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def ws(self) -> torch.Tensor:
+        """The current latent [1, num_ws, w_dim] (a detached copy)."""
+        with self._lock:
+            return self._current_ws().detach().clone()
+
+    @property
+    def history(self) -> list[torch.Tensor]:
+        """Latents before each drag() call that changed the latent, oldest first (copies)."""
+        with self._lock:
+            return [s.ws.clone() for s in self._history]
+
+    @property
+    def handles(self) -> np.ndarray | None:
+        return None if self._handles_np is None else self._handles_np.copy()
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        return None if self._targets_np is None else self._targets_np.copy()
+
+    @property
+    def distances(self) -> np.ndarray | None:
+        return None if self._distances_np is None else self._distances_np.copy()
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The current HxW bool mask (True = allowed to move), or None."""
+        return None if self._mask_np is None else self._mask_np.copy()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in use (halved by non-finite recoveries)."""
+        return self._opt.lr if self._opt is not None else self.config.lr
+
+    # ------------------------------------------------------------------ editing
+
+    def set_points(self, handles, targets) -> None:
+        """Set handle points and their targets, lists of (x, y) in image pixels (raises PointError)."""
+        handles, targets = validate_points(handles, targets, self.resolution)
+        with self._lock:
+            self._invalidate()
+            self._points_id += 1
+            self._step_count = 0
+            self._handles_np = np.asarray(handles, dtype=np.float32)
+            self._targets_np = np.asarray(targets, dtype=np.float32)
+            self._initial_handles_np = self._handles_np.copy()
+            self._distances_np = np.linalg.norm(self._targets_np - self._handles_np, axis=1)
+            self._handles = torch.from_numpy(self._handles_np.copy()).to(self.device)
+            self._targets = torch.from_numpy(self._targets_np.copy()).to(self.device)
+
+    def set_mask(self, mask) -> None:
+        """HxW mask, 1/True where the image may change (bool, 0/1 or 0..255); None clears it."""
+        movable = None if mask is None else self._parse_mask(mask)
+        with self._lock:
+            self._invalidate()
+            self._mask_np = movable
+            if movable is None or movable.all():
+                self._fixed = None  # nothing is fixed: no mask term
+            else:
+                self._fixed = torch.from_numpy((~movable).astype(np.float32)).to(self.device)
+
+    def _parse_mask(self, mask) -> np.ndarray:
+        m = np.asarray(mask)
+        if m.ndim == 3 and m.shape[-1] == 1:
+            m = m[..., 0]
+        R = self.resolution
+        if m.shape != (R, R):
+            raise MaskError(f"mask must be a {R}x{R} array (one value per image pixel), got shape {m.shape}")
+        if m.dtype == bool:
+            return m.copy()
+        if not np.issubdtype(m.dtype, np.number):
+            raise MaskError(f"mask must be boolean or numeric, got dtype {m.dtype}")
+        m = m.astype(np.float32)
+        if not np.isfinite(m).all():
+            raise MaskError("mask contains NaN or infinite values")
+        scale = 255.0 if m.max() > 1 else 1.0
+        return m / scale >= 0.5
+
+    def stop(self) -> None:
+        """Ask a running drag to end after its current step (safe from any thread)."""
+        self._stop.set()
+
+    def undo(self) -> bool:
+        """Go back to the latent before the last drag() call; False if there is nothing to undo."""
+        with self._lock:
+            if not self._history:
+                return False
+            snap = self._history.pop()
+            self._invalidate()
+            self._base = snap.ws.clone()
+            if snap.points_id == self._points_id and snap.handles is not None:
+                self._restore_handles(snap.handles)
+            return True
+
+    def reset(self) -> None:
+        """Back to the original latent (history cleared); handles return to where they were set."""
+        with self._lock:
+            self._invalidate()
+            self._history.clear()
+            self._base = self._original.clone()
+            if self._initial_handles_np is not None:
+                self._restore_handles(self._initial_handles_np)
+
+    @torch.no_grad()
+    def render(self) -> np.ndarray:
+        """The current image, HxWx3 uint8."""
+        with self._lock:
+            ws = self._current_ws().detach()
+            with self._autocast():
+                img = self.G.synthesis(ws, noise_mode=self.config.noise_mode)
+        return to_uint8(img)
+
+    # ------------------------------------------------------------------ dragging
+
+    def drag(self, max_steps: int | None = None, image_every: int = 1) -> Iterator[DragState]:
+        """Run the optimization, yielding a DragState after every step.
+
+        Ends when every handle is within the stop distance (``done``), after
+        ``max_steps`` steps of this call (default ``config.max_steps``), or
+        after :meth:`stop`. A new call continues from the current latent and
+        handles (with the same optimizer state). ``image_every=k`` renders the
+        image every k-th step and on the final state; 0 never renders (call
+        :meth:`render`).
+        """
+        max_steps = self.config.max_steps if max_steps is None else int(max_steps)
+        if max_steps < 0:
+            raise DragConfigError(f"max_steps must be >= 0, got {max_steps}")
+        image_every = int(image_every or 0)
+        # Set up eagerly (not at the first next()), so errors surface here and a
+        # stop() issued right after this call is not lost.
+        with self._lock:
+            if self._handles is None:
+                raise PointError("no points to drag: call set_points(handles, targets) first")
+            self._stop.clear()
+            self._prepare()
+            version = self._version
+        return self._drag_steps(max_steps, image_every, version)
+
+    def _drag_steps(self, max_steps: int, image_every: int, version: int) -> Iterator[DragState]:
+        with self._lock:
+            snapshot = self._snapshot()
+            self._history.append(snapshot)
+        changed = False
+        try:
+            for i in range(max_steps):
+                if self._stop.is_set():
+                    break
+                with self._lock:
+                    if self._version != version:  # points/mask/latent were replaced meanwhile
+                        break
+                    state, stepped = self._advance()
+                    changed |= stepped
+                    last = (state.done or i == max_steps - 1 or self._stop.is_set()
+                            or self._opt.nonfinite_streak >= MAX_NONFINITE_RETRIES)
+                    if image_every and (last or state.step % image_every == 0):
+                        state.image = self.render()
+                yield state
+                if last:
+                    break
+        finally:
+            with self._lock:
+                # A drag that did not change the latent leaves no undo entry.
+                if not changed and self._history and self._history[-1] is snapshot:
+                    self._history.pop()
+
+    def _advance(self) -> tuple[DragState, bool]:
+        """One step plus its single host read; returns (state, whether the latent changed)."""
+        opt = self._opt
+        handles, distances, loss, ok, done = self._step(self._handles)
+        n = handles.shape[0]
+        info = torch.cat([handles.flatten(), distances, loss.reshape(1).float(),
+                          ok.reshape(1).float(), done.reshape(1).float()]).cpu()   # the one device->host read
+        self._step_count += 1
+        self._handles = handles
+        warning = None
+        if info[-2] > 0:
+            opt.nonfinite_streak = 0
+            self._handles_np = info[:2 * n].reshape(n, 2).numpy().copy()
+            self._distances_np = info[2 * n:3 * n].numpy().copy()
+            done_flag = bool(info[-1] > 0)
+        else:
+            opt.nonfinite_streak += 1
+            self._recover_from_nonfinite()
+            warning = (f"step {self._step_count}: the loss or latent became non-finite; restored the last good latent "
+                       f"and halved the learning rate to {opt.lr:.3g}")
+            if opt.nonfinite_streak >= MAX_NONFINITE_RETRIES:
+                warning += f" (giving up after {opt.nonfinite_streak} failures in a row)"
+            done_flag = False
+        state = DragState(step=self._step_count, handles=self._handles_np.copy(), targets=self._targets_np.copy(),
+                          distances=self._distances_np.copy(), done=done_flag, loss=float(info[3 * n]),
+                          warning=warning)
+        return state, (warning is None and not done_flag)
+
+    def _step(self, handles: torch.Tensor):
+        """One DragGAN step on the device, static shapes, no host sync.
+
+        handles: [N, 2] current positions. Returns (new handles [N, 2],
+        distances [N], loss [], ok [] bool, done [] bool). When every handle is
+        already within the stop distance (``done``) or the step produced
+        non-finite numbers (``not ok``), the latent is left as it was.
+        """
+        opt = self._opt
+        param = opt.param
+        with torch.no_grad():
+            opt.prev_param.copy_(param)
+        with self._autocast():
+            feat = synthesis_features(self.G, self._compose(param), self.config.feature_block,
+                                      self.config.noise_mode)
+        feat = feat.float()
+        tracked = track_points(feat.detach(), handles, opt.ref_features, self._window, self.resolution)
+        dist = (self._targets - tracked).norm(dim=1)
+        active = dist > opt.stop_distance
+        loss = motion_supervision_loss(feat, tracked, self._targets, self._disk, self.resolution, active=active,
+                                       feat0=opt.feat0, fixed=self._fixed, lambda_mask=self.config.lambda_mask)
+        opt.optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=[param])  # only the latent gets a gradient; G stays untouched
+        opt.optimizer.step()
+        with torch.no_grad():
+            ok = torch.isfinite(loss) & torch.isfinite(param).all()
+            done = ok & ~active.any()
+            param.copy_(torch.where(ok & ~done, param, opt.prev_param))
+            new_handles = torch.where(ok, tracked, handles)
+            distances = (self._targets - new_handles).norm(dim=1)
+        return new_handles, distances, loss.detach(), ok, done
+
+    def _recover_from_nonfinite(self) -> None:
+        """The step already restored the latent on the device; drop Adam's moments and halve the lr."""
+        opt = self._opt
+        opt.lr *= 0.5
+        opt.optimizer = self._make_optimizer(opt.param, opt.lr)
+
+    # ------------------------------------------------------------------ internals
+
+    def _make_optimizer(self, param: torch.Tensor, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam([param], lr=lr)
+
+    def _autocast(self):
+        if not self.config.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _compose(self, param: torch.Tensor | None) -> torch.Tensor:
+        """Base latent plus the optimized offset -> W+ [1, num_ws, w_dim]."""
+        if param is None:
+            return self._base
+        if self.config.latent_space == "w":
+            return self._base + param
+        n = param.shape[1]
+        return torch.cat([self._base[:, :n] + param, self._base[:, n:]], dim=1)
+
+    def _current_ws(self) -> torch.Tensor:
+        return self._compose(None if self._opt is None else self._opt.param.detach())
+
+    def _invalidate(self) -> None:
+        """Fold the optimized offset into the base latent and drop the optimization state."""
+        if self._opt is not None:
+            self._base = self._current_ws().detach().clone()
+            self._opt = None
+        self._version += 1
+
+    def _snapshot(self) -> _Snapshot:
+        handles = None if self._handles_np is None else self._handles_np.copy()
+        return _Snapshot(self._current_ws().detach().clone(), handles, self._points_id)
+
+    def _restore_handles(self, handles: np.ndarray) -> None:
+        self._handles_np = np.asarray(handles, dtype=np.float32).copy()
+        self._handles = torch.from_numpy(self._handles_np.copy()).to(self.device)
+        self._distances_np = np.linalg.norm(self._targets_np - self._handles_np, axis=1)
+
+    @torch.no_grad()
+    def _prepare(self) -> None:
+        """Build the optimization state for the current points/mask/latent (once per points set)."""
+        if self._opt is not None:
+            return
+        cfg = self.config
+        layers = 1 if cfg.latent_space == "w" else cfg.optimize_layers
+        param = torch.zeros(1, layers, self.w_dim, device=self.device, requires_grad=True)
+        with self._autocast():
+            feat0 = synthesis_features(self.G, self._base, cfg.feature_block, cfg.noise_mode)
+        feat0 = feat0.float()
+        ref = sample_features(feat0, self._handles, self.resolution)
+        stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
+        self._opt = _Optimization(
+            param=param, prev_param=param.detach().clone(), optimizer=self._make_optimizer(param, cfg.lr),
+            lr=cfg.lr, feat0=feat0, ref_features=ref,
+            stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px)
+
+    @property
+    def stop_distance(self) -> float:
+        """The stop distance in pixels for the current points."""
+        n = 1 if self._handles_np is None else len(self._handles_np)
+        return self.config.stop_distance_for(self.resolution, n)
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8."""
+    x = (img[0].detach().float().clamp(-1, 1) + 1) * 127.5
+    x = x.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return x
+
+
+__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PointError", "to_uint8"]

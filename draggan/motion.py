@@ -1,0 +1,85 @@
+"""DragGAN motion supervision (Pan et al., SIGGRAPH 2023, eq. 1).
+
+For each handle ``p_i`` moving towards target ``t_i`` with unit direction
+``d_i = (t_i - p_i) / ||t_i - p_i||``, the features of every pixel ``q`` in a disk of
+radius ``r1`` around ``p_i`` should appear one pixel further along ``d_i``:
+
+    L_motion = sum_i  mean_{q, c} | F(q + d_i) - sg(F(q)) |
+
+(``sg`` = stop-gradient, so the content at ``q`` is pulled forwards rather than
+the shifted point being pulled back). An optional mask keeps the fixed region
+(``M = 0``) close to the initial features ``F0``:
+
+    L_mask = lambda * mean | (F - F0) * (1 - M) |      (over channels and all R x R pixels)
+
+All handles are handled at once with one ``grid_sample`` over a fixed offset
+grid, so the computation has static shapes (CUDA-graph friendly).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .features import resize_features, sample_features
+
+
+def disk_offsets(radius: float, device=None) -> torch.Tensor:
+    """Integer offsets (dx, dy) with ``dx^2 + dy^2 <= radius^2``, as a float [D, 2] tensor."""
+    r = int(math.floor(radius))
+    ax = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
+    dy, dx = torch.meshgrid(ax, ax, indexing="ij")
+    offsets = torch.stack([dx.flatten(), dy.flatten()], dim=1)
+    return offsets[offsets.square().sum(dim=1) <= radius * radius + 1e-6]
+
+
+def unit_directions(handles: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(t - p) / ||t - p||`` per handle, 0 for a handle sitting on its target."""
+    delta = targets - handles
+    return delta / delta.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def motion_loss(feat: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor,
+                image_size: int, active: torch.Tensor | None = None) -> torch.Tensor:
+    """The motion term, summed over handles.
+
+    feat    : [1, C, h, w] features of the current latent (with grad).
+    handles : [N, 2] current (tracked) handle positions, targets: [N, 2], in image pixels.
+    offsets : [D, 2] disk offsets (:func:`disk_offsets`).
+    active  : optional [N] 0/1 weights; a handle with weight 0 contributes nothing
+              (used for handles already within the stop distance).
+    """
+    q = handles[:, None, :] + offsets[None, :, :]                        # [N, D, 2]
+    shifted = q + unit_directions(handles, targets)[:, None, :]
+    # One sampling pass for both the reference and the shifted points.
+    samples = sample_features(feat, torch.cat([q, shifted], dim=1), image_size).float()  # [N, 2D, C]
+    ref, moved = samples.split(q.shape[1], dim=1)
+    per_handle = (moved - ref.detach()).abs().mean(dim=(1, 2))           # [N]
+    if active is not None:
+        per_handle = per_handle * active.to(per_handle.dtype)
+    return per_handle.sum()
+
+
+def fixed_region_loss(feat: torch.Tensor, feat0: torch.Tensor, fixed: torch.Tensor, image_size: int) -> torch.Tensor:
+    """``mean |(F - F0) * fixed|`` over channels and the full-resolution image.
+
+    ``fixed`` is [R, R] (1 where the image must stay as it was). Resizing is
+    linear, so we resize the difference once instead of both maps. The L1 is
+    not, so the full-resolution difference is needed; it costs one ``C x R x R``
+    map, which is still small next to the generator's own activations.
+    """
+    diff = resize_features((feat - feat0).float(), image_size)
+    return (diff.abs() * fixed).mean()
+
+
+def motion_supervision_loss(feat: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor,
+                            image_size: int, active: torch.Tensor | None = None, feat0: torch.Tensor | None = None,
+                            fixed: torch.Tensor | None = None, lambda_mask: float = 20.0) -> torch.Tensor:
+    """DragGAN's full objective: motion term plus, when ``fixed`` is given, ``lambda_mask`` times the mask term."""
+    loss = motion_loss(feat, handles, targets, offsets, image_size, active)
+    if fixed is not None:
+        if feat0 is None:
+            raise ValueError("the mask term needs the initial features feat0")
+        loss = loss + lambda_mask * fixed_region_loss(feat, feat0, fixed, image_size)
+    return loss
