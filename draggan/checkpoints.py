@@ -94,16 +94,22 @@ def load_generator_file(path) -> "torch.nn.Module":
                 "expected the config.json + model.safetensors written by Generator.save_pretrained")
         try:
             return Generator.from_pretrained(directory)
-        except (ValueError, RuntimeError, KeyError, OSError) as e:
+        except Exception as e:  # json, safetensors and shape errors alike
             raise CheckpointError(f"{directory}: could not load the generator: {e}") from e
 
     with open(path, "rb") as f:
         head = f.read(32)
-    if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC):
-        return _load_torch_save(path)
-    if head[:1] == b"\x80":  # a pickle (NVIDIA .pkl)
-        from .nvidia_pickle import generator_from_nvidia_pickle
-        return generator_from_nvidia_pickle(path)
+    try:
+        if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC):
+            return _load_torch_save(path)
+        if head[:1] == b"\x80":  # a pickle (NVIDIA .pkl)
+            from .nvidia_pickle import generator_from_nvidia_pickle
+            return generator_from_nvidia_pickle(path)
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        # A structure none of the converters expected: say so instead of showing a traceback.
+        raise CheckpointError(f"{path}: not a supported StyleGAN2 checkpoint ({type(e).__name__}: {e})") from e
     raise CheckpointError(
         f"{path}: unrecognised file format. Supported: NVIDIA StyleGAN2 .pkl, rosinality "
         "stylegan2-pytorch .pt, or a directory with config.json + model.safetensors")

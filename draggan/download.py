@@ -5,8 +5,9 @@
   when complete (and, where the registry knows it, when the SHA-256 matches).
   A failed or interrupted download leaves nothing behind.
 * Offline-friendly: ``DRAGGAN_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) fails at once;
-  otherwise the connection attempt gives up after a few seconds. Either way the
-  message says where to put the file by hand.
+  otherwise the connection attempt gives up after a few seconds
+  (``$DRAGGAN_CONNECT_TIMEOUT``, default 5). Either way the message says where to
+  put the file by hand.
 * Progress: a tqdm bar on stderr, or a callback ``progress(done_bytes, total_or_None)``.
 
 Standard library only (urllib), so proxies from the usual environment variables work.

@@ -390,9 +390,10 @@ def generator_from_tf(tf_G: TFNetworkRecord, name="checkpoint"):
     if int(st.get("version", 0) or 0) < 4:
         raise CheckpointError(f"{name}: TensorFlow pickle version too old (StyleGAN1?); only StyleGAN2 is supported")
     kw = dict(st.get("static_kwargs") or {})
-    if kw.get("architecture", "skip") != "skip" or kw.get("structure", "auto") not in ("auto", "fixed"):
-        raise CheckpointError(f"{name}: only the 'skip' StyleGAN2 generator is supported")
-    if kw.get("nonlinearity", "lrelu") != "lrelu" or list(kw.get("resample_kernel", [1, 3, 3, 1])) != [1, 3, 3, 1]:
+    if kw.get("architecture", "skip") != "skip":
+        raise CheckpointError(f"{name}: architecture {kw['architecture']!r} is not supported; only StyleGAN2's 'skip' generator is")
+    if (kw.get("nonlinearity", "lrelu") != "lrelu" or kw.get("mapping_nonlinearity", "lrelu") != "lrelu"
+            or list(kw.get("resample_kernel", [1, 3, 3, 1])) != [1, 3, 3, 1]):
         raise CheckpointError(f"{name}: unsupported TensorFlow generator settings")
     if kw.get("mapping_fmaps") not in (None, kw.get("dlatent_size", 512)):
         raise CheckpointError(f"{name}: mapping_fmaps != dlatent_size is not supported")

@@ -187,6 +187,21 @@ def test_nvidia_pickle_protocol_2_and_G_ema_not_G(tmp_path, raw):
     torch.testing.assert_close(G.synthesis.b4.const, raw["synthesis.b4.const"], rtol=0, atol=0)
 
 
+def test_nvidia_pickle_without_noise_or_w_avg(tmp_path, raw):
+    # use_noise=False layers have no noise tensors; w_avg_beta=None generators have no w_avg.
+    bare = OrderedDict((k, v) for k, v in raw.items()
+                       if not k.endswith(("noise_const", "noise_strength")) and k != "mapping.w_avg")
+    G = load_generator(write_nvidia_pickle(tmp_path / "bare.pkl", bare, CFG, "pass\n"))
+    silent = OrderedDict((k, torch.zeros_like(v) if k.endswith(("noise_const", "noise_strength")) else v)
+                         for k, v in raw.items())
+    with torch.no_grad():
+        w_mean = ref_mapping(raw, torch.randn(20_000, CFG["z_dim"], generator=torch.Generator().manual_seed(9)),
+                             CFG["num_layers"]).mean(0)
+    assert (G.mapping.w_avg - w_mean).abs().max() < 0.05 * w_mean.abs().max()
+    silent["mapping.w_avg"] = G.mapping.w_avg.clone()
+    assert_matches_reference(G, silent, CFG, conv_clamp=1.5)
+
+
 def test_missing_and_left_over_tensors_are_reported(tmp_path, raw):
     short = OrderedDict((k, v) for k, v in raw.items() if k != "synthesis.b8.conv0.affine.bias")
     path = write_nvidia_pickle(tmp_path / "short.pkl", short, CFG, "pass\n")
