@@ -138,6 +138,7 @@ class MappingNetwork(nn.Module):
         x = torch.cat(parts, dim=1)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
+        x = x.float()  # W statistics and truncation in fp32, also under autocast
         if update_emas:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)

@@ -119,3 +119,21 @@ def test_discriminator_learns_to_separate():
         loss.backward()
         opt.step()
     assert D(real).mean() > D(fake).mean() + 1.0
+
+
+def test_augment_supports_r1_double_backward():
+    """R1 differentiates D's input gradient again: every augmentation op must allow that."""
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    D = Discriminator(16, channel_base=256, channel_max=16)
+    y = D(augment(x, 1.0, torch.Generator().manual_seed(0)))
+    (grad,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    grad.square().sum().backward()
+    assert D.b16.conv0.weight.grad is not None and torch.isfinite(D.b16.conv0.weight.grad).all()
+
+
+def test_translation_shifts_content_by_whole_pixels():
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 8, 8] = 1
+    gen = torch.Generator().manual_seed(1)
+    y = augment(x.expand(1, 3, 16, 16).clone(), 1.0, gen)
+    assert torch.count_nonzero(y.abs() > 1e-6) >= 1  # content survives (unless cut out) and stays on the grid

@@ -46,15 +46,16 @@ def augment(x: torch.Tensor, p: float, gen: torch.Generator, global_batch: int |
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
     x = mean + (x - mean) * (1 + on * (_uniform(gen, g, start, n, 1, 1, 1, device=dev) - 0.5))
 
-    # Translation by up to 1/8 of the image, reflect-padded (integer shifts via an affine grid).
+    # Translation by up to 1/8 of the image with zero padding. Integer shifts by
+    # gather, not grid_sample: R1 needs a double backward, which gather supports.
     on = apply((1,)).view(n)
-    shift = (_uniform(gen, g, start, n, 2, device=dev) * 2 - 1) * 0.125 * on[:, None]
-    shift_px = torch.round(shift * torch.tensor([w, h], device=dev)) * 2 / torch.tensor([w, h], device=dev)
-    theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = shift_px.to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    pad = max(h, w) // 8
+    shift = torch.round((_uniform(gen, g, start, n, 2, device=dev) * 2 - 1) * pad * on[:, None]).long()
+    xp = F.pad(x, (pad, pad, pad, pad))
+    rows = (torch.arange(h, device=dev)[None] + pad - shift[:, 1:2]).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad)
+    xp = xp.gather(2, rows)
+    cols = (torch.arange(w, device=dev)[None] + pad - shift[:, 0:1]).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+    x = xp.gather(3, cols)
 
     # Cutout: a square of half the image size set to zero.
     on = apply()
