@@ -143,7 +143,7 @@ def project(G, target: torch.Tensor, loss: ReconstructionLoss, settings: Project
             if history is not None:
                 history.append({"stage": stage, "step": step, "loss": float(rec.detach()),
                                 "perceptual": float(perc.detach().mean()),
-                                "noise_reg": float(reg)})
+                                "noise_reg": float(reg.detach())})
             if progress:
                 progress(stage, step + 1, steps)
 
