@@ -170,6 +170,10 @@ class ReconstructionLoss:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.module is None:
             return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        if isinstance(self.module, PyramidLoss):
+            # Pixel-level residuals are small late in tuning: keep them out of bf16/fp16 autocast.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.module(x.float(), y.float()).reshape(x.shape[0])
         if self.name.startswith("lpips") and max(x.shape[-2:]) > LPIPS_MAX_SIDE:
             x = F.interpolate(x, size=(LPIPS_MAX_SIDE, LPIPS_MAX_SIDE), mode="area")
             y = F.interpolate(y, size=(LPIPS_MAX_SIDE, LPIPS_MAX_SIDE), mode="area")

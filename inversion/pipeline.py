@@ -29,15 +29,15 @@ from .errors import InversionError, PhotoError
 from .losses import lpips_metric, make_loss
 from .metrics import identity_distance, lpips_distance, psnr, ssim, to_image, to_tensor
 from .photo import DEFAULT_MAX_PIXELS, Photo, read_photo
-from .project import ProgressFn, ProjectionSettings, check_cancel, project, w_stats
+from .project import ProgressFn, ProjectionSettings, bf16_is_fast_on_cpu, check_cancel, project, w_stats
 from .pti import TuningSettings, pivotal_tuning
 
 # Step budgets. GPU: near PTI's recipe (450 W + 350 tuning steps), trimmed so a 128 px
 # photo takes a few seconds. CPU: what fits in about a minute on two cores for the
 # bundled 128 px model (about 1 s per forward/backward); a higher W learning rate makes
 # up for the short projection, and tuning does the rest.
-GPU_PRESET = dict(steps_w=300, steps_pti=200, lr_w=0.01)
-CPU_PRESET = dict(steps_w=30, steps_pti=25, lr_w=0.04)
+GPU_PRESET = dict(steps_w=300, steps_pti=200, lr_w=0.01, w_avg_samples=10000)
+CPU_PRESET = dict(steps_w=30, steps_pti=25, lr_w=0.04, w_avg_samples=2000)
 
 
 @dataclasses.dataclass
@@ -45,6 +45,7 @@ class InversionConfig:
     """Every knob of the pipeline. ``None`` means: the CPU or GPU preset for the device used."""
 
     device: str | None = None          # 'cpu', 'cuda', 'cuda:1', 'mps'; None = where G lives.
+    amp: str = "auto"                  # 'bf16', 'fp16', 'none'; auto = bf16 on GPUs and on CPUs with bf16 units.
     # Projection (W, then optional W+).
     steps_w: int | None = None         # W steps (PTI: 450).
     steps_wplus: int = 0               # W+ refinement steps after W (0 = W pivot, most editable).
@@ -75,13 +76,18 @@ class InversionConfig:
     # Input and report.
     max_pixels: int = DEFAULT_MAX_PIXELS
     identity: bool = True              # dlib identity distance in the report (faces).
-    w_avg_samples: int = 10000
+    w_avg_samples: int | None = None   # Z samples for the W mean/spread (the spread only, if G tracks w_avg).
     seed: int = 0
 
     def resolved(self, device: torch.device) -> "InversionConfig":
         """A copy with every ``None`` budget filled from the device's preset."""
         preset = GPU_PRESET if device.type != "cpu" else CPU_PRESET
         updates = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        if self.amp == "auto":
+            fast_bf16 = device.type == "cuda" or (device.type == "cpu" and bf16_is_fast_on_cpu())
+            updates["amp"] = "bf16" if fast_bf16 else "none"
+        elif self.amp not in ("bf16", "fp16", "none"):
+            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'none', got {self.amp!r}")
         return dataclasses.replace(self, device=str(device), **updates)
 
     def to_dict(self) -> dict:
@@ -344,15 +350,15 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     loss = make_loss(cfg.loss, cfg.vgg16_path, device)
     if loss.notice:
         notices.append(loss.notice)
-    history: list[dict] = []
+    amp = None if cfg.amp == "none" else cfg.amp
     settings = ProjectionSettings(
         steps_w=cfg.steps_w, steps_wplus=cfg.steps_wplus, lr=cfg.lr_w, w_noise=cfg.w_noise, noise_reg=cfg.noise_reg,
         l2_weight=cfg.project_l2_weight, perceptual_weight=cfg.perceptual_weight, w_avg_samples=cfg.w_avg_samples,
-        seed=cfg.seed)
+        amp=amp, seed=cfg.seed)
     with torch.no_grad():  # The starting point's error, for the report.
         w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
         mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
-    ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel, history=history)
+    ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel)
     with torch.no_grad():
         mse_projection = float((G_work.synthesis(ws, noise_mode="const", noise_inputs=noises) - target).square().mean())
     lap("project")
@@ -362,10 +368,10 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     tuning = TuningSettings(
         steps=cfg.steps_pti, lr=cfg.lr_pti, l2_weight=cfg.pti_l2_weight, perceptual_weight=cfg.perceptual_weight,
         stop_threshold=stop, locality=cfg.locality, locality_weight=cfg.locality_weight,
-        locality_alpha=cfg.locality_alpha, seed=cfg.seed)
+        locality_alpha=cfg.locality_alpha, amp=amp, seed=cfg.seed)
     G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
                                             noises=noises if cfg.keep_projected_noise else None,
-                                            progress=progress, cancel=cancel, history=history)
+                                            progress=progress, cancel=cancel)
     with torch.no_grad():
         out = G_tuned.synthesis(ws, noise_mode="const")
         mse_tuned = float((out - target).square().mean())

@@ -42,6 +42,7 @@ class ProjectionSettings:
     l2_weight: float = 1.0        # Weight of pixel MSE next to the perceptual loss.
     perceptual_weight: float = 1.0
     w_avg_samples: int = 10000    # Z samples for the W mean / spread.
+    amp: str | None = None        # 'bf16' / 'fp16' autocast for the generator and LPIPS (None = fp32).
     seed: int = 0
 
 
@@ -88,6 +89,20 @@ def lr_schedule(t: float, s: ProjectionSettings) -> float:
     return s.lr * ramp
 
 
+def autocast(device: torch.device, amp: str | None):
+    """Mixed precision for the generator and the loss network; weights and optimizer stay fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def bf16_is_fast_on_cpu() -> bool:
+    """True on CPUs with native bf16 matrix units (AVX512-BF16 / AMX), where bf16 autocast runs ~3x faster."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except Exception:
+        return False
+
+
 def check_cancel(cancel) -> None:
     """``cancel``: None, a threading.Event-like object (``is_set``), or a callable returning True to stop."""
     if cancel is None:
@@ -99,7 +114,8 @@ def check_cancel(cancel) -> None:
 
 def objective(img, target, loss: ReconstructionLoss, l2_weight: float, perceptual_weight: float):
     """(total per-batch loss, perceptual value) between generated and target images in [-1, 1]."""
-    perc = loss(img, target)
+    img = img.float()
+    perc = loss(img, target).float()
     mse = (img - target).square().mean(dim=(1, 2, 3))
     return (perceptual_weight * perc + l2_weight * mse).sum(), perc
 
@@ -129,8 +145,9 @@ def project(G, target: torch.Tensor, loss: ReconstructionLoss, settings: Project
             ws = latent + torch.randn(latent.shape, generator=gen).to(device) * w_noise_scale
             if broadcast:
                 ws = ws.expand(-1, G.num_ws, -1)
-            img = G.synthesis(ws, noise_mode="const", noise_inputs=noises)
-            rec, perc = objective(img, target, loss, settings.l2_weight, settings.perceptual_weight)
+            with autocast(device, settings.amp):
+                img = G.synthesis(ws, noise_mode="const", noise_inputs=noises)
+                rec, perc = objective(img, target, loss, settings.l2_weight, settings.perceptual_weight)
             reg = noise_regularization(noises)
             total = rec + settings.noise_reg * reg
             opt.zero_grad(set_to_none=True)

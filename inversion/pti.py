@@ -18,7 +18,7 @@ import dataclasses
 import torch
 
 from .losses import ReconstructionLoss
-from .project import ProgressFn, check_cancel, objective
+from .project import ProgressFn, autocast, check_cancel, objective
 
 
 @dataclasses.dataclass
@@ -32,6 +32,7 @@ class TuningSettings:
     locality_weight: float = 0.1  # Weight of each locality term (L2 and perceptual), as in PTI.
     locality_alpha: float = 30.0  # Radius of the sampled sphere around the pivot, in W units.
     locality_interval: int = 1    # Apply the regularizer every N steps.
+    amp: str | None = None        # 'bf16' / 'fp16' autocast (weights and Adam stay fp32).
     seed: int = 0
 
 
@@ -92,17 +93,19 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, loss: Recons
     steps_run = 0
     for step in range(settings.steps):
         check_cancel(cancel)
-        img = G_tuned.synthesis(ws_pivot, noise_mode="const")
-        total, perc = objective(img, target, loss, settings.l2_weight, settings.perceptual_weight)
+        with autocast(device, settings.amp):
+            img = G_tuned.synthesis(ws_pivot, noise_mode="const")
+            total, perc = objective(img, target, loss, settings.l2_weight, settings.perceptual_weight)
         perc_value = float(perc.detach().mean())
         if settings.stop_threshold is not None and loss.module is not None and perc_value <= settings.stop_threshold:
             break  # Already close enough: no update on this step.
         if settings.locality and step % settings.locality_interval == 0:
             ws_near = _locality_latents(G_orig, ws_pivot, settings.locality_alpha, gen)
-            with torch.no_grad():
-                ref = G_orig.synthesis(ws_near, noise_mode="const")
-            near = G_tuned.synthesis(ws_near, noise_mode="const")
-            reg, _ = objective(near, ref, loss, settings.locality_weight, settings.locality_weight)
+            with autocast(device, settings.amp):
+                with torch.no_grad():
+                    ref = G_orig.synthesis(ws_near, noise_mode="const").float()
+                near = G_tuned.synthesis(ws_near, noise_mode="const")
+                reg, _ = objective(near, ref, loss, settings.locality_weight, settings.locality_weight)
             total = total + reg
         opt.zero_grad(set_to_none=True)
         total.backward()

@@ -170,11 +170,13 @@ def test_lpips_fallback_reported_and_no_download(G, face, tmp_path, monkeypatch)
 def test_lpips_loads_vgg_weights_from_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     # A stand-in for torchvision's vgg16 file: the `features.*` tensors with recognisable values.
-    ref = losses._lpips_vgg(None)
+    # VGG16's 13 convolutions (index in torchvision's `features`, in -> out channels).
+    convs = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256), 14: (256, 256),
+             17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512), 28: (512, 512)}
     fake = {}
-    for name, t in ref.net.state_dict().items():
-        _, index, kind = name.split(".")
-        fake[f"features.{index}.{kind}"] = torch.full_like(t, 0.001 * int(index))
+    for index, (cin, cout) in convs.items():
+        fake[f"features.{index}.weight"] = torch.full((cout, cin, 3, 3), 0.001 * index)
+        fake[f"features.{index}.bias"] = torch.full((cout,), 0.01)
     path = tmp_path / losses.VGG16_FILE
     torch.save(fake, path)
     monkeypatch.setenv(losses.VGG16_ENV, str(path))
