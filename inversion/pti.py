@@ -18,7 +18,7 @@ import dataclasses
 import torch
 
 from .losses import ReconstructionLoss
-from .project import ProgressFn, autocast, check_cancel, objective
+from .project import ProgressFn, autocast, check_cancel, flush_denormals, objective
 
 
 @dataclasses.dataclass
@@ -90,6 +90,14 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, loss: Recons
     params = [p for p in G_tuned.synthesis.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=settings.lr)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+    with flush_denormals(device):
+        steps_run = _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress, cancel, history)
+    return G_tuned.eval().requires_grad_(False), steps_run
+
+
+def _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress, cancel, history) -> int:
+    """The tuning loop; returns the number of optimizer steps taken."""
+    device = target.device
     steps_run = 0
     for step in range(settings.steps):
         check_cancel(cancel)
@@ -115,4 +123,4 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, loss: Recons
             history.append({"stage": "tune", "step": step, "loss": float(total.detach()), "perceptual": perc_value})
         if progress:
             progress("tune", step + 1, settings.steps)
-    return G_tuned.eval().requires_grad_(False), steps_run
+    return steps_run
