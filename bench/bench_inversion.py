@@ -12,6 +12,11 @@ SSIM, LPIPS (only when the VGG16 weights exist) and dlib identity distance, and 
 Markdown table (command, device, date) ready for BENCHMARKS.md. ``--json`` writes every
 per-photo row.
 
+``--drag-steps N`` also checks editability: from the inverted photo, the chin (dlib
+point 8) is dragged down by ``--drag-frac`` of the image size with the drag engine; the
+final handle distance (as a fraction of the size) and the identity distance between the
+photo and the edited image are reported.
+
 ``--model random:R`` builds a randomly initialized generator of the FFHQ-style
 architecture at resolution R (timing only; alignment = centre crop).
 """
@@ -66,12 +71,41 @@ def random_generator(resolution: int, device: str):
     return G.eval().requires_grad_(False).to(device)
 
 
+def drag_check(result, steps: int, frac: float) -> dict:
+    """Drag the chin (or the centre) down by ``frac`` of the size; final distance and identity kept."""
+    from draggan.engine import DragConfig, DragSession
+    from PIL import Image
+
+    from inversion.align import transform_points
+    from inversion.metrics import identity_distance
+
+    R = result.generator.img_resolution
+    a = result.alignment
+    if a.landmarks is not None:
+        handle = transform_points(a.matrix, a.landmarks[8:9])[0]
+    else:
+        handle = np.array([R / 2, R / 2])
+    handle = np.clip(handle, 2, R - 3 - frac * R)
+    target = handle + [0, frac * R]
+    session = DragSession(result.generator, result.ws.to(next(result.generator.parameters()).device),
+                          DragConfig(max_steps=steps, feature_block=min(6, result.generator.num_blocks)))
+    session.set_points([handle.tolist()], [target.tolist()])
+    state = None
+    for state in session.drag(image_every=0):
+        pass
+    edited = Image.fromarray(session.render())
+    return {"drag_final_frac": float(state.distances[0]) / R if state else None,
+            "drag_steps": state.step if state else 0,
+            "drag_identity": identity_distance(result.aligned, edited) if a.landmarks is not None else None}
+
+
 def summarize(rows: list[dict]) -> dict:
     def stat(key):
         vals = [r[key] for r in rows if r.get(key) is not None]
         return (statistics.mean(vals), statistics.median(vals), len(vals)) if vals else (None, None, 0)
 
-    return {k: stat(k) for k in ("seconds", "psnr", "ssim", "lpips", "identity_distance", "pti_steps")}
+    return {k: stat(k) for k in ("seconds", "psnr", "ssim", "lpips", "identity_distance", "pti_steps",
+                                 "drag_final_frac", "drag_identity")}
 
 
 def fmt(v, digits=3):
@@ -93,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-early-stop", action="store_true", help="run every PTI step (fair loss comparison)")
     p.add_argument("--no-identity", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--drag-steps", type=int, default=0, help="editability check: drag steps (0 = off)")
+    p.add_argument("--drag-frac", type=float, default=0.06, help="drag distance as a fraction of the size")
     p.add_argument("--json", type=Path, default=None, help="write per-photo rows here")
     args = p.parse_args(argv)
 
@@ -133,6 +169,8 @@ def main(argv=None) -> int:
                    "identity_distance": r["identity_distance"], "pti_steps": r["steps"]["pti"],
                    "steps_w": r["steps"]["w"], "alignment": r["alignment"], "loss_used": r["loss_used"],
                    "mse": r["stage_mse"]}
+            if args.drag_steps:
+                row.update(drag_check(result, args.drag_steps, args.drag_frac))
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "mse"}),
                   file=sys.stderr)
@@ -145,12 +183,15 @@ def main(argv=None) -> int:
     steps = all_rows[0]["steps_w"] if all_rows else None
     print(f"\n`{cmd}` — {device_name}, {datetime.date.today().isoformat()}, model {args.model}, "
           f"{len(photos)} photos, W steps {steps}, PTI max {args.steps_pti or 'preset'}\n")
-    print("| loss | s/photo (mean) | PSNR dB (mean / median) | SSIM | LPIPS | identity dist. (mean / median, n) | PTI steps |")
-    print("|---|---|---|---|---|---|---|")
+    drag = " drag: final dist / size (mean) | drag: identity (mean) |" if args.drag_steps else ""
+    print("| loss | s/photo (mean) | PSNR dB (mean / median) | SSIM | LPIPS | identity dist. (mean / median, n) "
+          "| PTI steps |" + drag)
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if drag else ""))
     for loss, s in summaries.items():
+        extra = f" {fmt(s['drag_final_frac'][0], 4)} | {fmt(s['drag_identity'][0])} |" if drag else ""
         print(f"| {loss} | {fmt(s['seconds'][0], 2)} | {fmt(s['psnr'][0], 2)} / {fmt(s['psnr'][1], 2)} | "
               f"{fmt(s['ssim'][0])} | {fmt(s['lpips'][0])} | {fmt(s['identity_distance'][0])} / "
-              f"{fmt(s['identity_distance'][1])}, {s['identity_distance'][2]} | {fmt(s['pti_steps'][0], 1)} |")
+              f"{fmt(s['identity_distance'][1])}, {s['identity_distance'][2]} | {fmt(s['pti_steps'][0], 1)} |" + extra)
     if args.json:
         args.json.write_text(json.dumps(all_rows, indent=1))
     return 0
