@@ -1,0 +1,324 @@
+"""DragGAN engine: feature sampling, tracking, motion supervision and the DragSession (CPU, tiny generator)."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import draggan.engine as engine
+from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError
+from draggan.features import resize_features, sample_features, synthesis_features
+from draggan.motion import disk_offsets, motion_loss
+from draggan.networks import Generator
+from draggan.points import PointError
+from draggan.tracking import track_points, window_offsets
+
+R = 64
+BLOCK = 4  # 32x32 features of the 64 px generator: cheap, and 2x below the image like DragGAN's block 6
+
+
+def tiny_generator(seed=0) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tiny_generator()
+
+
+def session(G, seed=0, points=(((28, 32),), ((38, 32),)), **config) -> DragSession:
+    config.setdefault("feature_block", BLOCK)
+    s = DragSession(G, G.ws_from_seed(seed), DragConfig(**config))
+    s.set_points(*points)
+    return s
+
+
+def run(s: DragSession, **kwargs) -> list:
+    kwargs.setdefault("image_every", 0)
+    return list(s.drag(**kwargs))
+
+
+# --------------------------------------------------------------------------- feature sampling
+
+
+@pytest.mark.parametrize("feat_size,image_size", [(16, 64), (32, 64), (16, 16), (12, 40)])
+def test_grid_sample_equals_resize_then_index(feat_size, image_size):
+    torch.manual_seed(1)
+    feat = torch.randn(1, 5, feat_size, feat_size, dtype=torch.float64)
+    full = F.interpolate(feat, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    ys, xs = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
+    points = torch.stack([xs, ys], dim=-1).double()            # every pixel, borders included
+    sampled = sample_features(feat, points, image_size)        # [R, R, C]
+    torch.testing.assert_close(sampled, full[0].permute(1, 2, 0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(resize_features(feat, image_size), full)
+
+
+def test_block_features_have_the_documented_resolution(G):
+    feat = synthesis_features(G, G.ws_from_seed(0), BLOCK)
+    assert feat.shape == (1, G.block_channels(BLOCK), 32, 32)
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+def test_offset_grids():
+    assert len(disk_offsets(1)) == 5 and len(disk_offsets(3)) == 29     # lattice points in the disk
+    win = window_offsets(2)
+    assert len(win) == 25 and win[0].tolist() == [0, 0]                # centre first: ties keep the handle
+
+
+@pytest.mark.parametrize("feat_size,image_size,shift", [(32, 32, (3, -2)), (32, 64, (4, 2))])
+def test_tracking_recovers_a_known_shift_for_several_handles(feat_size, image_size, shift):
+    torch.manual_seed(2)
+    feat = torch.randn(1, 16, feat_size, feat_size)
+    scale = image_size // feat_size
+    dx, dy = shift
+    # Content moves by (dx, dy) image pixels: roll the feature map by the same amount in feature pixels.
+    moved = torch.roll(feat, shifts=(dy // scale, dx // scale), dims=(2, 3))
+    handles = torch.tensor([[10.0, 12.0], [20.0, 9.0], [14.0, 20.0], [9.0, 9.0]]) * scale
+    ref = sample_features(feat, handles, image_size)
+    offsets = window_offsets(max(abs(dx), abs(dy)) + 1)
+    tracked = track_points(moved, handles, ref, offsets, image_size)
+    expected = handles + torch.tensor([float(dx), float(dy)])
+    torch.testing.assert_close(tracked, expected)
+    # Unchanged features: every handle stays put.
+    torch.testing.assert_close(track_points(feat, handles, ref, offsets, image_size), handles)
+
+
+def test_motion_loss_ignores_inactive_handles_and_stops_gradient_at_the_reference():
+    torch.manual_seed(3)
+    feat = torch.randn(1, 8, 16, 16, requires_grad=True)
+    handles = torch.tensor([[20.0, 20.0], [40.0, 30.0]])
+    targets = torch.tensor([[30.0, 20.0], [40.0, 10.0]])
+    offsets = disk_offsets(2)
+    both = motion_loss(feat, handles, targets, offsets, 64)
+    first = motion_loss(feat, handles, targets, offsets, 64, active=torch.tensor([True, False]))
+    alone = motion_loss(feat, handles[:1], targets[:1], offsets, 64)
+    torch.testing.assert_close(first, alone)
+    assert both > first > 0
+    # Only the shifted samples carry gradient. At image resolution, a disk of radius 1 around (8, 8) moving
+    # in +x reads the reference at x = 7..9 and the shifted copy at x = 8..10.
+    img = torch.randn(1, 8, 16, 16, requires_grad=True)
+    loss = motion_loss(img, torch.tensor([[8.0, 8.0]]), torch.tensor([[12.0, 8.0]]), disk_offsets(1), 16)
+    (grad,) = torch.autograd.grad(loss, img)
+    assert grad[0, :, 8, 7].abs().sum() == 0      # reference only: stop-gradient
+    assert grad[0, :, 8, 10].abs().sum() > 0      # shifted only
+
+
+# --------------------------------------------------------------------------- dragging
+
+
+def test_drag_moves_content_towards_the_target(G):
+    handle, target = (28, 32), (38, 32)
+    s = session(G, points=([handle], [target]), max_steps=80)
+    ws0 = s.ws
+    states = run(s)
+    final = states[-1]
+    assert final.done and final.distances[0] <= s.stop_distance
+    assert np.linalg.norm(final.handles[0] - np.array(target)) < 0.25 * 10
+    # The generator's own features moved: at the target they now look like the handle used to.
+    f0 = synthesis_features(G, ws0, BLOCK)
+    f1 = synthesis_features(G, s.ws, BLOCK)
+    at = lambda f, p: sample_features(f, torch.tensor([p], dtype=torch.float32), R)
+    ref = at(f0, handle)
+    before = (at(f0, target) - ref).abs().sum()
+    after = (at(f1, target) - ref).abs().sum()
+    assert after < 0.6 * before
+
+
+def test_stop_and_resume_equal_one_uninterrupted_drag(G):
+    far = ([(20, 32)], [(50, 32)])   # too far to arrive within 8 steps
+    a = session(G, points=far)
+    run(a, max_steps=8)
+
+    b = session(G, points=far)
+    states = []
+    for state in b.drag(max_steps=100, image_every=0):
+        states.append(state)
+        if len(states) == 3:
+            b.stop()
+    assert [s.step for s in states] == [1, 2, 3]
+    resumed = run(b, max_steps=5)
+    assert [s.step for s in resumed] == [4, 5, 6, 7, 8]
+    assert torch.equal(a.ws, b.ws)
+    np.testing.assert_array_equal(a.handles, b.handles)
+    assert len(b.history) == 2 and len(a.history) == 1
+
+
+def test_stop_from_another_thread(G):
+    s = session(G, points=([(20, 32)], [(50, 32)]))
+    first = threading.Event()
+    seen = []
+
+    def consume():
+        for state in s.drag(max_steps=200, image_every=0):
+            seen.append(state.step)
+            first.set()
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    assert first.wait(30)
+    s.stop()
+    worker.join(30)
+    assert not worker.is_alive() and 1 <= len(seen) < 200
+
+
+def test_undo_and_reset_restore_latents_exactly(G):
+    s = session(G, points=([(20, 32)], [(50, 32)]))
+    ws0, h0 = s.ws, s.handles
+    run(s, max_steps=3)
+    ws1, h1 = s.ws, s.handles
+    run(s, max_steps=3)
+    assert not torch.equal(s.ws, ws1)
+    assert [torch.equal(h, w) for h, w in zip(s.history, [ws0, ws1])] == [True, True]
+    assert s.undo() and torch.equal(s.ws, ws1)
+    np.testing.assert_array_equal(s.handles, h1)
+    assert s.undo() and torch.equal(s.ws, ws0)
+    np.testing.assert_array_equal(s.handles, h0)
+    assert not s.undo()
+    run(s, max_steps=2)
+    s.reset()
+    assert torch.equal(s.ws, ws0) and s.history == []
+    np.testing.assert_array_equal(s.handles, h0)
+    # After undo the drag starts over from the restored latent, as a fresh session would.
+    fresh = session(G, points=([(20, 32)], [(50, 32)]))
+    run(fresh, max_steps=2)
+    run(s, max_steps=2)
+    assert torch.equal(s.ws, fresh.ws)
+
+
+def test_non_finite_loss_restores_the_latent_and_halves_the_lr(G, monkeypatch):
+    real = engine.motion_supervision_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(engine, "motion_supervision_loss", poisoned)
+    s = session(G, points=([(20, 32)], [(50, 32)]))
+    latents, states = [], []
+    for state in s.drag(max_steps=6, image_every=0):
+        states.append(state)
+        latents.append(s.ws)
+    assert [st.warning is not None for st in states] == [False, False, True, False, False, False]
+    assert "halved" in states[2].warning
+    assert torch.equal(latents[2], latents[1])                      # the bad step was undone
+    np.testing.assert_array_equal(states[2].handles, states[1].handles)
+    assert s.lr == pytest.approx(DragConfig().lr / 2)
+    assert all(torch.isfinite(w).all() for w in latents)
+    assert not torch.equal(latents[5], latents[2])                  # and the drag went on
+    assert all(np.isfinite(st.loss) for st in states[3:])
+
+
+def test_mask_keeps_the_fixed_region_closer_to_the_original(G):
+    points = ([(24, 32)], [(36, 32)])
+    movable = np.zeros((R, R), dtype=np.uint8)
+    movable[20:44, 16:44] = 255
+    fixed = movable == 0
+
+    def fixed_change(mask):
+        s = session(G, points=points, stop_distance=0.5)
+        before = s.render().astype(np.float32)
+        s.set_mask(mask)
+        run(s, max_steps=25)
+        return np.abs(s.render().astype(np.float32) - before)[fixed].mean()
+
+    free, masked = fixed_change(None), fixed_change(movable)
+    assert masked < 0.7 * free
+
+
+def test_all_movable_mask_is_the_same_as_no_mask(G):
+    a = session(G)
+    b = session(G)
+    b.set_mask(np.ones((R, R), dtype=bool))
+    run(a, max_steps=3)
+    run(b, max_steps=3)
+    assert torch.equal(a.ws, b.ws)
+
+
+def test_mask_validation(G):
+    s = session(G)
+    with pytest.raises(MaskError, match="64x64"):
+        s.set_mask(np.ones((32, 32)))
+    s.set_mask(np.full((R, R), 255, dtype=np.uint8))
+    assert s.mask.all()
+    s.set_mask(None)
+    assert s.mask is None
+
+
+def test_w_plus_optimizes_only_the_first_layers(G):
+    s = session(G, optimize_layers=4)
+    ws0 = s.ws
+    run(s, max_steps=3)
+    assert torch.equal(s.ws[:, 4:], ws0[:, 4:])
+    assert not torch.equal(s.ws[:, :4], ws0[:, :4])
+
+
+def test_w_space_shares_one_offset_over_all_layers(G):
+    s = session(G, latent_space="w")
+    ws0 = s.ws
+    run(s, max_steps=3)
+    delta = s.ws - ws0
+    assert delta.abs().max() > 0
+    torch.testing.assert_close(delta, delta[:, :1].expand_as(delta), rtol=0, atol=1e-6)
+
+
+def test_generator_is_never_modified():
+    G = tiny_generator()
+    G.requires_grad_(True).train()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    s = session(G)
+    run(s, max_steps=2, image_every=1)
+    assert all(torch.equal(v, before[k]) for k, v in G.state_dict().items())
+    assert all(p.grad is None and p.requires_grad for p in G.parameters())
+    assert G.training
+
+
+def test_handles_already_at_targets_finish_without_changing_the_latent(G):
+    s = session(G, points=([(30, 30), (40, 20)], [(30, 30), (40.5, 20)]))
+    ws0 = s.ws
+    states = run(s)
+    assert len(states) == 1 and states[0].done and states[0].loss == 0
+    assert torch.equal(s.ws, ws0) and s.history == []
+
+
+def test_images_are_rendered_every_k_steps_and_at_the_end(G):
+    s = session(G, points=([(20, 32)], [(50, 32)]))
+    states = run(s, max_steps=5, image_every=2)
+    assert [st.image is not None for st in states] == [False, True, False, True, True]
+    last = states[-1].image
+    assert last.shape == (R, R, 3) and last.dtype == np.uint8
+    np.testing.assert_array_equal(last, s.render())
+
+
+def test_default_radii_and_stop_distance_scale_with_resolution():
+    cfg = DragConfig()
+    assert cfg.radii(512) == (3.0, 12.0) and cfg.radii(1024) == (6.0, 24.0)
+    assert cfg.radii(64) == (1.0, 2.0)                       # floors
+    assert cfg.stop_distance_for(512, 5) == 1.0 and cfg.stop_distance_for(1024, 6) == 4.0
+    assert cfg.stop_distance_for(128, 6) == 1.0
+
+
+def test_bad_configs_and_points_get_clear_errors(G):
+    ws = G.ws_from_seed(0)
+    with pytest.raises(DragConfigError, match="5 synthesis blocks"):
+        DragSession(G, ws, DragConfig(feature_block=6))
+    with pytest.raises(DragConfigError, match="W\\+ layers"):
+        DragSession(G, ws, DragConfig(feature_block=BLOCK, optimize_layers=G.num_ws + 1))
+    with pytest.raises(DragConfigError, match="latent_space"):
+        DragConfig(latent_space="z")
+    with pytest.raises(ValueError, match="shape"):
+        DragSession(G, ws[:, :3], DragConfig(feature_block=BLOCK))
+    s = DragSession(G, ws, DragConfig(feature_block=BLOCK))
+    with pytest.raises(PointError, match="set_points"):
+        s.drag()
+    with pytest.raises(PointError, match="outside the 64x64 image"):
+        s.set_points([(10, 10)], [(64, 10)])
+    with pytest.raises(PointError, match="1 handle"):
+        s.set_points([(10, 10)], [(20, 10), (30, 30)])
