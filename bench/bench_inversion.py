@@ -38,7 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inversion import InversionConfig, invert  # noqa: E402
-from inversion.__main__ import alignment_for_model, load_model  # noqa: E402
+from inversion.__main__ import load_model  # noqa: E402
+from inversion.pipeline import alignment_for_model  # noqa: E402
 
 EVAL_DIR = Path("/work/shared/datasets/celeba128/eval")
 
@@ -137,8 +138,8 @@ def main(argv=None) -> int:
     if args.model.startswith("random:"):
         G, model_dir, alignment = random_generator(int(args.model.split(":")[1]), args.device), None, "center"
     else:
-        G, model_dir = load_model(args.model, args.device)
-        alignment = alignment_for_model(args.model, model_dir)
+        G, _ = load_model(args.model, args.device)
+        alignment, model_dir = alignment_for_model(args.model)
     photos = bench_photos(args.eval_dir, args.n, extra=not args.no_extra)
     print(f"# {len(photos)} photos, model {args.model} ({G.img_resolution}px), device {args.device}", file=sys.stderr)
 

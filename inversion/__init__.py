@@ -10,8 +10,8 @@ See pipeline.invert for the report's contents and InversionConfig for every sett
 
 from .align import Alignment, FaceTemplate
 from .errors import Cancelled, InversionError, PhotoError
-from .pipeline import DEFAULT_CACHE, InversionCache, InversionConfig, InversionResult, invert
+from .pipeline import DEFAULT_CACHE, InversionCache, InversionConfig, InversionResult, alignment_for_model, invert
 from .photo import read_photo
 
 __all__ = ["invert", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
-           "Cancelled", "InversionError", "Alignment", "FaceTemplate", "read_photo"]
+           "Cancelled", "InversionError", "Alignment", "FaceTemplate", "read_photo", "alignment_for_model"]

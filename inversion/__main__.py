@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import InversionError, PhotoError
 from .losses import LOSS_KINDS
-from .pipeline import InversionConfig, invert
+from .pipeline import InversionConfig, alignment_for_model, invert
 
 
 def load_model(name: str, device: str):
@@ -36,22 +36,6 @@ def load_model(name: str, device: str):
         return Generator.from_pretrained(path, device=device), path
     path = resolve_source(name, progress=True)
     return load_generator(path, device=device), (path if path.is_dir() else path.parent)
-
-
-def alignment_for_model(name: str, model_dir: Path | None) -> str:
-    """'auto' when the model folder stores its template; 'ffhq' for FFHQ models; 'center' for other known models."""
-    if model_dir is not None and (model_dir / "alignment.json").is_file():
-        return "auto"
-    lowered = name.lower()
-    if "ffhq" in lowered:
-        return "ffhq"
-    try:
-        from draggan.registry import get_model
-        if get_model(name) is not None:
-            return "center"  # A known model of cats, cars, animals...: no face alignment.
-    except ImportError:
-        pass
-    return "auto"
 
 
 def main(argv=None) -> int:
@@ -80,10 +64,12 @@ def main(argv=None) -> int:
     except Exception as e:  # CheckpointError and friends carry a readable sentence
         print(f"error: could not load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
+    alignment, known_dir = alignment_for_model(args.model)
+    model_dir = known_dir or (str(model_dir) if model_dir else None)
     config = InversionConfig(
         device=device, steps_w=args.steps_w, steps_wplus=args.steps_wplus, steps_pti=args.steps_pti, loss=args.loss,
-        vgg16_path=args.vgg16, alignment=args.alignment or alignment_for_model(args.model, model_dir),
-        template=args.template, model_dir=str(model_dir) if model_dir else None, locality=args.locality, seed=args.seed)
+        vgg16_path=args.vgg16, alignment=args.alignment or alignment, template=args.template, model_dir=model_dir,
+        locality=args.locality, seed=args.seed)
 
     last = {"stage": None, "t": 0.0}
 

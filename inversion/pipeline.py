@@ -273,6 +273,37 @@ def resolve_alignment(config: InversionConfig, G) -> tuple[str, align_mod.FaceTe
     return "ffhq", None, ["The model stores no alignment template: used the standard FFHQ face alignment."]
 
 
+def alignment_for_model(source) -> tuple[str, str | None]:
+    """(alignment, model_dir) for a model given as a registry name or a path; nothing is downloaded.
+
+    A folder holding ``alignment.json`` (the bundled celeba128 model) -> ('auto', folder);
+    a name with 'ffhq' -> 'ffhq'; another known registry model (cats, cars, animals) ->
+    'center'; anything else -> 'auto' (FFHQ alignment with a notice).
+
+        alignment, model_dir = alignment_for_model("celeba128")
+        invert(photo, G, InversionConfig(alignment=alignment, model_dir=model_dir))
+    """
+    folder = None
+    info = None
+    try:
+        from draggan import registry
+        info = registry.get_model(str(source))
+        if info is not None and info.path:
+            folder = registry.bundled_path(info)
+    except ImportError:
+        pass
+    path = Path(str(source)).expanduser()
+    if folder is None and path.exists():
+        folder = path if path.is_dir() else path.parent
+    if folder is not None and (folder / align_mod.TEMPLATE_FILE).is_file():
+        return "auto", str(folder)
+    if "ffhq" in str(source).lower():
+        return "ffhq", None
+    if info is not None:
+        return "center", None  # A known model of cats, cars, animals...: no face alignment.
+    return "auto", str(folder) if folder is not None else None
+
+
 # --------------------------------------------------------------------------- invert
 
 
@@ -412,4 +443,4 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
 
 
 __all__ = ["invert", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
-           "model_fingerprint", "resolve_alignment"]
+           "model_fingerprint", "resolve_alignment", "alignment_for_model"]

@@ -237,3 +237,13 @@ def test_locality_regularization_limits_drift_near_the_pivot(G, face):
         return total
 
     assert drift(True) < 0.95 * drift(False)
+
+
+def test_alignment_for_model(tmp_path):
+    from inversion import alignment_for_model
+
+    (tmp_path / "alignment.json").write_text('{"method": "ffhq"}')
+    assert alignment_for_model(tmp_path) == ("auto", str(tmp_path))
+    assert alignment_for_model("stylegan2-ffhq-512x512") == ("ffhq", None)
+    assert alignment_for_model("stylegan2-afhqcat-512x512") == ("center", None)
+    assert alignment_for_model(tmp_path / "no-such-model") == ("auto", None)
