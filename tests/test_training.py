@@ -137,3 +137,24 @@ def test_translation_shifts_content_by_whole_pixels():
     gen = torch.Generator().manual_seed(1)
     y = augment(x.expand(1, 3, 16, 16).clone(), 1.0, gen)
     assert torch.count_nonzero(y.abs() > 1e-6) >= 1  # content survives (unless cut out) and stays on the grid
+
+
+def test_resume_from_shipped_model_folder(tmp_path):
+    """checkpoints/<model>/resume holds D + meta; G_ema comes from the shipped model.safetensors."""
+    from training.checkpoint import load_training_state, save_sharded
+
+    G = Generator(img_resolution=16, channel_base=256, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2)
+    D = Discriminator(16, channel_base=256, channel_max=16)
+    G.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "resume").mkdir()
+    save_sharded({k: v.half() for k, v in D.state_dict().items()}, tmp_path / "model" / "resume", "D", 2 ** 20)
+    (tmp_path / "model" / "resume" / "meta.json").write_text(json.dumps({"cur_nimg": 640, "step": 80, "aug_p": 0.1}))
+    G2, G_ema2 = (Generator(G.cfg) for _ in range(2))
+    D2 = Discriminator(16, channel_base=256, channel_max=16)
+    opt = torch.optim.Adam(G2.parameters())
+    meta = load_training_state(tmp_path / "model" / "resume", G2, D2, G_ema2, opt, opt, "cpu")
+    assert meta["cur_nimg"] == 640 and not meta["has_optim"]
+    ref = G.synthesis.b16.conv1.weight.half().float()
+    torch.testing.assert_close(G_ema2.synthesis.b16.conv1.weight, ref)
+    torch.testing.assert_close(G2.synthesis.b16.conv1.weight, ref)  # G restarts from its average
+    torch.testing.assert_close(D2.b4.out.weight, D.b4.out.weight.half().float())

@@ -76,6 +76,10 @@ def load_training_state(directory, G, D, G_ema, opt_G, opt_D, device) -> dict:
     directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text())
     states = {name: load_sharded(directory, name) for name in MODULES}
+    shipped = directory.parent / "model.safetensors"
+    if states["G_ema"] is None and shipped.exists():
+        # A shipped model folder keeps its resume state (D + meta) in resume/; G_ema is the model itself.
+        states["G_ema"] = load_file(str(shipped))
     if states["G_ema"] is None or states["D"] is None:
         raise FileNotFoundError(f"{directory}: no G_ema/D shards found")
     if states["G"] is None:  # compact state: the trained generator continues from its average
