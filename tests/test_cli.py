@@ -18,6 +18,16 @@ from draggan.video import VideoError, draw_points, write_video
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny generators gain nothing from intra-op threads, and OpenMP's spinning workers slow
+    down by 10x or more when other processes share the CPU; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)

@@ -19,6 +19,16 @@ R = 64
 BLOCK = 4  # 32x32 features of the 64 px generator: cheap, and 2x below the image like DragGAN's block 6
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny generators gain nothing from intra-op threads, and OpenMP's spinning workers slow
+    down by 10x or more when other processes share the CPU; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_generator(seed=0) -> Generator:
     torch.manual_seed(seed)
     G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
@@ -322,3 +332,20 @@ def test_bad_configs_and_points_get_clear_errors(G):
         s.set_points([(10, 10)], [(64, 10)])
     with pytest.raises(PointError, match="1 handle"):
         s.set_points([(10, 10)], [(20, 10), (30, 30)])
+
+
+def test_new_points_end_a_running_drag(G):
+    s = session(G, points=([(20, 32)], [(50, 32)]))
+    steps = s.drag(max_steps=50, image_every=0)
+    assert next(steps).step == 1
+    s.set_points([(30, 30)], [(30, 40)])
+    assert list(steps) == []
+    assert [st.step for st in run(s, max_steps=2)] == [1, 2]   # the new points start their own count
+
+
+def test_bf16_autocast_runs_on_cpu(G):
+    s = session(G, points=([(20, 32)], [(50, 32)]), autocast=True)
+    states = run(s, max_steps=3, image_every=3)
+    assert s.ws.dtype == torch.float32 and torch.isfinite(s.ws).all()
+    assert all(np.isfinite(st.loss) and st.warning is None for st in states)
+    assert states[-1].image.shape == (R, R, 3)
