@@ -1,0 +1,238 @@
+"""draggan.sessions: per-user state, the bounded session store and the shared model pool."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from draggan.engine import DragConfig
+from draggan.networks import Generator
+from draggan.points import PointError
+from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, module_bytes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny generators run faster on one thread than split over two busy cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    return Generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32,
+                     mapping_layers=2).eval().requires_grad_(False)
+
+
+def config():
+    return DragConfig(feature_block=3, max_steps=5)
+
+
+def loaded_session(G, sid="a", seed=0, **kwargs) -> UserSession:
+    s = UserSession(sid, **kwargs)
+    s.load_latent(G, G.ws_from_seed(seed, 0.7), config(), model="tiny", source="sample", seed=seed)
+    return s
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+# --------------------------------------------------------------------------- points
+
+
+def test_clicks_alternate_handle_and_target(G):
+    s = loaded_session(G)
+    assert s.add_click(3, 4) == "handle"
+    assert s.pending == (3.0, 4.0) and s.handles == []
+    assert s.add_click(10, 12) == "target"
+    assert s.handles == [(3.0, 4.0)] and s.targets == [(10.0, 12.0)] and s.pending is None
+    assert s.add_click(1, 1) == "handle"
+    with pytest.raises(PointError):
+        s.add_click(32, 0)           # outside a 32 px image
+    assert s.pending == (1.0, 1.0)   # the bad click changed nothing
+
+
+def test_remove_last_point_walks_back_click_by_click(G):
+    s = loaded_session(G)
+    for xy in [(1, 1), (5, 5), (2, 2)]:
+        s.add_click(*xy)
+    assert s.remove_last_point() == "handle" and s.pending is None and len(s.handles) == 1
+    assert s.remove_last_point() == "target" and s.pending == (1.0, 1.0) and s.handles == []
+    assert s.remove_last_point() == "handle"
+    assert s.remove_last_point() is None
+
+
+def test_set_points_validates_and_clicks_need_an_image(G):
+    s = loaded_session(G)
+    s.set_points([(1, 2)], [(3, 4)])
+    assert s.handles == [(1.0, 2.0)] and s.targets == [(3.0, 4.0)]
+    with pytest.raises(PointError):
+        s.set_points([(1, 2)], [(99, 4)])
+    assert s.handles == [(1.0, 2.0)]
+    with pytest.raises(PointError):
+        UserSession("empty").add_click(1, 1)
+
+
+def test_mask_all_true_means_no_mask(G):
+    s = loaded_session(G)
+    s.set_mask(np.ones((32, 32), bool))
+    assert s.mask is None
+    m = np.zeros((32, 32), bool)
+    m[4:10, 4:10] = True
+    s.set_mask(m)
+    assert s.mask_changed and s.mask.sum() == 36
+
+
+# --------------------------------------------------------------------------- drag, undo, reset
+
+
+def drag_all(s):
+    s.sync_engine()
+    states = list(s.drag.drag(image_every=0))
+    s.take_engine_handles()
+    s.refresh_image()
+    return states
+
+
+def test_drag_undo_and_reset_restore_images_and_handles(G):
+    s = loaded_session(G)
+    original = s.image.copy()
+    s.set_points([(8, 8)], [(20, 14)])
+    states = drag_all(s)
+    assert states and s.can_undo
+    dragged = s.image.copy()
+    assert not np.array_equal(dragged, original)
+    assert s.handles == [tuple(map(float, states[-1].handles[0]))]
+    assert s.undo()
+    assert np.array_equal(s.image, original) and s.handles == [(8.0, 8.0)]
+    drag_all(s)
+    s.reset()
+    assert np.array_equal(s.image, original) and s.handles == [(8.0, 8.0)] and not s.frames
+    assert not s.undo()
+
+
+def test_new_settings_rebuild_the_drag_but_keep_undo(G):
+    s = loaded_session(G)
+    original = s.image.copy()
+    s.set_points([(8, 8)], [(20, 14)])
+    drag_all(s)
+    first = s.image.copy()
+    assert s.ensure_config(DragConfig(feature_block=2, max_steps=5, lr=4e-3))
+    assert not s.ensure_config(DragConfig(feature_block=2, max_steps=5, lr=4e-3))   # same: kept
+    drag_all(s)                       # the new session gets the points again
+    assert not np.array_equal(s.image, first)
+    assert s.undo() and np.array_equal(s.image, first)
+    assert s.undo() and np.array_equal(s.image, original)
+    assert not s.undo()
+
+
+def test_tickets_let_stop_cancel_a_queued_drag():
+    s = UserSession("t")
+    ticket = s.request_drag()
+    s.stop_drags()
+    assert s.claim_ticket() == ticket and s.drag_cancelled(ticket)
+    # A later Start is not affected by the earlier Stop; a drag without a Start click gets its own ticket.
+    s.request_drag()
+    assert not s.drag_cancelled(s.claim_ticket())
+    assert not s.drag_cancelled(s.claim_ticket())
+
+
+def test_recorded_frames_are_bounded(G):
+    s = UserSession("f")
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(21):
+        s.record_frame(img + i, [(0, 0)], [(1, 1)], max_frames=10)
+    assert len(s.frames) <= 10
+    assert s.frames[0].image[0, 0, 0] == 0          # decimated, oldest kept
+
+
+# --------------------------------------------------------------------------- store
+
+
+def test_store_isolates_sessions_and_drops_them(G, tmp_path):
+    store = SessionStore(export_root=tmp_path)
+    a, b = store.get("a"), store.get("b")
+    assert a is not b and store.get("a") is a
+    a.load_latent(G, G.ws_from_seed(1, 0.7), config(), model="tiny", source="sample")
+    a.add_click(1, 1)
+    assert b.pending is None and b.drag is None
+    folder = a.export_dir
+    assert folder.is_dir()
+    assert store.drop("a") and "a" not in store and not folder.exists()
+    assert a.drag is None                            # what it owned is released
+    assert not store.drop("a")
+
+
+def test_store_ttl_and_count_bound(tmp_path):
+    clock = FakeClock()
+    store = SessionStore(max_sessions=2, ttl_s=60, export_root=tmp_path, clock=clock)
+    store.get("a")
+    clock.t = 10
+    store.get("b")
+    clock.t = 20
+    store.get("c")                                   # over the count: least recently used "a" goes
+    assert store.ids() == ["b", "c"]
+    store.get("b").busy = "drag"
+    store.get("c").busy = "invert"
+    with pytest.raises(SessionError, match="Too many people"):
+        store.get("d")                               # every session is busy: refuse with a sentence
+    store.get("c").busy = None
+    clock.t = 200                                    # both idle past the TTL, but "b" is busy
+    assert store.sweep() == ["c"]
+    assert store.ids() == ["b"]
+
+
+def test_store_bounds_tuned_generators(G, tmp_path):
+    import copy
+    clock = FakeClock()
+    size = module_bytes(G)
+    store = SessionStore(max_tuned=2, max_tuned_bytes=10 * size, export_root=tmp_path, clock=clock)
+    sessions = []
+    for i, sid in enumerate("abc"):
+        clock.t = i
+        s = store.get(sid)
+        tuned = copy.deepcopy(G)
+        evicted = store.attach_tuned(s, tuned)
+        s.load_latent(tuned, G.ws_from_seed(i, 0.7), config(), model="tiny", source="photo", tuned=True)
+        sessions.append((s, evicted))
+    assert sessions[0][1] == [] and sessions[1][1] == [] and sessions[2][1] == ["a"]
+    a = store.get("a")
+    assert a.drag is None and "Upload it again" in a.notice
+    assert store.tuned_count() == 2 and store.tuned_bytes() == 2 * size
+    # By bytes: room for one more than the bytes allow is never made from a busy session.
+    store.max_tuned, store.max_tuned_bytes = 10, size
+    store.get("b").busy = "drag"
+    evicted = store.attach_tuned(store.get("d"), copy.deepcopy(G))
+    assert evicted == ["c"] and store.get("b").tuned
+
+
+def test_model_pool_loads_each_model_once_even_concurrently():
+    calls = []
+
+    def loader(source, device, progress):
+        calls.append((source, device))
+        time.sleep(0.05)
+        return torch.nn.Linear(2, 2)
+
+    pool = ModelPool(loader)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pool.get("m", "cpu"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [("m", "cpu")]
+    assert all(r is results[0] for r in results)
+    assert not any(p.requires_grad for p in results[0].parameters())   # shared read-only
+    pool.get("n", "cpu")
+    assert len(pool) == 2 and pool.is_loaded("m", "cpu") and not pool.is_loaded("m", "cuda")
