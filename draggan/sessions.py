@@ -169,9 +169,13 @@ class UserSession:
         return self.image
 
     def ensure_config(self, config: DragConfig) -> bool:
-        """Use ``config`` for the next drag; a different one rebuilds the drag session at the
-        current latent (its undo history is kept). Returns True if it was rebuilt."""
-        if self.drag is None or self.drag.config == config:
+        """Use ``config`` for the next drag. Different settings (other than max_steps) rebuild the
+        drag session at the current latent, keeping its undo history. Returns True if rebuilt."""
+        if self.drag is None:
+            return False
+        # max_steps only bounds each drag() call: a change needs no new session.
+        if dataclasses.replace(self.drag.config, max_steps=config.max_steps) == config:
+            self.drag.config.max_steps = config.max_steps
             return False
         old = self.drag
         new = DragSession(self.generator, old.ws, config)   # raises DragConfigError, old stays in place

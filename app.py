@@ -1,0 +1,855 @@
+"""DragGAN Studio: the web app (Gradio 6 Blocks).
+
+    python app.py                      # http://127.0.0.1:7860, the bundled celeba128 model
+    python app.py --share              # also a public gradio.live link
+    python app.py --model path/to/generator --device cuda --port 8000
+
+This file only wires the interface to the library: sampling and dragging are
+``draggan.engine``, photo inversion is ``inversion``, per-user state is
+``draggan.sessions`` and drawing is ``draggan.overlay``. It runs unchanged as a
+Hugging Face Space (``@spaces.GPU`` is used where the ``spaces`` package exists).
+
+Every user (browser tab) gets a private :class:`draggan.sessions.UserSession`
+keyed by Gradio's session hash; the base generators are shared read-only.
+Drags and inversions share one concurrency slot per device, behind a bounded queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from draggan import registry
+from draggan.checkpoints import CheckpointError
+from draggan.download import is_offline
+from draggan.engine import DragConfig, DragConfigError, MaskError
+from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
+from draggan.points import PointError, format_points, parse_points
+from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession
+from draggan.video import VideoError, write_video
+from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
+from inversion.pipeline import InversionCache
+
+try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+GPU_MAX_FPS = 15.0          # frames per second sent to the browser at most: what a person can follow
+VIDEO_VIEW_SIZE = 256       # recorded drags are written at about this size
+DEFAULT_SEED = 0
+DEFAULT_TRUNCATION = 0.7
+NO_IMAGE = "There is no image yet: pick a model and press **New face**, or upload a photo."
+HELP = ("**Click the image** to place a handle (red), then its target (blue); repeat for more pairs. "
+        "Optionally paint the region that may move on the **Mask** tab. Then press **Start**.")
+
+# Gradio maps a click to image pixels assuming the image is never shown larger than its
+# natural size (its scale factor is capped at 1), so the view must never be upscaled by the
+# browser: the server sends an already upscaled view and "scale-down" only ever shrinks it.
+CSS = """
+#canvas img { object-fit: scale-down !important; }
+.compact-md p { margin: 0.2em 0; }
+"""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass
+class StudioSettings:
+    """Everything the app is built from; tests inject tiny models and short budgets here.
+
+    models        : label -> source (registry name, path or URL) shown in the model dropdown.
+    default_model : label selected at start.
+    device        : where generators run ('cpu', 'cuda', ...).
+    inversion     : settings for photo inversion (None: the pipeline's presets for the device).
+    max_fps       : frames per second streamed while dragging, at most.
+    concurrency   : drags + inversions running at once per device.
+    queue_size    : requests waiting at most (beyond: "queue full").
+    autocast      : run drags under bf16 autocast (None: on GPUs and on CPUs with fast bf16).
+    """
+
+    models: dict[str, str]
+    default_model: str | None = None
+    device: str = "cpu"
+    inversion: InversionConfig | None = None
+    max_fps: float = GPU_MAX_FPS
+    concurrency: int = 1
+    queue_size: int = 16
+    autocast: bool | None = None
+    store: SessionStore | None = None
+    pool: ModelPool | None = None
+    inversion_cache_items: int = 2
+
+    def __post_init__(self):
+        if not self.models:
+            raise ValueError("no models to offer")
+        if self.default_model is None:
+            self.default_model = next(iter(self.models))
+        if self.default_model not in self.models:
+            raise ValueError(f"default model {self.default_model!r} is not one of {list(self.models)}")
+
+
+def registry_models() -> dict[str, str]:
+    """The bundled model first, then every registry model (downloaded when picked)."""
+    return {name: name for name in registry.model_names()}
+
+
+def default_feature_block(G) -> int:
+    """The paper's feature map (block 6 of a 512 px generator, 128 px) where the generator has it."""
+    return min(DragConfig().feature_block, G.num_blocks)
+
+
+def fast_autocast(device: str) -> bool:
+    """bf16 autocast pays off on GPUs and on CPUs with bf16 matrix units."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return True
+    if dev.type == "cpu":
+        from inversion.project import bf16_is_fast_on_cpu
+        return bf16_is_fast_on_cpu()
+    return False
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def points_table(handles, targets, distances=None, pending=None) -> str:
+    """Markdown table of the points (and their distances, in generator pixels)."""
+    if not len(handles) and pending is None:
+        return ""
+    rows = ["| # | handle (red) | target (blue) | distance |", "|---|---|---|---|"]
+    for i, (h, t) in enumerate(zip(handles, targets), start=1):
+        d = float(np.hypot(t[0] - h[0], t[1] - h[1])) if distances is None else float(distances[i - 1])
+        rows.append(f"| {i} | ({h[0]:.0f}, {h[1]:.0f}) | ({t[0]:.0f}, {t[1]:.0f}) | {d:.1f} px |")
+    if pending is not None:
+        rows.append(f"| {len(handles) + 1} | ({pending[0]:.0f}, {pending[1]:.0f}) | *click the target* | |")
+    return "\n".join(rows)
+
+
+def quality_report(report: dict) -> str:
+    """The inversion's quality figures as Markdown."""
+    lpips = report.get("lpips")
+    identity = report.get("identity_distance")
+    seconds = report.get("timings", {}).get("total")
+    lines = [
+        "| PSNR | SSIM | LPIPS | identity distance |",
+        "|---|---|---|---|",
+        f"| {report['psnr']:.1f} dB | {report['ssim']:.3f} | "
+        f"{'n/a' if lpips is None else f'{lpips:.3f}'} | {'n/a' if identity is None else f'{identity:.3f}'} |",
+        "",
+        f"Loss: {report.get('loss_used', '?')} · alignment: {report.get('alignment', '?')}"
+        + ("" if seconds is None else f" · {seconds:.0f} s") + (" · from cache" if report.get("cached") else ""),
+    ]
+    for notice in report.get("notices", []):
+        lines.append(f"\n⚠️ {notice}")
+    return "\n".join(lines)
+
+
+STAGE_NAMES = {"read": "Reading the photo", "align": "Finding and aligning the face",
+               "project_w": "Projecting into W", "project_wplus": "Refining in W+",
+               "tune": "Tuning the generator", "report": "Measuring quality"}
+
+
+class InversionProgress:
+    """Maps the pipeline's progress(stage, step, total) to one bar with an estimate of the time left."""
+
+    def __init__(self, bar, steps: dict[str, int]):
+        self.bar = bar
+        self.order = ["read", "align", "project_w", "project_wplus", "tune", "report"]
+        self.steps = {k: max(0, int(steps.get(k, 1))) for k in self.order}   # 0: a stage that is skipped
+        self.total = sum(self.steps.values())
+        self.start = time.perf_counter()
+        self.first_step_time = None
+        self.first_step_done = 0
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        if stage in self.steps and total:
+            self.steps[stage] = int(total)
+            self.total = sum(self.steps.values())
+        before = sum(self.steps[s] for s in self.order[:self.order.index(stage)]) if stage in self.order else 0
+        done = min(self.total, before + step)
+        now = time.perf_counter()
+        if self.first_step_time is None and stage in ("project_w", "project_wplus", "tune"):
+            self.first_step_time, self.first_step_done = now, done
+        eta = ""
+        if self.first_step_time is not None and done > self.first_step_done:
+            rate = (now - self.first_step_time) / (done - self.first_step_done)
+            eta = f" · about {max(1, round(rate * (self.total - done)))} s left"
+        self.bar((done, self.total), desc=f"{STAGE_NAMES.get(stage, stage)} ({step}/{total}){eta}", unit="steps")
+
+
+# --------------------------------------------------------------------------- the app
+
+
+class Studio:
+    """Event handlers. Each takes the user's inputs plus ``request`` (for the session id) and
+    returns a dict of component updates; bad input gives a gr.Warning and changes nothing."""
+
+    def __init__(self, settings: StudioSettings):
+        self.settings = settings
+        self.device = settings.device
+        self.store = settings.store or SessionStore()
+        self.pool = settings.pool or ModelPool()
+        self.inversion_cache = InversionCache(max_items=settings.inversion_cache_items)
+        self.autocast = fast_autocast(self.device) if settings.autocast is None else settings.autocast
+        self.frame_interval = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
+        self.ui: dict[str, gr.components.Component] = {}
+
+    # ----------------------------------------------------------------- helpers
+
+    def session(self, request) -> UserSession:
+        session_id = getattr(request, "session_hash", None) or "local"
+        try:
+            session = self.store.get(session_id)
+        except SessionError as e:
+            raise gr.Error(str(e)) from None
+        if session.notice:
+            gr.Warning(session.notice)
+            session.notice = None
+        return session
+
+    def close_session(self, request: gr.Request) -> None:
+        """Tab closed: free what it owned."""
+        self.store.drop(getattr(request, "session_hash", None))
+
+    def model_source(self, label: str) -> str:
+        if label not in self.settings.models:
+            raise CheckpointError(f"unknown model {label!r}; choose one of: {', '.join(self.settings.models)}")
+        return self.settings.models[label]
+
+    def model_available(self, label: str) -> bool:
+        source = self.model_source(label)
+        if self.pool.is_loaded(source, self.device):
+            return True
+        info = registry.get_model(source)
+        if info is not None and not Path(source).exists():
+            return registry.is_available(info)
+        return Path(source).expanduser().exists()
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        choices = []
+        for label, source in self.settings.models.items():
+            info = registry.get_model(source)
+            if info is None or Path(source).exists():
+                note = "local"
+            else:
+                note = f"{info.resolution} px, " + ("bundled" if info.path else
+                                                    "downloaded" if registry.is_available(info) else "download")
+            choices.append((f"{label} ({note})", label))
+        return choices
+
+    def model_info(self, label: str) -> str:
+        info = registry.get_model(self.model_source(label))
+        if info is None:
+            return f"Local model `{self.model_source(label)}`."
+        return f"{info.description}. Licence: {info.licence}."
+
+    def drag_config(self, G, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None,
+                    block=None) -> DragConfig:
+        """A DragConfig from the UI's values (empty or 0 radii: the paper's defaults scaled to the model)."""
+        base = DragConfig()
+        block = int(block) if block else default_feature_block(G)
+        return DragConfig(
+            lr=float(lr) if lr else base.lr,
+            max_steps=int(max_steps) if max_steps else base.max_steps,
+            r1=float(r1) if r1 else None, r2=float(r2) if r2 else None,
+            lambda_mask=float(lambda_mask) if lambda_mask is not None else base.lambda_mask,
+            feature_block=min(block, G.num_blocks),
+            latent_space=(space or base.latent_space).lower(), autocast=self.autocast)
+
+    def view(self, s: UserSession, handles=None, image=None) -> np.ndarray | None:
+        """The editing view of the session (optionally with other handle positions / image)."""
+        if not s.has_image:
+            return None
+        image = s.image if image is None else image
+        return render_view(image, view_scale(s.resolution), s.handles if handles is None else handles, s.targets,
+                           pending=s.pending, mask=s.mask, smooth=s.view_smooth)
+
+    def editor_value(self, s: UserSession):
+        """The sketch pad: the current image as background, the mask as its one layer."""
+        if not s.has_image:
+            return None
+        scale = view_scale(s.resolution)
+        background = render_view(s.image, scale, smooth=s.view_smooth)
+        layers = [mask_layer(s.mask, scale)] if s.mask is not None else []
+        return {"background": background, "layers": layers, "composite": None}
+
+    def status(self, s: UserSession, headline: str | None = None, distances=None, handles=None) -> str:
+        if not s.has_image:
+            return NO_IMAGE
+        handles = s.handles if handles is None else handles
+        parts = [headline or (HELP if not s.handles else
+                              "Press **Start** to drag the handles to their targets, or add more points.")]
+        table = points_table(handles, s.targets, distances, s.pending)
+        if table:
+            parts.append(table)
+        if s.mask is not None:
+            parts.append(f"Mask: {int(s.mask.sum())} of {s.mask.size} pixels may move (the dimmed area stays).")
+        return "\n\n".join(parts)
+
+    def view_updates(self, s: UserSession, headline: str | None = None, editor: bool = False) -> dict:
+        out = {self.ui["canvas"]: self.view(s), self.ui["status"]: self.status(s, headline),
+               self.ui["points_text"]: format_points(s.handles, s.targets)}
+        if editor:
+            out[self.ui["editor"]] = self.editor_value(s)
+        return out
+
+    def require_image(self, s: UserSession) -> bool:
+        if s.has_image:
+            return True
+        gr.Warning("There is no image yet: press New face or upload a photo first.")
+        return False
+
+    def require_idle(self, s: UserSession, action: str) -> bool:
+        if s.busy is None:
+            return True
+        what = "a drag" if s.busy == "drag" else "an inversion"
+        gr.Info(f"Wait for {what} to finish (or stop it) before you {action}.")
+        return False
+
+    def param_updates(self, G) -> dict:
+        """Parameter widgets that depend on the model: feature blocks and default radii."""
+        config = DragConfig()
+        r1, r2 = config.radii(G.img_resolution)
+        blocks = [(f"{b} · {G.block_resolution(b)} px", b) for b in range(1, G.num_blocks + 1)]
+        return {self.ui["block"]: gr.update(choices=blocks, value=default_feature_block(G)),
+                self.ui["r1"]: round(r1, 2), self.ui["r2"]: round(r2, 2)}
+
+    # ----------------------------------------------------------------- model and samples
+
+    def load_model(self, label: str, progress=None):
+        """The shared generator for a dropdown label (downloads with progress; raises CheckpointError)."""
+        source = self.model_source(label)
+        if not self.model_available(label) and is_offline():
+            raise CheckpointError(f"'{label}' is not downloaded yet and this server is offline "
+                                  "(DRAGGAN_OFFLINE / HF_HUB_OFFLINE is set). Pick another model.")
+
+        def report(done, total):
+            if progress is not None:
+                mb = done / 2 ** 20
+                if total:
+                    progress(done / total, desc=f"Downloading {label}: {mb:.0f} of {total / 2 ** 20:.0f} MB")
+                else:
+                    progress(None, desc=f"Downloading {label}: {mb:.0f} MB")
+
+        return self.pool.get(source, self.device, progress=report)
+
+    def _sample_into(self, s: UserSession, label: str, seed: int, psi: float, progress=None) -> None:
+        G = self.load_model(label, progress)
+        ws = G.ws_from_seed(int(seed), float(psi), device=self.device)
+        s.load_latent(G, ws, self.drag_config(G), model=label, source="sample", seed=int(seed),
+                      truncation=float(psi))
+
+    def on_load(self, request: gr.Request):
+        """Page opened: a face of the default model, at the default seed."""
+        s = self.session(request)
+        label = self.settings.default_model
+        out = {self.ui["model"]: gr.update(choices=self.model_choices(), value=label),
+               self.ui["model_info"]: self.model_info(label)}
+        try:
+            self._sample_into(s, label, DEFAULT_SEED, DEFAULT_TRUNCATION)
+        except CheckpointError as e:
+            gr.Warning(str(e))
+            out[self.ui["status"]] = f"The model could not be loaded: {e}"
+            return out
+        out.update(self.param_updates(s.generator))
+        out.update(self.view_updates(s, editor=True))
+        return out
+
+    def select_model(self, label: str, seed, psi, request: gr.Request, progress=gr.Progress()):
+        s = self.session(request)
+        if not self.require_idle(s, "switch models"):
+            return {self.ui["model"]: gr.update(value=s.model)}
+        try:
+            self._sample_into(s, label, seed if seed is not None else DEFAULT_SEED,
+                              psi if psi is not None else DEFAULT_TRUNCATION, progress)
+        except CheckpointError as e:
+            gr.Warning(str(e))
+            return {self.ui["model"]: gr.update(value=s.model, choices=self.model_choices())}
+        out = {self.ui["model"]: gr.update(choices=self.model_choices(), value=label),
+               self.ui["model_info"]: self.model_info(label), self.ui["report"]: "",
+               self.ui["aligned"]: None, self.ui["reconstruction"]: None}
+        out.update(self.param_updates(s.generator))
+        out.update(self.view_updates(s, editor=True))
+        return out
+
+    def sample(self, label: str, seed, psi, request: gr.Request):
+        """Show the face for ``seed`` at truncation ``psi``."""
+        s = self.session(request)
+        if not self.require_idle(s, "change the image"):
+            return {}
+        try:
+            seed = int(seed)
+            if seed < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            gr.Warning(f"The seed must be a whole number of 0 or more, got {seed!r}.")
+            return {}
+        try:
+            self._sample_into(s, label or self.settings.default_model, seed, psi)
+        except CheckpointError as e:
+            gr.Warning(str(e))
+            return {}
+        out = {self.ui["seed"]: seed, self.ui["report"]: "", self.ui["aligned"]: None,
+               self.ui["reconstruction"]: None}
+        out.update(self.param_updates(s.generator))
+        out.update(self.view_updates(s, editor=True))
+        return out
+
+    def new_face(self, label: str, psi, request: gr.Request):
+        return self.sample(label, random.randint(0, 99_999), psi, request)
+
+    # ----------------------------------------------------------------- photo inversion
+
+    def invert_photo(self, photo, label: str, request: gr.Request, progress=gr.Progress()):
+        s = self.session(request)
+        if not photo:
+            gr.Warning("Choose a photo first (drop it on the Photo box).")
+            return {}
+        if not self.require_idle(s, "invert another photo"):
+            return {}
+        try:
+            G = self.load_model(label or self.settings.default_model, progress)
+        except CheckpointError as e:
+            gr.Warning(str(e))
+            return {}
+        config = self.settings.inversion or InversionConfig()
+        budget = config.resolved(torch.device(self.device))
+        bar = InversionProgress(progress, {"project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
+                                           "tune": budget.steps_pti})
+        s.busy = "invert"
+        s.cancel_inversion = cancel = type(s.cancel_inversion)()
+        try:
+            result = invert(photo, G, config, progress=bar, cancel=cancel, cache=self.inversion_cache)
+            self.store.attach_tuned(s, result.generator)
+            s.load_latent(result.generator, result.ws, self.drag_config(result.generator), model=label,
+                          source="photo", inversion=result, tuned=True)
+        except PhotoError as e:
+            gr.Warning(f"That photo cannot be used: {e}")
+            return {}
+        except Cancelled:
+            gr.Info("Inversion cancelled; your previous image is unchanged.")
+            return {}
+        except (InversionError, DragConfigError, ValueError) as e:
+            gr.Warning(f"The inversion failed: {e}")
+            return {}
+        finally:
+            s.busy = None
+        report = result.report
+        if not report.get("face_found", True) and not any("face" in n.lower() for n in report.get("notices", [])):
+            gr.Warning("No face was found in the photo; it was inverted as a whole.")
+        for notice in report.get("notices", []):
+            gr.Warning(notice)
+        out = {self.ui["aligned"]: np.asarray(result.aligned), self.ui["reconstruction"]: np.asarray(result.reconstruction),
+               self.ui["report"]: quality_report(report)}
+        out.update(self.param_updates(result.generator))
+        out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=True))
+        return out
+
+    def cancel_inversion(self, request: gr.Request):
+        s = self.session(request)
+        s.cancel_inversion.set()
+        if s.busy != "invert":
+            gr.Info("No inversion is running.")
+
+    # ----------------------------------------------------------------- points and mask
+
+    def click(self, evt: gr.SelectData, request: gr.Request):
+        """A click on the view: the next handle or target, in generator pixels."""
+        s = self.session(request)
+        if not self.require_image(s) or not self.require_idle(s, "add points"):
+            return {}
+        index = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
+        pixel = None if index is None else view_to_pixel(float(index[0]), float(index[1]),
+                                                         view_scale(s.resolution), s.resolution)
+        if pixel is None:
+            gr.Warning("That click was outside the image; click on the face.")
+            return {}
+        kind = s.add_click(*pixel)
+        headline = (f"Handle placed at {pixel}: now click where it should go." if kind == "handle" else
+                    f"Target placed at {pixel}. Press **Start**, or add another handle.")
+        return self.view_updates(s, headline)
+
+    def remove_last_point(self, request: gr.Request):
+        s = self.session(request)
+        if not self.require_image(s) or not self.require_idle(s, "change points"):
+            return {}
+        removed = s.remove_last_point()
+        if removed is None:
+            gr.Info("There are no points to remove.")
+            return {}
+        return self.view_updates(s, f"Removed the last {removed}.")
+
+    def clear_points(self, request: gr.Request):
+        s = self.session(request)
+        if not self.require_image(s) or not self.require_idle(s, "change points"):
+            return {}
+        s.clear_points()
+        return self.view_updates(s)
+
+    def set_points_text(self, text: str, request: gr.Request):
+        """Points typed as 'x,y->x,y; ...' (also the API for scripts)."""
+        s = self.session(request)
+        if not self.require_image(s) or not self.require_idle(s, "change points"):
+            return {}
+        try:
+            if text and text.strip():
+                handles, targets = parse_points(text)
+            else:
+                handles, targets = [], []
+            s.set_points(handles, targets)
+        except PointError as e:
+            gr.Warning(str(e))
+            return {}
+        return self.view_updates(s)
+
+    def paint_mask(self, editor, request: gr.Request):
+        """Strokes on the sketch pad -> the movable-region mask, shown dimmed outside on the view."""
+        s = self.session(request)
+        if not s.has_image or not isinstance(editor, dict):
+            return {}
+        if s.busy == "drag":
+            gr.Info("The mask is used from the next Start on.")
+        layers = [np.asarray(l) for l in (editor.get("layers") or []) if l is not None]
+        alpha = None
+        for layer in layers:
+            if layer.ndim == 3 and layer.shape[-1] == 4:
+                alpha = layer[..., 3] if alpha is None else np.maximum(alpha, layer[..., 3])
+        mask = None if alpha is None else mask_from_strokes(alpha, s.resolution)
+        s.set_mask(mask)
+        return {self.ui["canvas"]: self.view(s), self.ui["status"]: self.status(s)}
+
+    def clear_mask(self, request: gr.Request):
+        s = self.session(request)
+        if not s.has_image:
+            return {}
+        s.set_mask(None)
+        return self.view_updates(s, "Mask cleared: the whole image may change.", editor=True)
+
+    def set_smooth(self, smooth: bool, request: gr.Request):
+        s = self.session(request)
+        s.view_smooth = bool(smooth)
+        return self.view_updates(s, editor=True) if s.has_image else {}
+
+    # ----------------------------------------------------------------- dragging
+
+    def request_drag(self, request: gr.Request):
+        """Start click, before the drag is queued: take a ticket so that Stop can cancel it while it waits."""
+        self.session(request).request_drag()
+
+    def drag(self, lr, max_steps, r1, r2, lambda_mask, space, block, request: gr.Request):
+        """Stream frames while the handles move; ends on arrival, after max steps, or on Stop."""
+        s = self.session(request)
+        ticket = s.claim_ticket()
+        if not self.require_image(s) or not self.require_idle(s, "start another drag"):
+            return
+        if s.drag_cancelled(ticket):
+            yield {self.ui["status"]: self.status(s, "Stopped before it started.")}
+            return
+        if not s.handles:
+            gr.Warning("Place at least one handle and its target first: click the image twice.")
+            return
+        if s.pending is not None:
+            gr.Info(f"Handle {len(s.handles) + 1} has no target yet; it is left out of this drag.")
+        try:
+            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block))
+            s.sync_engine()
+            steps = s.drag.drag(max_steps=int(max_steps) if max_steps else None, image_every=0)
+        except (DragConfigError, PointError, MaskError) as e:
+            gr.Warning(str(e))
+            return
+        s.busy = "drag"
+        state, last_frame, started, failed = None, 0.0, time.perf_counter(), False
+        try:
+            # An immediate answer, so the click feels taken while the first step computes.
+            yield {self.ui["status"]: self.status(s, "Dragging… (step 0)")}
+            for state in steps:
+                if state.warning:
+                    gr.Warning(state.warning)
+                now = time.perf_counter()
+                if now - last_frame < self.frame_interval and not state.done:
+                    continue   # throttled: a person cannot follow more frames than this
+                last_frame = now
+                image = s.refresh_image()
+                s.record_frame(image, state.handles, state.targets)
+                rate = state.step / max(now - started, 1e-6)
+                yield {self.ui["canvas"]: self.view(s, handles=state.handles),
+                       self.ui["status"]: self.status(s, f"Dragging… step {state.step} ({rate:.1f} steps/s). "
+                                                        "Press **Stop** to interrupt.", state.distances,
+                                                     state.handles)}
+        except Exception as e:  # the session stays usable; the user gets a sentence, not a traceback
+            failed = True
+            gr.Warning(f"The drag stopped with an error: {e}")
+        finally:
+            steps.close()       # also when the browser went away mid-drag
+            s.busy = None
+            s.take_engine_handles()
+        try:
+            image = s.refresh_image()
+        except Exception as e:
+            if not failed:
+                gr.Warning(f"Could not draw the image: {e}")
+            yield {self.ui["status"]: self.status(s, "The drag stopped with an error; Undo or Reset to go on.")}
+            return
+        if failed:
+            headline = "The drag stopped with an error; you can Start again, Undo or Reset."
+        elif state is None:
+            headline = "Stopped." if s.drag_cancelled(ticket) else "Nothing to do."
+        elif state.done:
+            headline = f"Arrived after {state.step} steps. Add points and Start again, or Undo."
+        elif s.drag_cancelled(ticket):
+            headline = f"Stopped at step {state.step}. Press **Start** to continue."
+        else:
+            headline = f"Paused at step {state.step} (max steps per Start). Press **Start** to continue."
+        if state is not None and (not s.frames or not np.array_equal(s.frames[-1].image, image)):
+            s.record_frame(image, state.handles, state.targets)
+        out = self.view_updates(s, headline, editor=True)
+        out[self.ui["status"]] = self.status(s, headline, None if state is None else state.distances)
+        yield out
+
+    def stop(self, request: gr.Request):
+        s = self.session(request)
+        s.stop_drags()
+
+    def undo(self, request: gr.Request):
+        s = self.session(request)
+        if not self.require_image(s) or not self.require_idle(s, "undo"):
+            return {}
+        if not s.undo():
+            gr.Info("Nothing to undo.")
+            return {}
+        return self.view_updates(s, "Undid the last drag.", editor=True)
+
+    def reset(self, request: gr.Request):
+        s = self.session(request)
+        if not self.require_image(s) or not self.require_idle(s, "reset"):
+            return {}
+        s.reset()
+        return self.view_updates(s, "Back to the original image.", editor=True)
+
+    # ----------------------------------------------------------------- export
+
+    def export(self, video_format: str, paste_back: bool, request: gr.Request):
+        """PNG (optionally pasted back into the photo), the latent, and the drag as GIF/MP4."""
+        s = self.session(request)
+        if not self.require_image(s):
+            return {}
+        folder = s.export_dir
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        files = []
+        edited = Image.fromarray(s.image)
+        png = folder / f"edited-{stamp}.png"
+        edited.save(png)
+        files.append(str(png))
+        if paste_back and s.inversion is not None:
+            try:
+                pasted = s.inversion.paste_back(edited)
+                path = folder / f"edited-in-photo-{stamp}.png"
+                pasted.save(path)
+                files.insert(0, str(path))
+            except (InversionError, ValueError) as e:
+                gr.Warning(f"Could not paste the edit back into the photo: {e}")
+        latent = folder / f"latent-{stamp}.pt"
+        torch.save({"ws": s.drag.ws.detach().float().cpu(), "model": s.model, "source": s.source,
+                    "seed": s.seed, "truncation": s.truncation}, latent)
+        files.append(str(latent))
+        if s.frames:
+            suffix = ".mp4" if str(video_format).lower() == "mp4" else ".gif"
+            scale = view_scale(s.resolution, VIDEO_VIEW_SIZE)
+            frames = [render_view(f.image, scale, f.handles, f.targets, mask=s.mask, numbers=False)
+                      for f in s.frames]
+            try:
+                files.append(str(write_video(folder / f"drag-{stamp}{suffix}", frames, fps=10)))
+            except VideoError as e:
+                gr.Warning(f"Could not write the video: {e}")
+        else:
+            gr.Info("No drag recorded yet, so there is no video; the image and latent are ready.")
+        return {self.ui["files"]: files}
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def build_app(models: dict[str, str] | None = None, default_model: str | None = None, device: str = "cpu",
+              **settings) -> gr.Blocks:
+    """The Blocks app. ``models``: label -> registry name / path (default: the registry)."""
+    studio = Studio(StudioSettings(models=models or registry_models(), default_model=default_model, device=device,
+                                   **settings))
+    ui = studio.ui
+    device_queue = f"device:{device}"   # drags and inversions on one device share this slot
+    heavy = dict(concurrency_id=device_queue, concurrency_limit=studio.settings.concurrency)
+    light = dict(concurrency_limit=None, show_progress="hidden")
+    config = DragConfig()
+
+    with gr.Blocks(title="DragGAN Studio") as demo:
+        gr.Markdown("# DragGAN Studio\nDrag points on a face to edit it, on a sampled face or on your own photo.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                with gr.Group():
+                    ui["model"] = gr.Dropdown(choices=studio.model_choices(), value=studio.settings.default_model,
+                                              label="Model", interactive=True)
+                    ui["model_info"] = gr.Markdown(elem_classes="compact-md")
+                with gr.Row():
+                    ui["seed"] = gr.Number(value=DEFAULT_SEED, label="Seed", precision=0, minimum=0, min_width=80)
+                    ui["psi"] = gr.Slider(0.0, 1.0, value=DEFAULT_TRUNCATION, step=0.05, label="Truncation",
+                                          min_width=120)
+                with gr.Row():
+                    ui["new"] = gr.Button("New face", variant="secondary")
+                    ui["show_seed"] = gr.Button("Show seed")
+                with gr.Accordion("Your photo", open=True):
+                    ui["photo"] = gr.Image(type="filepath", label="Photo (a face, looking at the camera)",
+                                           sources=["upload", "clipboard"], height=220)
+                    with gr.Row():
+                        ui["invert"] = gr.Button("Invert photo", variant="primary")
+                        ui["cancel"] = gr.Button("Cancel", variant="stop")
+                    with gr.Row():
+                        ui["aligned"] = gr.Image(label="Aligned input", interactive=False, height=160,
+                                                 buttons=[], min_width=100)
+                        ui["reconstruction"] = gr.Image(label="Reconstruction", interactive=False, height=160,
+                                                        buttons=[], min_width=100)
+                    ui["report"] = gr.Markdown(elem_classes="compact-md")
+                with gr.Accordion("Drag settings", open=False):
+                    ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)
+                    ui["max_steps"] = gr.Slider(1, 1000, value=config.max_steps, step=1,
+                                                label="Max steps per Start")
+                    with gr.Row():
+                        ui["r1"] = gr.Number(value=None, label="r1: supervision radius (px)", minimum=0)
+                        ui["r2"] = gr.Number(value=None, label="r2: tracking radius (px)", minimum=0)
+                    ui["lambda"] = gr.Number(value=config.lambda_mask, label="λ: mask weight", minimum=0)
+                    ui["space"] = gr.Radio(["W+", "W"], value="W+", label="Latent space")
+                    ui["block"] = gr.Dropdown(choices=[], label="Feature block", interactive=True)
+                    ui["smooth"] = gr.Checkbox(value=False, label="Smooth upscaling of the view")
+            with gr.Column(scale=3, min_width=360):
+                with gr.Tabs():
+                    with gr.Tab("Points"):
+                        ui["canvas"] = gr.Image(label="Click: handle, then target", interactive=False,
+                                                format="png", elem_id="canvas", buttons=["fullscreen"],
+                                                show_label=False, height=560)
+                    with gr.Tab("Mask"):
+                        ui["editor"] = gr.ImageEditor(
+                            label="Paint the region that may move", elem_id="mask-editor", sources=[],
+                            type="numpy", image_mode="RGBA", layers=False, transforms=[], height=560,
+                            brush=gr.Brush(colors=["#ffcc00"], color_mode="fixed", default_size=24),
+                            eraser=gr.Eraser(default_size=24), buttons=[], format="png")
+                        ui["clear_mask"] = gr.Button("Clear mask", size="sm")
+                with gr.Row():
+                    ui["start"] = gr.Button("▶ Start", variant="primary", elem_id="start")
+                    ui["stop"] = gr.Button("■ Stop", variant="stop", elem_id="stop")
+                    ui["undo"] = gr.Button("↶ Undo drag", elem_id="undo")
+                    ui["reset"] = gr.Button("Reset", elem_id="reset")
+                with gr.Row():
+                    ui["remove_point"] = gr.Button("Remove last point", size="sm")
+                    ui["clear_points"] = gr.Button("Clear points", size="sm")
+                ui["status"] = gr.Markdown(NO_IMAGE, elem_id="status")
+                with gr.Accordion("Export", open=False):
+                    with gr.Row():
+                        ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
+                        ui["paste_back"] = gr.Checkbox(value=True, label="Paste an edited photo back into it")
+                    ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
+                    ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                with gr.Accordion("Points as text", open=False):
+                    ui["points_text"] = gr.Textbox(label="Points (handle->target pairs, generator pixels)",
+                                                   placeholder="60,70->70,70; 40,50->40,45", submit_btn="Set")
+
+        view = [ui["canvas"], ui["status"], ui["points_text"]]
+        editor_view = view + [ui["editor"]]
+        params = [ui["block"], ui["r1"], ui["r2"]]
+        photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
+        drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
+
+        demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
+                  concurrency_limit=None)
+        demo.unload(studio.close_session)
+        ui["model"].input(gpu(studio.select_model), [ui["model"], ui["seed"], ui["psi"]],
+                          editor_view + params + photo_out + [ui["model"], ui["model_info"]],
+                          concurrency_id="model-load", concurrency_limit=2, api_name="select_model")
+        sample_out = editor_view + params + photo_out + [ui["seed"]]
+        ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **light)
+        ui["show_seed"].click(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out,
+                              api_name="sample", **light)
+        ui["seed"].submit(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **light)
+        ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **light)
+
+        inversion = ui["invert"].click(gpu(studio.invert_photo), [ui["photo"], ui["model"]],
+                                       editor_view + params + photo_out, api_name="invert", **heavy)
+        ui["cancel"].click(studio.cancel_inversion, None, None, api_name="cancel_inversion", **light)
+
+        ui["canvas"].select(studio.click, None, view, api_name=False, **light)
+        ui["remove_point"].click(studio.remove_last_point, None, view, api_name="remove_last_point", **light)
+        ui["clear_points"].click(studio.clear_points, None, view, api_name="clear_points", **light)
+        ui["points_text"].submit(studio.set_points_text, [ui["points_text"]], view, api_name="set_points",
+                                 **light)
+        ui["editor"].change(studio.paint_mask, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
+                            trigger_mode="always_last", **light)
+        ui["clear_mask"].click(studio.clear_mask, None, editor_view, api_name="clear_mask", **light)
+        ui["smooth"].change(studio.set_smooth, [ui["smooth"]], editor_view, api_name=False, **light)
+
+        ui["start"].click(studio.request_drag, None, None, api_name=False, queue=False).then(
+            gpu(studio.drag), drag_params, editor_view, api_name="drag", show_progress="hidden", **heavy)
+        ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
+        ui["undo"].click(gpu(studio.undo), None, editor_view, api_name="undo", **light)
+        ui["reset"].click(gpu(studio.reset), None, editor_view, api_name="reset", **light)
+        ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
+                           api_name="export", **light)
+        del inversion
+
+    demo.queue(max_size=studio.settings.queue_size, default_concurrency_limit=8)
+    demo.studio = studio  # for tests and benchmarks
+    return demo
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="DragGAN Studio web app")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--model", default=None,
+                   help="model to start with: a registry name or a generator path (added to the list)")
+    p.add_argument("--concurrency", type=int, default=1, help="drags + inversions at once per device")
+    p.add_argument("--queue-size", type=int, default=16, help="requests that may wait at most")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = registry_models()
+    default = next(iter(models))
+    if args.model:
+        if registry.get_model(args.model) is not None and not Path(args.model).exists():
+            default = registry.get_model(args.model).name
+        else:
+            path = Path(args.model).expanduser()
+            if not path.exists():
+                raise SystemExit(f"error: --model {args.model}: no such file or directory, and not a known model "
+                                 f"name ({', '.join(models)})")
+            default = path.name
+            models = {default: str(path), **models}
+    demo = build_app(models, default, device, concurrency=args.concurrency, queue_size=args.queue_size)
+    try:  # load the default model before the first visitor arrives
+        demo.studio.load_model(default)
+    except CheckpointError as e:
+        print(f"warning: {e}")
+    demo.launch(share=args.share, server_name=args.host, server_port=args.port, css=CSS,
+                footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""app.py event handlers, called directly (no server): clicks, points, mask, drag, undo, export, inversion.
+
+Each handler returns a dict of component updates; messages go through gr.Warning /
+gr.Info, which these tests record instead of showing.
+"""
+
+import io
+import threading
+import types
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import app
+from draggan.networks import Generator
+from draggan.overlay import HANDLE_COLOR, view_scale
+from inversion import InversionConfig
+
+R = 64
+SCALE = view_scale(R)   # the view is R * SCALE pixels wide
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
+    path = tmp_path_factory.mktemp("tiny")
+    G.save_pretrained(path, dtype=torch.float32)
+    return path
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Record gr.Warning / gr.Info calls as (level, text)."""
+    log = []
+    monkeypatch.setattr(gr, "Warning", lambda text, *a, **k: log.append(("warning", text)))
+    monkeypatch.setattr(gr, "Info", lambda text, *a, **k: log.append(("info", text)))
+    return log
+
+
+@pytest.fixture
+def studio(model_dir, tmp_path):
+    demo = app.build_app({"tiny": str(model_dir)}, "tiny", "cpu", autocast=False,
+                         store=app.SessionStore(export_root=tmp_path / "exports"),
+                         inversion=InversionConfig(steps_w=2, steps_pti=1, w_avg_samples=64, identity=False,
+                                                   loss="l2", amp="none"))
+    return demo.studio
+
+
+def request(sid="user-a"):
+    return types.SimpleNamespace(session_hash=sid)
+
+
+def select(u, v):
+    """A click as the browser reports it: view pixel coordinates."""
+    return gr.SelectData(None, {"index": [u, v], "value": None})
+
+
+def click_pixel(studio, x, y, req):
+    """Click the centre of generator pixel (x, y)."""
+    return studio.click(select(x * SCALE + SCALE // 2, y * SCALE + SCALE // 2), req)
+
+
+def no_progress(*args, **kwargs):
+    pass
+
+
+def session(studio, req):
+    return studio.store.get(req.session_hash)
+
+
+def drag_params(max_steps=20, lr=0.01):
+    return dict(lr=lr, max_steps=max_steps, r1=0, r2=0, lambda_mask=20, space="W+", block=None)
+
+
+def run_drag(studio, req, **params):
+    return list(studio.drag(request=req, **{**drag_params(), **params}))
+
+
+# --------------------------------------------------------------------------- loading and sampling
+
+
+def test_on_load_shows_the_default_models_face_and_its_parameters(studio):
+    out = studio.on_load(request())
+    ui = studio.ui
+    view = out[ui["canvas"]]
+    assert view.shape == (R * SCALE, R * SCALE, 3)
+    assert out[ui["editor"]]["background"].shape == view.shape and out[ui["editor"]]["layers"] == []
+    assert out[ui["block"]]["value"] == 5                      # min(6, blocks of a 64 px model)
+    assert [c[1] for c in out[ui["block"]]["choices"]] == [1, 2, 3, 4, 5]
+    assert "Click the image" in out[ui["status"]]
+
+
+def test_sample_changes_the_face_and_rejects_a_bad_seed(studio, messages):
+    req = request()
+    first = studio.on_load(req)[studio.ui["canvas"]]
+    out = studio.sample("tiny", 7, 0.7, req)
+    assert out[studio.ui["seed"]] == 7 and not np.array_equal(out[studio.ui["canvas"]], first)
+    assert studio.sample("tiny", -3, 0.7, req) == {}
+    assert messages and "seed" in messages[-1][1]
+    assert session(studio, req).seed == 7
+
+
+def test_unknown_model_warns_and_keeps_the_image(studio, messages):
+    req = request()
+    studio.on_load(req)
+    out = studio.select_model("nope", 0, 0.7, req, progress=no_progress)
+    assert out[studio.ui["model"]]["value"] == "tiny"
+    assert messages[-1][0] == "warning" and "unknown model" in messages[-1][1]
+    assert session(studio, req).has_image
+
+
+def test_uncached_registry_model_offline_is_refused_at_once(model_dir, monkeypatch, messages, tmp_path):
+    monkeypatch.setenv("DRAGGAN_OFFLINE", "1")
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "empty-cache"))
+    demo = app.build_app({"tiny": str(model_dir), "stylegan2-ffhq-512x512": "stylegan2-ffhq-512x512"}, "tiny",
+                         autocast=False)
+    studio, req = demo.studio, request()
+    studio.on_load(req)
+    out = studio.select_model("stylegan2-ffhq-512x512", 0, 0.7, req, progress=no_progress)
+    assert out[studio.ui["model"]]["value"] == "tiny"
+    assert "offline" in messages[-1][1]
+    assert session(studio, req).model == "tiny"
+
+
+# --------------------------------------------------------------------------- points
+
+
+def test_clicks_map_view_pixels_to_generator_pixels(studio):
+    req = request()
+    studio.on_load(req)
+    out = studio.click(select(10 * SCALE + 1, 20 * SCALE + SCALE - 1), req)
+    assert session(studio, req).pending == (10.0, 20.0)
+    assert "now click where it should go" in out[studio.ui["status"]]
+    out = click_pixel(studio, 30, 25, req)
+    s = session(studio, req)
+    assert s.handles == [(10.0, 20.0)] and s.targets == [(30.0, 25.0)]
+    assert out[studio.ui["points_text"]] == "10,20->30,25"
+    view = out[studio.ui["canvas"]]
+    assert tuple(view[int(20.5 * SCALE), int(10.5 * SCALE)]) == HANDLE_COLOR
+
+
+def test_click_outside_or_without_image_warns_and_changes_nothing(studio, messages):
+    req = request()
+    assert studio.click(select(5, 5), req) == {}
+    assert "no image" in messages[-1][1]
+    studio.on_load(req)
+    assert studio.click(select(R * SCALE + 3, 5), req) == {}
+    assert studio.click(gr.SelectData(None, {"index": None, "value": None}), req) == {}
+    assert "outside the image" in messages[-1][1]
+    assert session(studio, req).pending is None
+
+
+def test_clicks_while_dragging_are_refused(studio, messages):
+    req = request()
+    studio.on_load(req)
+    session(studio, req).busy = "drag"
+    assert click_pixel(studio, 3, 3, req) == {}
+    assert messages[-1] == ("info", "Wait for a drag to finish (or stop it) before you add points.")
+    assert session(studio, req).pending is None
+    session(studio, req).busy = None
+
+
+def test_remove_last_clear_and_points_text(studio, messages):
+    req = request()
+    studio.on_load(req)
+    click_pixel(studio, 1, 2, req)
+    click_pixel(studio, 3, 4, req)
+    out = studio.remove_last_point(req)
+    assert session(studio, req).pending == (1.0, 2.0) and out[studio.ui["points_text"]] == ""
+    studio.clear_points(req)
+    assert session(studio, req).pending is None
+    assert studio.remove_last_point(req) == {} and messages[-1][0] == "info"
+    out = studio.set_points_text("5,6->7,8; 9,9->20,20", req)
+    assert session(studio, req).targets == [(7.0, 8.0), (20.0, 20.0)]
+    assert "| 2 |" in out[studio.ui["status"]]
+    assert studio.set_points_text("5,6->700,8", req) == {}
+    assert "outside" in messages[-1][1] and len(session(studio, req).handles) == 2
+
+
+# --------------------------------------------------------------------------- mask
+
+
+def editor_with_stroke(x0, y0, x1, y1):
+    layer = np.zeros((R * SCALE, R * SCALE, 4), np.uint8)
+    layer[y0 * SCALE:y1 * SCALE, x0 * SCALE:x1 * SCALE] = (255, 204, 0, 255)
+    return {"background": np.zeros((R * SCALE, R * SCALE, 4), np.uint8), "layers": [layer], "composite": None}
+
+
+def test_painted_mask_becomes_the_movable_region_and_is_shown(studio):
+    req = request()
+    plain = studio.on_load(req)[studio.ui["canvas"]]
+    out = studio.paint_mask(editor_with_stroke(10, 10, 30, 20), req)
+    mask = session(studio, req).mask
+    assert mask.sum() == 20 * 10 and mask[10:20, 10:30].all()
+    view = out[studio.ui["canvas"]]
+    assert (view[2:8, 2:8] < plain[2:8, 2:8]).all()                     # the fixed area is dimmed
+    assert np.array_equal(view[15 * SCALE, 15 * SCALE], plain[15 * SCALE, 15 * SCALE])
+    assert "may move" in out[studio.ui["status"]]
+    out = studio.clear_mask(req)
+    assert session(studio, req).mask is None and out[studio.ui["editor"]]["layers"] == []
+
+
+# --------------------------------------------------------------------------- drag
+
+
+def test_drag_streams_frames_and_moves_the_handle(studio):
+    req = request()
+    start = studio.on_load(req)[studio.ui["canvas"]]
+    studio.set_points_text("20,20->40,30", req)
+    outs = run_drag(studio, req, max_steps=6)
+    frames = [o[studio.ui["canvas"]] for o in outs if studio.ui["canvas"] in o]
+    assert len(frames) >= 2
+    assert not np.array_equal(frames[-1], start)
+    s = session(studio, req)
+    assert s.handles != [(20.0, 20.0)] and s.busy is None
+    assert "Paused at step 6" in outs[-1][studio.ui["status"]] or "Arrived" in outs[-1][studio.ui["status"]]
+    assert studio.ui["editor"] in outs[-1]                                # the sketch pad follows the image
+    assert len(s.frames) >= 2
+
+
+def test_drag_needs_points_and_a_stop_before_start_cancels_it(studio, messages):
+    req = request()
+    studio.on_load(req)
+    assert run_drag(studio, req) == []
+    assert "handle" in messages[-1][1]
+    studio.set_points_text("20,20->40,30", req)
+    studio.request_drag(req)
+    studio.stop(req)                                                      # Stop while it waits in the queue
+    outs = run_drag(studio, req)
+    assert len(outs) == 1 and "before it started" in outs[0][studio.ui["status"]]
+    assert not session(studio, req).can_undo
+
+
+def test_stop_mid_drag_keeps_the_progress_and_start_continues(studio):
+    req = request()
+    studio.on_load(req)
+    studio.set_points_text("10,10->50,50", req)
+    gen = studio.drag(request=req, **drag_params(max_steps=200))
+    next(gen)                     # "Dragging… (step 0)"
+    next(gen)                     # first frame
+    studio.stop(req)
+    outs = list(gen)
+    assert "Stopped at step" in outs[-1][studio.ui["status"]]
+    s = session(studio, req)
+    step = s.drag._step_count
+    assert 0 < step < 200 and s.busy is None
+    more = run_drag(studio, req, max_steps=2)
+    assert s.drag._step_count == step + 2                      # continued, not restarted
+    assert "step" in more[-1][studio.ui["status"]]
+
+
+def test_drag_error_is_a_warning_and_the_session_stays_usable(studio, messages, monkeypatch):
+    req = request()
+    studio.on_load(req)
+    studio.set_points_text("10,10->50,50", req)
+    s = session(studio, req)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(s, "refresh_image", broken, raising=False)
+    outs = list(studio.drag(request=req, **drag_params(max_steps=3)))
+    assert [m for m in messages if "out of memory" in m[1]] == [("warning", "The drag stopped with an error: "
+                                                                            "out of memory")]
+    assert "error" in outs[-1][studio.ui["status"]] and s.busy is None
+    monkeypatch.undo()
+    assert len(run_drag(studio, req, max_steps=2)) >= 2
+
+
+def test_undo_and_reset(studio, messages):
+    req = request()
+    original = studio.on_load(req)[studio.ui["canvas"]]
+    studio.set_points_text("20,20->40,30", req)
+    run_drag(studio, req, max_steps=4)
+    out = studio.undo(req)
+    s = session(studio, req)
+    assert np.array_equal(s.image, s.drag.render())
+    assert s.handles == [(20.0, 20.0)]
+    assert np.array_equal(out[studio.ui["canvas"]], studio.view(s))
+    assert studio.undo(req) == {} and messages[-1][1] == "Nothing to undo."
+    run_drag(studio, req, max_steps=4)
+    studio.reset(req)
+    assert s.handles == [(20.0, 20.0)]
+    assert np.array_equal(studio.view(s), studio.view(s, image=s.drag.render()))
+    plain = studio.clear_points(req)[studio.ui["canvas"]]
+    assert np.array_equal(plain, original)
+
+
+def test_two_users_do_not_share_points_masks_or_latents(studio):
+    a, b = request("a"), request("b")
+    studio.on_load(a)
+    studio.on_load(b)
+    studio.set_points_text("20,20->40,30", a)
+    studio.paint_mask(editor_with_stroke(0, 0, 32, 64), a)
+    run_drag(studio, a, max_steps=3)
+    sa, sb = session(studio, a), session(studio, b)
+    assert sb.handles == [] and sb.mask is None and not sb.can_undo
+    assert not torch.equal(sa.drag.ws, sb.drag.ws)
+    assert sa.drag is not sb.drag and sa.generator is sb.generator        # the base model is shared
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_writes_png_latent_and_video(studio, messages):
+    req = request()
+    studio.on_load(req)
+    out = studio.export("GIF", True, req)
+    files = out[studio.ui["files"]]
+    assert [f.rsplit(".", 1)[1] for f in files] == ["png", "pt"]       # no drag yet: no video
+    assert messages[-1][0] == "info"
+    studio.set_points_text("20,20->40,30", req)
+    run_drag(studio, req, max_steps=3)
+    files = studio.export("GIF", True, req)[studio.ui["files"]]
+    png, latent, gif = files
+    s = session(studio, req)
+    assert np.array_equal(np.asarray(Image.open(png).convert("RGB")), s.image)
+    saved = torch.load(latent, weights_only=True)
+    assert torch.equal(saved["ws"], s.drag.ws) and saved["model"] == "tiny"
+    with Image.open(gif) as video:
+        assert 2 <= video.n_frames <= len(s.frames) and video.size == (R * view_scale(R, 256),) * 2
+    files = studio.export("MP4", True, req)[studio.ui["files"]]
+    assert files[-1].endswith(".mp4")
+
+
+# --------------------------------------------------------------------------- inversion
+
+
+def photo_bytes():
+    rng = np.random.default_rng(0)
+    img = (rng.random((96, 80, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo_bytes())
+    return str(path)
+
+
+def test_invert_shows_aligned_reconstruction_report_and_notices(studio, photo, messages, tmp_path):
+    req = request()
+    studio.on_load(req)
+    out = studio.invert_photo(photo, "tiny", req, progress=no_progress)
+    ui, s = studio.ui, session(studio, req)
+    assert out[ui["aligned"]].shape == (R, R, 3) and out[ui["reconstruction"]].shape == (R, R, 3)
+    assert "PSNR" in out[ui["report"]] and "dB" in out[ui["report"]]
+    assert s.source == "photo" and s.tuned and s.generator is not studio.pool.get(studio.model_source("tiny"))
+    warnings = " ".join(m[1] for m in messages if m[0] == "warning")
+    assert "face" in warnings.lower()                       # random pixels: no face, said plainly
+    # Export pastes the edit back into the photo's frame.
+    files = studio.export("GIF", True, req)[ui["files"]]
+    assert Image.open(files[0]).size == (80, 96)
+
+
+def test_broken_upload_is_a_warning_and_keeps_the_image(studio, tmp_path, messages):
+    req = request()
+    studio.on_load(req)
+    before = session(studio, req).image.copy()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(photo_bytes()[:60])
+    assert studio.invert_photo(str(bad), "tiny", req, progress=no_progress) == {}
+    assert messages[-1][0] == "warning" and "cannot be used" in messages[-1][1]
+    assert studio.invert_photo(None, "tiny", req, progress=no_progress) == {}
+    assert "Choose a photo" in messages[-1][1]
+    s = session(studio, req)
+    assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
+
+
+def test_cancelled_inversion_keeps_the_previous_image(studio, photo, messages):
+    req = request()
+    studio.on_load(req)
+    before = session(studio, req).image.copy()
+
+    def cancel_on_first_step(fraction, desc="", **kwargs):
+        if "Projecting" in desc:
+            studio.cancel_inversion(req)
+
+    assert studio.invert_photo(photo, "tiny", req, progress=cancel_on_first_step) == {}
+    assert messages[-1] == ("info", "Inversion cancelled; your previous image is unchanged.")
+    s = session(studio, req)
+    assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
+
+
+def test_inversion_progress_reports_fraction_and_time_left():
+    calls = []
+    progress = app.InversionProgress(lambda value, desc, unit: calls.append((value, desc)),
+                                     {"project_w": 4, "project_wplus": 0, "tune": 2})
+    progress("read", 1, 1)
+    progress("align", 1, 1)
+    for i in range(1, 5):
+        progress("project_w", i, 4)
+    assert calls[0][0] == (1, 9)             # read, align, 4 projection steps, no W+, 2 tuning, report
+    assert calls[-1][0] == (6, 9) and "left" in calls[-1][1] and "Projecting into W (4/4)" in calls[-1][1]
+
+
+def test_concurrent_drags_of_two_users_stay_separate(studio):
+    a, b = request("a"), request("b")
+    studio.on_load(a)
+    studio.on_load(b)
+    studio.set_points_text("20,20->40,30", a)
+    studio.set_points_text("40,40->10,10", b)
+    results = {}
+
+    def work(req):
+        results[req.session_hash] = run_drag(studio, req, max_steps=3)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ha, hb = session(studio, a).handles[0], session(studio, b).handles[0]
+    assert np.hypot(ha[0] - 20, ha[1] - 20) < 10 and np.hypot(hb[0] - 40, hb[1] - 40) < 10
+    assert session(studio, a).targets == [(40.0, 30.0)] and session(studio, b).targets == [(10.0, 10.0)]
