@@ -390,19 +390,19 @@ class Studio:
         """Show the face for ``seed`` at truncation ``psi``."""
         s = self.session(request)
         if not self.require_idle(s, "change the image"):
-            return {}
+            return gr.skip()
         try:
             seed = int(seed)
             if seed < 0:
                 raise ValueError
         except (TypeError, ValueError):
             gr.Warning(f"The seed must be a whole number of 0 or more, got {seed!r}.")
-            return {}
+            return gr.skip()
         try:
             self._sample_into(s, label or self.settings.default_model, seed, psi)
         except CheckpointError as e:
             gr.Warning(str(e))
-            return {}
+            return gr.skip()
         out = {self.ui["seed"]: seed, self.ui["report"]: "", self.ui["aligned"]: None,
                self.ui["reconstruction"]: None}
         out.update(self.param_updates(s.generator))
@@ -418,14 +418,14 @@ class Studio:
         s = self.session(request)
         if not photo:
             gr.Warning("Choose a photo first (drop it on the Photo box).")
-            return {}
+            return gr.skip()
         if not self.require_idle(s, "invert another photo"):
-            return {}
+            return gr.skip()
         try:
             G = self.load_model(label or self.settings.default_model, progress)
         except CheckpointError as e:
             gr.Warning(str(e))
-            return {}
+            return gr.skip()
         config = self.settings.inversion or InversionConfig()
         budget = config.resolved(torch.device(self.device))
         bar = InversionProgress(progress, {"project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
@@ -439,13 +439,13 @@ class Studio:
                           source="photo", inversion=result, tuned=True)
         except PhotoError as e:
             gr.Warning(f"That photo cannot be used: {e}")
-            return {}
+            return gr.skip()
         except Cancelled:
             gr.Info("Inversion cancelled; your previous image is unchanged.")
-            return {}
+            return gr.skip()
         except (InversionError, DragConfigError, ValueError) as e:
             gr.Warning(f"The inversion failed: {e}")
-            return {}
+            return gr.skip()
         finally:
             s.busy = None
         report = result.report
@@ -471,13 +471,13 @@ class Studio:
         """A click on the view: the next handle or target, in generator pixels."""
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "add points"):
-            return {}
+            return gr.skip()
         index = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
         pixel = None if index is None else view_to_pixel(float(index[0]), float(index[1]),
                                                          view_scale(s.resolution), s.resolution)
         if pixel is None:
             gr.Warning("That click was outside the image; click on the face.")
-            return {}
+            return gr.skip()
         kind = s.add_click(*pixel)
         headline = (f"Handle placed at {pixel}: now click where it should go." if kind == "handle" else
                     f"Target placed at {pixel}. Press **Start**, or add another handle.")
@@ -486,17 +486,17 @@ class Studio:
     def remove_last_point(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "change points"):
-            return {}
+            return gr.skip()
         removed = s.remove_last_point()
         if removed is None:
             gr.Info("There are no points to remove.")
-            return {}
+            return gr.skip()
         return self.view_updates(s, f"Removed the last {removed}.")
 
     def clear_points(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "change points"):
-            return {}
+            return gr.skip()
         s.clear_points()
         return self.view_updates(s)
 
@@ -504,7 +504,7 @@ class Studio:
         """Points typed as 'x,y->x,y; ...' (also the API for scripts)."""
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "change points"):
-            return {}
+            return gr.skip()
         try:
             if text and text.strip():
                 handles, targets = parse_points(text)
@@ -513,14 +513,14 @@ class Studio:
             s.set_points(handles, targets)
         except PointError as e:
             gr.Warning(str(e))
-            return {}
+            return gr.skip()
         return self.view_updates(s)
 
     def paint_mask(self, editor, request: gr.Request):
         """Strokes on the sketch pad -> the movable-region mask, shown dimmed outside on the view."""
         s = self.session(request)
         if not s.has_image or not isinstance(editor, dict):
-            return {}
+            return gr.skip()
         if s.busy == "drag":
             gr.Info("The mask is used from the next Start on.")
         layers = [np.asarray(l) for l in (editor.get("layers") or []) if l is not None]
@@ -535,14 +535,14 @@ class Studio:
     def clear_mask(self, request: gr.Request):
         s = self.session(request)
         if not s.has_image:
-            return {}
+            return gr.skip()
         s.set_mask(None)
         return self.view_updates(s, "Mask cleared: the whole image may change.", editor=True)
 
     def set_smooth(self, smooth: bool, request: gr.Request):
         s = self.session(request)
         s.view_smooth = bool(smooth)
-        return self.view_updates(s, editor=True) if s.has_image else {}
+        return self.view_updates(s, editor=True) if s.has_image else gr.skip()
 
     # ----------------------------------------------------------------- dragging
 
@@ -627,16 +627,16 @@ class Studio:
     def undo(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "undo"):
-            return {}
+            return gr.skip()
         if not s.undo():
             gr.Info("Nothing to undo.")
-            return {}
+            return gr.skip()
         return self.view_updates(s, "Undid the last drag.", editor=True)
 
     def reset(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "reset"):
-            return {}
+            return gr.skip()
         s.reset()
         return self.view_updates(s, "Back to the original image.", editor=True)
 
@@ -646,7 +646,7 @@ class Studio:
         """PNG (optionally pasted back into the photo), the latent, and the drag as GIF/MP4."""
         s = self.session(request)
         if not self.require_image(s):
-            return {}
+            return gr.skip()
         folder = s.export_dir
         stamp = time.strftime("%Y%m%d-%H%M%S")
         files = []

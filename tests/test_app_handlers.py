@@ -107,7 +107,7 @@ def test_sample_changes_the_face_and_rejects_a_bad_seed(studio, messages):
     first = studio.on_load(req)[studio.ui["canvas"]]
     out = studio.sample("tiny", 7, 0.7, req)
     assert out[studio.ui["seed"]] == 7 and not np.array_equal(out[studio.ui["canvas"]], first)
-    assert studio.sample("tiny", -3, 0.7, req) == {}
+    assert studio.sample("tiny", -3, 0.7, req) == gr.skip()
     assert messages and "seed" in messages[-1][1]
     assert session(studio, req).seed == 7
 
@@ -153,11 +153,11 @@ def test_clicks_map_view_pixels_to_generator_pixels(studio):
 
 def test_click_outside_or_without_image_warns_and_changes_nothing(studio, messages):
     req = request()
-    assert studio.click(select(5, 5), req) == {}
+    assert studio.click(select(5, 5), req) == gr.skip()
     assert "no image" in messages[-1][1]
     studio.on_load(req)
-    assert studio.click(select(R * SCALE + 3, 5), req) == {}
-    assert studio.click(gr.SelectData(None, {"index": None, "value": None}), req) == {}
+    assert studio.click(select(R * SCALE + 3, 5), req) == gr.skip()
+    assert studio.click(gr.SelectData(None, {"index": None, "value": None}), req) == gr.skip()
     assert "outside the image" in messages[-1][1]
     assert session(studio, req).pending is None
 
@@ -166,7 +166,7 @@ def test_clicks_while_dragging_are_refused(studio, messages):
     req = request()
     studio.on_load(req)
     session(studio, req).busy = "drag"
-    assert click_pixel(studio, 3, 3, req) == {}
+    assert click_pixel(studio, 3, 3, req) == gr.skip()
     assert messages[-1] == ("info", "Wait for a drag to finish (or stop it) before you add points.")
     assert session(studio, req).pending is None
     session(studio, req).busy = None
@@ -181,11 +181,11 @@ def test_remove_last_clear_and_points_text(studio, messages):
     assert session(studio, req).pending == (1.0, 2.0) and out[studio.ui["points_text"]] == ""
     studio.clear_points(req)
     assert session(studio, req).pending is None
-    assert studio.remove_last_point(req) == {} and messages[-1][0] == "info"
+    assert studio.remove_last_point(req) == gr.skip() and messages[-1][0] == "info"
     out = studio.set_points_text("5,6->7,8; 9,9->20,20", req)
     assert session(studio, req).targets == [(7.0, 8.0), (20.0, 20.0)]
     assert "| 2 |" in out[studio.ui["status"]]
-    assert studio.set_points_text("5,6->700,8", req) == {}
+    assert studio.set_points_text("5,6->700,8", req) == gr.skip()
     assert "outside" in messages[-1][1] and len(session(studio, req).handles) == 2
 
 
@@ -289,7 +289,7 @@ def test_undo_and_reset(studio, messages):
     assert np.array_equal(s.image, s.drag.render())
     assert s.handles == [(20.0, 20.0)]
     assert np.array_equal(out[studio.ui["canvas"]], studio.view(s))
-    assert studio.undo(req) == {} and messages[-1][1] == "Nothing to undo."
+    assert studio.undo(req) == gr.skip() and messages[-1][1] == "Nothing to undo."
     run_drag(studio, req, max_steps=4)
     studio.reset(req)
     assert s.handles == [(20.0, 20.0)]
@@ -374,9 +374,9 @@ def test_broken_upload_is_a_warning_and_keeps_the_image(studio, tmp_path, messag
     before = session(studio, req).image.copy()
     bad = tmp_path / "broken.png"
     bad.write_bytes(photo_bytes()[:60])
-    assert studio.invert_photo(str(bad), "tiny", req, progress=no_progress) == {}
+    assert studio.invert_photo(str(bad), "tiny", req, progress=no_progress) == gr.skip()
     assert messages[-1][0] == "warning" and "cannot be used" in messages[-1][1]
-    assert studio.invert_photo(None, "tiny", req, progress=no_progress) == {}
+    assert studio.invert_photo(None, "tiny", req, progress=no_progress) == gr.skip()
     assert "Choose a photo" in messages[-1][1]
     s = session(studio, req)
     assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
@@ -391,7 +391,7 @@ def test_cancelled_inversion_keeps_the_previous_image(studio, photo, messages):
         if "Projecting" in desc:
             studio.cancel_inversion(req)
 
-    assert studio.invert_photo(photo, "tiny", req, progress=cancel_on_first_step) == {}
+    assert studio.invert_photo(photo, "tiny", req, progress=cancel_on_first_step) == gr.skip()
     assert messages[-1] == ("info", "Inversion cancelled; your previous image is unchanged.")
     s = session(studio, req)
     assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"

@@ -1,0 +1,156 @@
+"""The app served for real (in this process), driven through gradio_client: sample, invert, drag, cancel.
+
+Each gradio_client.Client is its own user session (its own session hash), so the
+same server also shows that two users do not see each other's work.
+"""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import app  # noqa: E402
+from draggan.networks import Generator  # noqa: E402
+from inversion import InversionConfig  # noqa: E402
+
+gradio_client = pytest.importorskip("gradio_client")
+R = 64
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    torch.manual_seed(0)
+    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
+    model = tmp_path_factory.mktemp("tiny")
+    G.save_pretrained(model, dtype=torch.float32)
+    # Enough inversion steps that a cancel lands while it runs; alignment 'center' skips face detection.
+    inversion = InversionConfig(steps_w=60, steps_pti=30, w_avg_samples=64, identity=False, loss="l2", amp="none",
+                                alignment="center")
+    demo = app.build_app({"tiny": str(model)}, "tiny", "cpu", autocast=False, inversion=inversion,
+                         store=app.SessionStore(export_root=tmp_path_factory.mktemp("exports")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
+    yield demo, url
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+def client(url):
+    return gradio_client.Client(url, verbose=False)
+
+
+def session_of(demo, c):
+    return demo.studio.store.get(c.session_hash, create=False)
+
+
+def read_image(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def photo(tmp_path, seed):
+    img = (np.random.default_rng(seed).random((80, 72, 3)) * 255).astype(np.uint8)
+    path = tmp_path / f"photo{seed}.png"
+    Image.fromarray(img).save(path)
+    return gradio_client.handle_file(str(path))
+
+
+def wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sample_returns_an_upscaled_view_of_a_new_face(server):
+    demo, url = server
+    c = client(url)
+    first = c.predict("tiny", 1, 0.7, api_name="/sample")
+    second = c.predict("tiny", 2, 0.7, api_name="/sample")
+    a, b = read_image(first[0]), read_image(second[0])
+    assert a.shape == (512, 512, 3) and not np.array_equal(a, b)
+    assert session_of(demo, c).seed == 2
+
+
+def test_drag_streams_frames_until_the_handle_arrives_or_max_steps(server):
+    demo, url = server
+    c = client(url)
+    c.predict("tiny", 3, 0.7, api_name="/sample")
+    c.predict("20,20->36,28", api_name="/set_points")
+    job = c.submit(0.01, 8, 0, 0, 20, "W+", 4, api_name="/drag")
+    outputs = list(job)
+    frames = [read_image(o[0]) for o in outputs if isinstance(o[0], str)]
+    assert len(frames) >= 3 and not np.array_equal(frames[0], frames[-1])
+    final_status = outputs[-1][1]
+    assert "Paused at step 8" in final_status or "Arrived" in final_status
+    s = session_of(demo, c)
+    assert s.handles != [(20.0, 20.0)] and s.can_undo
+    # Undo over the API restores the image from before the drag.
+    undone = c.predict(api_name="/undo")
+    assert s.handles == [(20.0, 20.0)]
+    assert not np.array_equal(read_image(undone[0]), frames[-1])
+
+
+def test_stop_interrupts_a_running_drag_and_start_continues(server):
+    demo, url = server
+    c = client(url)
+    c.predict("tiny", 4, 0.7, api_name="/sample")
+    c.predict("10,10->54,54", api_name="/set_points")
+    job = c.submit(0.002, 1000, 0, 0, 20, "W+", 4, api_name="/drag")
+    assert wait_for(lambda: len(job.outputs()) >= 3)
+    c.predict(api_name="/stop")
+    final = job.result(timeout=60)
+    assert "Stopped at step" in final[1]
+    s = session_of(demo, c)
+    steps = s.drag._step_count
+    assert 0 < steps < 1000 and s.busy is None
+    final = c.predict(0.002, 2, 0, 0, 20, "W+", 4, api_name="/drag")
+    assert s.drag._step_count == steps + 2 and "step" in final[1]
+
+
+def test_invert_then_export_pastes_back_into_the_photo(server, tmp_path):
+    demo, url = server
+    c = client(url)
+    out = c.predict(photo(tmp_path, 1), "tiny", api_name="/invert")
+    report = out[-1]
+    assert "PSNR" in report and "centre crop" in report
+    assert read_image(out[-3]).shape == (R, R, 3)          # aligned input
+    s = session_of(demo, c)
+    assert s.source == "photo" and s.tuned
+    files = c.predict("GIF", True, api_name="/export")
+    assert Image.open(files[0]).size == (72, 80)             # the edit in the original photo's frame
+    assert files[1].endswith(".png") and files[2].endswith(".pt")
+
+
+def test_cancel_stops_an_inversion_and_keeps_the_image(server, tmp_path):
+    demo, url = server
+    c = client(url)
+    before = read_image(c.predict("tiny", 5, 0.7, api_name="/sample")[0])
+    job = c.submit(photo(tmp_path, 2), "tiny", api_name="/invert")
+    s = session_of(demo, c)
+    assert wait_for(lambda: s.busy == "invert")
+    c.predict(api_name="/cancel_inversion")
+    job.result(timeout=60)
+    assert s.busy is None and s.source == "sample" and s.seed == 5
+    assert np.array_equal(read_image(c.predict(api_name="/clear_points")[0]), before)
+
+
+def test_two_clients_have_separate_sessions(server):
+    demo, url = server
+    a, b = client(url), client(url)
+    a.predict("tiny", 6, 0.7, api_name="/sample")
+    view_b = read_image(b.predict("tiny", 6, 0.7, api_name="/sample")[0])
+    a.predict("20,20->40,30", api_name="/set_points")
+    a.predict(0.01, 3, 0, 0, 20, "W+", 4, api_name="/drag")
+    after_b = b.predict(api_name="/clear_points")
+    assert after_b[2] == ""                                  # no points leaked from a
+    assert np.array_equal(read_image(after_b[0]), view_b)    # a's drag did not change b's image
+    sa, sb = session_of(demo, a), session_of(demo, b)
+    assert sa is not sb and sa.can_undo and not sb.can_undo
