@@ -1,0 +1,230 @@
+"""Ablations that pick the drag engine's defaults at 128 px, measured on a fixed set of face pairs.
+
+Every variant changes one DragConfig field from the base configuration (the engine's
+defaults unless ``--base`` says otherwise) and drags the same pairs with the same
+handle count (the Table 1 protocol of :mod:`bench.eval_drag`). For each it reports
+the re-detected mean distance to the targets (MD), the time per edit and the steps.
+
+Groups (``--groups``):
+
+* ``feature_block``: which synthesis block's output is the feature map F (at 128 px:
+  4 = 32x32, 5 = 64x64, 6 = 128x128);
+* ``r1``: motion-supervision disk radius (px); ``r2``: tracking window radius (px);
+* ``lr``: Adam learning rate on the latent;
+* ``latent``: W (one w for every layer) vs W+ (first 6 layers) vs W+ (all layers);
+* ``stop_distance``: the distance (px) at which a handle counts as arrived.
+
+The recommendation per group is the variant with the lowest mean MD; variants within
+``--tie`` (relative) of it are tied and the fastest of those wins.
+
+    .venv/bin/python -m bench.ablate --model celeba128 --pairs 20 --out bench/results/ablations.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from draggan.engine import DragConfig
+
+from .eval_drag import (FacePair, _fmt, environment, evaluate_edit, load_model, pair_points, run_drag, sample_pairs,
+                        summarize, write_json)
+from .landmarks import measure_face
+
+# group -> [(label, DragConfig overrides)]
+FULL_GRID: dict[str, list[tuple[str, dict]]] = {
+    "lr": [("lr = 1e-3", {"lr": 1e-3}), ("lr = 2e-3", {"lr": 2e-3}), ("lr = 5e-3", {"lr": 5e-3}),
+           ("lr = 1e-2", {"lr": 1e-2})],
+    "feature_block": [("block 4 (32 px)", {"feature_block": 4}), ("block 5 (64 px)", {"feature_block": 5}),
+                      ("block 6 (128 px)", {"feature_block": 6})],
+    "r1": [("r1 = 1", {"r1": 1.0}), ("r1 = 2", {"r1": 2.0}), ("r1 = 3", {"r1": 3.0})],
+    "r2": [("r2 = 2", {"r2": 2.0}), ("r2 = 3", {"r2": 3.0}), ("r2 = 5", {"r2": 5.0})],
+    "latent": [("W", {"latent_space": "w"}), ("W+ (6 layers)", {"latent_space": "w+", "optimize_layers": 6}),
+               ("W+ (all layers)", {"latent_space": "w+", "optimize_layers": None})],
+    "stop_distance": [("stop 0.5 px", {"stop_distance": 0.5}), ("stop 1 px", {"stop_distance": 1.0}),
+                      ("stop 2 px", {"stop_distance": 2.0})],
+}
+# --quick: two settings per group, the default and its most informative alternative.
+QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
+    "feature_block": [FULL_GRID["feature_block"][1], FULL_GRID["feature_block"][2]],
+    "r1": [FULL_GRID["r1"][0], FULL_GRID["r1"][2]],
+    "r2": [FULL_GRID["r2"][0], FULL_GRID["r2"][1]],
+    "lr": [FULL_GRID["lr"][1], FULL_GRID["lr"][3]],
+    "latent": [FULL_GRID["latent"][0], FULL_GRID["latent"][1]],
+    "stop_distance": [FULL_GRID["stop_distance"][1], FULL_GRID["stop_distance"][2]],
+}
+
+
+def variant_config(base: DragConfig, overrides: dict, num_ws: int) -> DragConfig:
+    """``base`` with ``overrides``; ``optimize_layers: None`` means every W+ layer of the generator."""
+    overrides = dict(overrides)
+    if "optimize_layers" in overrides and overrides["optimize_layers"] is None:
+        overrides["optimize_layers"] = num_ws
+    return dataclasses.replace(base, **overrides)
+
+
+def config_key(config: DragConfig, resolution: int, num_handles: int) -> tuple:
+    """Variants that resolve to the same effective settings are run once."""
+    r1, r2 = config.radii(resolution)
+    d = dataclasses.asdict(config)
+    d.update(r1=r1, r2=r2, stop_distance=config.stop_distance_for(resolution, num_handles))
+    if d["latent_space"] == "w":
+        d["optimize_layers"] = None
+    return tuple(sorted(d.items()))
+
+
+def recommend(variants: list[dict], tie: float = 0.05) -> dict:
+    """Per group: the lowest mean MD; among those within ``tie`` of it (relative), the fastest."""
+    out = {}
+    for group in dict.fromkeys(v["group"] for v in variants):
+        scored = [v for v in variants if v["group"] == group and v["summary"]["md_mean"] is not None]
+        if not scored:
+            continue
+        best = min(v["summary"]["md_mean"] for v in scored)
+        tied = [v for v in scored if v["summary"]["md_mean"] <= best * (1 + tie) + 1e-9]
+        pick = min(tied, key=lambda v: v["summary"]["seconds_per_edit"])
+        out[group] = {"label": pick["label"], "overrides": pick["overrides"], "md_mean": pick["summary"]["md_mean"],
+                      "seconds_per_edit": pick["summary"]["seconds_per_edit"],
+                      "tied_with": [v["label"] for v in tied if v is not pick]}
+    return out
+
+
+def run_ablations(G, pairs: list[FacePair], grid: dict, base: DragConfig, num_handles: int = 5,
+                  max_steps: int | None = None, detector=measure_face, log=None, on_variant=None) -> list[dict]:
+    """Drag every pair under every variant of ``grid``; returns one dict per variant with its summary.
+
+    ``on_variant(variants_so_far)`` is called after each variant (to save partial results).
+    """
+    R, num_ws = int(G.img_resolution), int(G.num_ws)
+    cache: dict[tuple, tuple[dict, list]] = {}
+    variants = []
+    for group, entries in grid.items():
+        for label, overrides in entries:
+            config = variant_config(base, overrides, num_ws)
+            key = config_key(config, R, num_handles)
+            reused = key in cache
+            if not reused:
+                load_before = os.getloadavg()[0]
+                rows = []
+                for pair in pairs:
+                    handles, targets = pair_points(pair, num_handles, R)
+                    run = run_drag(G, pair.source.ws, handles, targets, config, max_steps=max_steps)
+                    row = evaluate_edit(pair, run, num_handles, R, detector)
+                    row.pop("_embedding")
+                    rows.append(row)
+                summary = summarize(rows)
+                summary["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                cache[key] = (summary, rows)
+            summary, rows = cache[key]
+            r1, r2 = config.radii(R)
+            variants.append({"group": group, "label": label, "overrides": overrides, "reused": reused,
+                             "effective": {"r1": r1, "r2": r2, "stop_distance": config.stop_distance_for(R, num_handles),
+                                           "feature_block": config.feature_block, "lr": config.lr,
+                                           "latent_space": config.latent_space,
+                                           "optimize_layers": config.optimize_layers},
+                             "summary": summary, "rows": rows})
+            if log:
+                log(f"[{group}] {label}: MD {_fmt(summary['md_mean'])} (no edit {_fmt(summary['md_no_edit_mean'])}), "
+                    f"{_fmt(summary['seconds_per_edit'], 1)} s/edit, {_fmt(summary['steps_mean'], 1)} steps"
+                    + (" (same settings as an earlier variant)" if reused else ""))
+            if on_variant:
+                on_variant(variants)
+    return variants
+
+
+def markdown_tables(result: dict) -> str:
+    meta = result["meta"]
+    lines = [f"`{meta['command']}` — {meta['env']['device']}, {meta['env']['date']}, model {meta['model']}, "
+             f"{meta['pairs']} pairs x {meta['handles']} handles, max {meta['max_steps']} steps, "
+             f"load avg {meta['env']['loadavg'][0]}", ""]
+    for group in dict.fromkeys(v["group"] for v in result["variants"]):
+        lines += [f"**{group}**", "",
+                  "| variant | MD (px) | MD no edit | face re-detected | steps | reached stop | s / edit | ms / step |",
+                  "|---|---|---|---|---|---|---|---|"]
+        rec = result["recommended"].get(group, {}).get("label")
+        for v in result["variants"]:
+            if v["group"] != group:
+                continue
+            s = v["summary"]
+            mark = " **(pick)**" if v["label"] == rec else ""
+            lines.append(f"| {v['label']}{mark} | {_fmt(s['md_mean'])} | {_fmt(s['md_no_edit_mean'])} | "
+                         f"{s['faces_found']}/{s['edits']} | {_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | "
+                         f"{_fmt(s['seconds_per_edit'], 1)} | {_fmt(s['ms_per_step'], 0)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.ablate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="celeba128")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--pairs", type=int, default=20)
+    p.add_argument("--handles", type=int, default=5, choices=[1, 5, 68])
+    p.add_argument("--first-seed", type=int, default=1000, help="pairs come from seeds here on (apart from eval_drag's)")
+    p.add_argument("--truncation", type=float, default=0.7)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--groups", default=",".join(FULL_GRID), help="comma list of groups to run")
+    p.add_argument("--quick", action="store_true", help="two variants per group")
+    p.add_argument("--base", default=None, help="JSON dict of DragConfig overrides for the base configuration")
+    p.add_argument("--tie", type=float, default=0.05, help="relative MD margin within which the fastest wins")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid_all = QUICK_GRID if args.quick else FULL_GRID
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in grid_all]
+    if unknown:
+        print(f"error: unknown ablation group(s) {unknown}; choose from {list(grid_all)}", file=sys.stderr)
+        return 2
+    try:
+        base = DragConfig(**(json.loads(args.base) if args.base else {}))
+    except (ValueError, TypeError) as e:
+        print(f"error: --base must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
+        return 2
+    G = load_model(args.model, args.device)
+    command = "python -m bench.ablate " + " ".join(argv if argv is not None else sys.argv[1:])
+    partial = None
+    if args.out:  # keep what is done so far, in case a long CPU run is stopped
+        def partial(variants):
+            write_json({"partial": True, "variants": variants, "recommended": recommend(variants, args.tie)},
+                       args.out.with_suffix(".partial.json"))
+    result = ablate(G, {g: grid_all[g] for g in groups}, base, args.pairs, args.handles, args.max_steps,
+                    args.first_seed, args.truncation, args.tie, model=args.model, device=args.device,
+                    command=command, log=lambda m: print(m, file=sys.stderr, flush=True), on_variant=partial)
+    print(markdown_tables(result))
+    if args.out:
+        write_json(result, args.out)
+    return 0
+
+
+def ablate(G, grid: dict, base: DragConfig, num_pairs: int, num_handles: int = 5, max_steps: int | None = None,
+           first_seed: int = 1000, truncation: float = 0.7, tie: float = 0.05, model: str = "?", device: str = "cpu",
+           command: str = "", detector=measure_face, log=None, on_variant=None) -> dict:
+    t0 = time.perf_counter()
+    pairs, stats = sample_pairs(G, num_pairs, first_seed, truncation, detector)
+    if log:
+        log(f"{len(pairs)} pairs ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")
+    variants = run_ablations(G, pairs, grid, base, num_handles, max_steps, detector, log, on_variant)
+    return {"meta": {"command": command, "model": model, "resolution": int(G.img_resolution), "pairs": len(pairs),
+                     "handles": num_handles, "first_seed": first_seed, "truncation": truncation, "sampling": stats,
+                     "max_steps": max_steps if max_steps is not None else base.max_steps,
+                     "base": dataclasses.asdict(base), "tie": tie, "env": environment(device),
+                     "wall_seconds": round(time.perf_counter() - t0, 1)},
+            "variants": variants, "recommended": recommend(variants, tie)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""Drag accuracy on faces: the DragGAN paper's Table 1 protocol (Pan et al., SIGGRAPH 2023, Sec. 4.2).
+
+For each pair of generated faces (seeds, truncation 0.7): find dlib's 68 landmarks
+on both, drag face 1's landmarks towards face 2's with 1, 5 or 68 handle points
+(subsets in :mod:`bench.landmarks`), re-detect the landmarks on the result and
+report the mean distance (MD, pixels of the generator's image) between the dragged
+landmarks and their targets; "no edit" is the MD before dragging. Pairs where dlib
+misses a face in either sample are skipped (and counted); edits whose result has no
+detectable face count as failures (and are left out of the MD).
+
+Realism: the Fréchet distance between dlib's 128-D face embeddings of the edited
+images and of the unedited first faces (the offline stand-in for FID), next to the
+same distance between the two unedited sets (first vs second faces) as a scale.
+
+    .venv/bin/python -m bench.eval_drag --model celeba128 --pairs 100 --out bench/results/drag_accuracy.json
+    .venv/bin/python -m bench.eval_drag --model celeba128 --pairs 3 --max-steps 40     # a quick look
+
+The paper's numbers are for a 512 px FFHQ model; pixel distances scale with the
+resolution, so they are compared after multiplying by R/512 (:func:`paper_reference`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from draggan.engine import DragConfig, DragSession, to_uint8
+
+from .landmarks import HANDLE_SETS, FaceMeasure, handle_points, measure_face
+
+# DragGAN Table 1, 512 x 512 FFHQ, RTX 3090: handles -> (MD after drag, MD with no edit), seconds per edit.
+PAPER_RESOLUTION = 512
+PAPER_MD = {1: (2.44, 12.93), 5: (3.18, 11.66), 68: (4.73, 16.02)}
+PAPER_SECONDS_PER_EDIT = 2.0
+DEFAULT_TRUNCATION = 0.7
+
+Detector = Callable[..., "FaceMeasure | None"]  # detector(rgb uint8, embed=bool) -> FaceMeasure | None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def mean_distance(points: np.ndarray, targets: np.ndarray) -> float:
+    """Mean Euclidean distance between corresponding (x, y) rows of two [N, 2] arrays."""
+    a, b = np.asarray(points, np.float64), np.asarray(targets, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"need two [N, 2] point arrays of the same shape, got {a.shape} and {b.shape}")
+    return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of feature rows [n, d] (as FID does).
+
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``. With fewer rows than
+    dimensions the covariances are rank-deficient: the number is still defined but
+    biased upwards, so compare it only with figures of the same sample size.
+    """
+    from scipy import linalg
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need two [n >= 2, d] feature sets with the same d, got {a.shape} and {b.shape}")
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(sa @ sb)
+    covmean = np.real(covmean)
+    return float(max(mu @ mu + np.trace(sa + sb - 2 * covmean), 0.0))
+
+
+def paper_reference(resolution: int) -> dict:
+    """The paper's Table 1 MDs scaled to ``resolution`` (pixel distances scale with the image side)."""
+    s = resolution / PAPER_RESOLUTION
+    return {str(k): {"md": round(md * s, 3), "md_no_edit": round(no * s, 3), "md_512": md, "md_no_edit_512": no}
+            for k, (md, no) in PAPER_MD.items()}
+
+
+# --------------------------------------------------------------------------- samples and pairs
+
+
+@dataclasses.dataclass
+class FaceSample:
+    """A generated face: seed, its W+ latent [1, L, D] (CPU), the image and what dlib found."""
+
+    seed: int
+    ws: torch.Tensor
+    image: np.ndarray
+    face: FaceMeasure
+
+
+@dataclasses.dataclass
+class FacePair:
+    """Face 1 (the one edited) and face 2 (whose landmarks are the targets)."""
+
+    source: FaceSample
+    target: FaceSample
+
+
+@torch.no_grad()
+def render_ws(G, ws: torch.Tensor, noise_mode: str = "const") -> np.ndarray:
+    device = next(G.parameters()).device
+    return to_uint8(G.synthesis(ws.to(device), noise_mode=noise_mode))
+
+
+def sample_faces(G, count: int, first_seed: int = 0, truncation: float = DEFAULT_TRUNCATION,
+                 detector: Detector = measure_face, max_seeds: int | None = None) -> tuple[list[FaceSample], dict]:
+    """``count`` generated faces in which the detector finds a face, trying seeds first_seed, first_seed+1, ...
+
+    Returns (faces, stats) with stats = {"seeds_tried", "seeds_without_face"}. Stops
+    after ``max_seeds`` seeds (default 4 x count + 10) even if fewer faces were found.
+    """
+    device = next(G.parameters()).device
+    max_seeds = max_seeds if max_seeds is not None else 4 * count + 10
+    faces, tried = [], 0
+    seed = first_seed
+    while len(faces) < count and tried < max_seeds:
+        ws = G.ws_from_seed(seed, truncation, device=device)
+        image = render_ws(G, ws)
+        face = detector(image, embed=True)
+        tried += 1
+        if face is not None:
+            faces.append(FaceSample(seed=seed, ws=ws.detach().cpu(), image=image, face=face))
+        seed += 1
+    return faces, {"seeds_tried": tried, "seeds_without_face": tried - len(faces)}
+
+
+def make_pairs(faces: list[FaceSample]) -> list[FacePair]:
+    """Consecutive faces pair up: (0 -> 1), (2 -> 3), ..."""
+    return [FacePair(faces[i], faces[i + 1]) for i in range(0, len(faces) - 1, 2)]
+
+
+def sample_pairs(G, num_pairs: int, first_seed: int = 0, truncation: float = DEFAULT_TRUNCATION,
+                 detector: Detector = measure_face) -> tuple[list[FacePair], dict]:
+    faces, stats = sample_faces(G, 2 * num_pairs, first_seed, truncation, detector)
+    return make_pairs(faces), stats
+
+
+def clip_points(points: np.ndarray, resolution: int) -> np.ndarray:
+    """Landmarks may fall just outside the image (jaw line); the engine needs points inside it."""
+    return np.clip(np.asarray(points, np.float64), 0, resolution - 1)
+
+
+def pair_points(pair: FacePair, num_handles: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(handles, targets) [n, 2] for a pair: face 1's landmark subset -> face 2's."""
+    return (clip_points(handle_points(pair.source.face.landmarks, num_handles), resolution),
+            clip_points(handle_points(pair.target.face.landmarks, num_handles), resolution))
+
+
+# --------------------------------------------------------------------------- one edit
+
+
+@dataclasses.dataclass
+class DragRun:
+    """The outcome of one drag.
+
+    image          : HxWx3 uint8 result.
+    steps          : optimization steps taken.
+    done           : every handle reached the stop distance before max_steps.
+    seconds_drag   : wall time of the optimization loop.
+    seconds_render : wall time of rendering the final image (the rest of a finished edit).
+    tracked        : [(step, mean tracked handle-target distance)] after every step.
+    frames         : [(step, image, handles)] every ``image_every`` steps (empty when 0).
+    """
+
+    image: np.ndarray
+    steps: int
+    done: bool
+    seconds_drag: float
+    seconds_render: float
+    tracked: list
+    frames: list
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_drag + self.seconds_render
+
+
+def run_drag(G, ws: torch.Tensor, handles, targets, config: DragConfig, max_steps: int | None = None,
+             image_every: int = 0) -> DragRun:
+    """Drag ``handles`` to ``targets`` from latent ``ws`` with the engine; time it."""
+    device = next(G.parameters()).device
+    session = DragSession(G, ws.to(device), config)
+    session.set_points(np.asarray(handles).tolist(), np.asarray(targets).tolist())
+    tracked, frames = [(0, float(np.mean(session.distances)))], []
+    if image_every:
+        frames.append((0, session.render(), session.handles))
+    steps, done = 0, False
+    _sync(device)
+    t0 = time.perf_counter()
+    for state in session.drag(max_steps=max_steps, image_every=image_every):
+        steps, done = state.step, state.done
+        tracked.append((state.step, float(state.distances.mean())))
+        if state.image is not None:
+            frames.append((state.step, state.image, state.handles))
+    _sync(device)
+    t1 = time.perf_counter()
+    image = session.render()
+    t2 = time.perf_counter()
+    return DragRun(image=image, steps=steps, done=done, seconds_drag=t1 - t0, seconds_render=t2 - t1,
+                   tracked=tracked, frames=frames)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate_edit(pair: FacePair, run: DragRun, num_handles: int, resolution: int,
+                  detector: Detector = measure_face) -> dict:
+    """Re-detect landmarks on the result; one row of the results table."""
+    handles, targets = pair_points(pair, num_handles, resolution)
+    face = detector(run.image, embed=True)
+    md = None if face is None else mean_distance(handle_points(face.landmarks, num_handles), targets)
+    return {"handles": num_handles, "seed_source": pair.source.seed, "seed_target": pair.target.seed,
+            "md": md, "md_no_edit": mean_distance(handles, targets), "face_found": face is not None,
+            "steps": run.steps, "done": run.done, "seconds": run.seconds, "seconds_drag": run.seconds_drag,
+            "ms_per_step": 1000 * run.seconds_drag / max(run.steps, 1),
+            "identity_to_source": None if face is None or face.embedding is None else
+            float(np.linalg.norm(face.embedding - pair.source.face.embedding)),
+            "_embedding": None if face is None else face.embedding}
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean/median/std of MD over edits with a detected face; no-edit MD over all; time and steps."""
+    md = np.array([r["md"] for r in rows if r["md"] is not None], np.float64)
+    no_edit = np.array([r["md_no_edit"] for r in rows], np.float64)
+    found = [r for r in rows if r["md"] is not None]
+
+    def stat(vals):
+        vals = np.asarray(vals, np.float64)
+        return None if vals.size == 0 else round(float(vals.mean()), 4)
+
+    return {
+        "edits": len(rows), "faces_found": len(found),
+        "md_mean": stat(md), "md_median": None if md.size == 0 else round(float(np.median(md)), 4),
+        "md_std": None if md.size == 0 else round(float(md.std()), 4),
+        "md_no_edit_mean": stat(no_edit),
+        # The same edits' no-edit MD, for a like-for-like ratio when some results lost their face.
+        "md_no_edit_mean_found": stat([r["md_no_edit"] for r in found]),
+        "seconds_per_edit": stat([r["seconds"] for r in rows]),
+        "ms_per_step": stat([r["ms_per_step"] for r in rows]),
+        "steps_mean": stat([r["steps"] for r in rows]),
+        "done_rate": stat([float(r["done"]) for r in rows]),
+        "identity_to_source_mean": stat([r["identity_to_source"] for r in rows if r["identity_to_source"] is not None]),
+    }
+
+
+def run_protocol(G, pairs: list[FacePair], handle_counts: Iterable[int] = (1, 5, 68), config: DragConfig | None = None,
+                 max_steps: int | None = None, detector: Detector = measure_face, log=None) -> dict:
+    """Drag every pair with every handle count. Returns {"settings": {n: summary}, "rows": [...], "realism": {...}}."""
+    config = config or DragConfig()
+    R = int(G.img_resolution)
+    rows, settings, realism = [], {}, {}
+    source_emb = [p.source.face.embedding for p in pairs if p.source.face.embedding is not None]
+    target_emb = [p.target.face.embedding for p in pairs if p.target.face.embedding is not None]
+    for n in handle_counts:
+        load_before = os.getloadavg()[0]
+        setting_rows = []
+        for i, pair in enumerate(pairs):
+            handles, targets = pair_points(pair, n, R)
+            run = run_drag(G, pair.source.ws, handles, targets, config, max_steps=max_steps)
+            row = evaluate_edit(pair, run, n, R, detector)
+            setting_rows.append(row)
+            if log:
+                log(f"[{n} pts] pair {i + 1}/{len(pairs)}: MD {_fmt(row['md'])} (no edit {row['md_no_edit']:.2f}) "
+                    f"in {row['steps']} steps, {row['seconds']:.1f} s")
+        summary = summarize(setting_rows)
+        summary["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        edited_emb = [r["_embedding"] for r in setting_rows if r["_embedding"] is not None]
+        realism[str(n)] = _realism(edited_emb, source_emb)
+        settings[str(n)] = summary
+        rows += setting_rows
+    if len(source_emb) >= 2 and len(target_emb) >= 2:
+        realism["unedited_source_vs_target"] = {"fd": round(frechet_distance(source_emb, target_emb), 5),
+                                                "n": min(len(source_emb), len(target_emb))}
+    for r in rows:
+        r.pop("_embedding")
+    return {"settings": settings, "realism": realism, "rows": rows}
+
+
+def _realism(edited: list, unedited: list) -> dict:
+    if len(edited) < 2 or len(unedited) < 2:
+        return {"fd": None, "n": len(edited)}
+    return {"fd": round(frechet_distance(np.stack(edited), np.stack(unedited)), 5), "n": len(edited)}
+
+
+def _fmt(v, digits=2):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def environment(device: str) -> dict:
+    """Where and when a figure was taken (device name, threads, load, date)."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+    else:
+        name = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+               f"{torch.get_num_threads()} torch threads)"
+    return {"device": name, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "torch": torch.__version__, "loadavg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def markdown_table(result: dict) -> str:
+    """Table 1 style: ours next to the paper's (scaled to our resolution)."""
+    meta, R = result["meta"], result["meta"]["resolution"]
+    ref = paper_reference(R)
+    lines = [f"`{meta['command']}` — {meta['env']['device']}, {meta['env']['date']}, model {meta['model']} "
+             f"({R} px), {meta['pairs']} pairs, truncation {meta['truncation']}, max {meta['max_steps']} steps, "
+             f"load avg {meta['env']['loadavg'][0]}",
+             "",
+             "| handles | MD after drag (px) | MD no edit (px) | paper MD x R/512 | paper no edit x R/512 "
+             "| face re-detected | steps (mean) | reached stop dist. | s / edit | ms / step | FD(edited, unedited) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, s in result["settings"].items():
+        p = ref.get(n, {})
+        fd = result["realism"].get(n, {}).get("fd")
+        lines.append(f"| {n} | {_fmt(s['md_mean'])} (median {_fmt(s['md_median'])}) | {_fmt(s['md_no_edit_mean'])} | "
+                     f"{_fmt(p.get('md'))} | {_fmt(p.get('md_no_edit'))} | {s['faces_found']}/{s['edits']} | "
+                     f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | {_fmt(s['seconds_per_edit'], 1)} | "
+                     f"{_fmt(s['ms_per_step'], 0)} | {_fmt(fd, 3)} |")
+    base = result["realism"].get("unedited_source_vs_target")
+    if base:
+        lines.append("")
+        lines.append(f"FD scale: two disjoint unedited sample sets of the same size (n={base['n']}) are "
+                     f"{base['fd']:.3f} apart. Paper (512 px, RTX 3090): {PAPER_SECONDS_PER_EDIT} s per edit.")
+    return "\n".join(lines)
+
+
+def load_model(name: str, device: str):
+    from draggan.checkpoints import load_generator
+
+    return load_generator(name, device=device, progress=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.eval_drag", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="celeba128", help="registry name or generator folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--pairs", type=int, default=100, help="face pairs per setting (the paper: >= 100)")
+    p.add_argument("--handles", default="1,5,68", help="comma list of handle counts (1, 5, 68)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--truncation", type=float, default=DEFAULT_TRUNCATION)
+    p.add_argument("--max-steps", type=int, default=None, help="step cap per edit (default: DragConfig's)")
+    p.add_argument("--config", default=None, help="JSON dict of DragConfig overrides, e.g. '{\"feature_block\": 5}'")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        counts = [int(v) for v in args.handles.split(",") if v.strip()]
+        bad = [c for c in counts if c not in HANDLE_SETS]
+        if bad or not counts:
+            raise ValueError
+    except ValueError:
+        print(f"error: --handles must list handle counts among {sorted(HANDLE_SETS)}, got {args.handles!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        overrides = json.loads(args.config) if args.config else {}
+        config = DragConfig(**overrides)
+    except (ValueError, TypeError) as e:
+        print(f"error: --config must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
+        return 2
+    G = load_model(args.model, args.device)
+    command = "python -m bench.eval_drag " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = evaluate(G, args.pairs, counts, config, args.max_steps, args.first_seed, args.truncation,
+                      model=args.model, device=args.device, command=command, log=lambda m: print(m, file=sys.stderr))
+    print(markdown_table(result))
+    if args.out:
+        write_json(result, args.out)
+    return 0
+
+
+def evaluate(G, num_pairs: int, handle_counts, config: DragConfig, max_steps: int | None, first_seed: int = 0,
+             truncation: float = DEFAULT_TRUNCATION, model: str = "?", device: str = "cpu", command: str = "",
+             detector: Detector = measure_face, log=None) -> dict:
+    """Sample pairs, run the protocol, and wrap the numbers with the metadata a benchmark table needs."""
+    t0 = time.perf_counter()
+    pairs, stats = sample_pairs(G, num_pairs, first_seed, truncation, detector)
+    if log:
+        log(f"{len(pairs)} pairs ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")
+    out = run_protocol(G, pairs, handle_counts, config, max_steps, detector, log)
+    out["meta"] = {"command": command, "model": model, "resolution": int(G.img_resolution), "pairs": len(pairs),
+                   "truncation": truncation, "first_seed": first_seed, "sampling": stats,
+                   "max_steps": max_steps if max_steps is not None else config.max_steps,
+                   "config": dataclasses.asdict(config), "handle_sets": {str(k): HANDLE_SETS[k] for k in handle_counts},
+                   "paper_scaled": paper_reference(int(G.img_resolution)), "env": environment(device),
+                   "wall_seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def write_json(result: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Pictures of drag edits: before/after with handles, targets and arrows; MD against iterations; a GIF.
+
+    .venv/bin/python -m bench.figures --model celeba128 --out docs/
+
+writes ``drag_examples.png`` (rows of: face 1 with its handles (red) and arrows to the
+targets (blue), the result with the tracked handles, face 2 whose landmarks are the
+targets), ``md_vs_iterations.png`` (re-detected landmark MD and the engine's tracked
+handle distance against the optimization step, for 1, 5 and 68 handles) and
+``drag.gif`` (one drag, step by step), plus ``figures.json`` with the numbers.
+
+For the MD curve the stop distance is set below reach, so every drag runs all its
+steps and the curves show what more iterations buy; the dotted line marks the
+engine's default stop distance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from draggan.engine import DragConfig
+from draggan.overlay import render_view, upscale
+
+from .eval_drag import (FacePair, environment, load_model, mean_distance, pair_points, run_drag, sample_pairs,
+                        write_json)
+from .landmarks import handle_points, measure_face
+
+MAX_FILE_BYTES = 1_000_000
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def draw_drag(image: np.ndarray, handles, targets, scale: int = 2, numbers: bool = False) -> Image.Image:
+    """The image enlarged ``scale`` times (Lanczos) with handles (red), targets (blue) and arrows between them.
+
+    Drawn by the app's :func:`draggan.overlay.render_view`, so figures look like the editor.
+    """
+    return Image.fromarray(render_view(image, scale, handles=np.asarray(handles, float),
+                                       targets=np.asarray(targets, float), smooth=True, numbers=numbers))
+
+
+def _label(img: Image.Image, text: str) -> Image.Image:
+    """``img`` with a caption strip on top."""
+    strip = 16
+    out = Image.new("RGB", (img.width, img.height + strip), (255, 255, 255))
+    out.paste(img, (0, strip))
+    ImageDraw.Draw(out).text((4, 2), text, fill=(0, 0, 0))
+    return out
+
+
+def grid(rows: list[list[Image.Image]], pad: int = 4) -> Image.Image:
+    """Tile equally sized images into rows."""
+    h, w = rows[0][0].height, rows[0][0].width
+    cols = max(len(r) for r in rows)
+    out = Image.new("RGB", (cols * w + (cols + 1) * pad, len(rows) * h + (len(rows) + 1) * pad), (255, 255, 255))
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            out.paste(im, (pad + j * (w + pad), pad + i * (h + pad)))
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclasses.dataclass
+class Example:
+    """One drag for the figure: the pair, its points and the run."""
+
+    pair: FacePair
+    handles: np.ndarray
+    targets: np.ndarray
+    run: object  # eval_drag.DragRun
+    md: float | None
+    md_no_edit: float
+
+
+def drag_examples(G, pairs: list[FacePair], num_handles: int, config: DragConfig, max_steps: int | None,
+                  image_every: int = 0, detector=measure_face) -> list[Example]:
+    out = []
+    R = int(G.img_resolution)
+    for pair in pairs:
+        h, t = pair_points(pair, num_handles, R)
+        run = run_drag(G, pair.source.ws, h, t, config, max_steps=max_steps, image_every=image_every)
+        face = detector(run.image)
+        md = None if face is None else mean_distance(handle_points(face.landmarks, num_handles), t)
+        out.append(Example(pair, h, t, run, md, mean_distance(h, t)))
+    return out
+
+
+def examples_figure(examples: list[Example], path, scale: int = 2) -> Path:
+    rows = []
+    for ex in examples:
+        final = ex.run.frames[-1][2] if ex.run.frames else ex.handles
+        md = "–" if ex.md is None else f"{ex.md:.2f}"
+        rows.append([
+            _label(draw_drag(ex.pair.source.image, ex.handles, ex.targets, scale),
+                   f"before: MD {ex.md_no_edit:.2f} px"),
+            _label(draw_drag(ex.run.image, final, ex.targets, scale), f"after {ex.run.steps} steps: MD {md} px"),
+            _label(Image.fromarray(upscale(ex.pair.target.image, scale, smooth=True)), "face 2 (targets' source)"),
+        ])
+    return _save_png(grid(rows), path)
+
+
+def md_curves(G, pairs: list[FacePair], handle_counts, config: DragConfig, steps: int, every: int,
+              detector=measure_face) -> dict:
+    """Per handle count: steps, mean re-detected MD and mean tracked distance over the pairs, every ``every`` steps.
+
+    Drags run all ``steps`` steps (the stop distance is set out of reach).
+    """
+    R = int(G.img_resolution)
+    cfg = dataclasses.replace(config, stop_distance=1e-3)
+    curves = {}
+    for n in handle_counts:
+        md_rows, tracked_rows = [], []
+        for pair in pairs:
+            h, t = pair_points(pair, n, R)
+            run = run_drag(G, pair.source.ws, h, t, cfg, max_steps=steps, image_every=every)
+            md = []
+            for step, image, _ in run.frames:
+                face = detector(image)
+                md.append(np.nan if face is None else mean_distance(handle_points(face.landmarks, n), t))
+            md_rows.append(md)
+            tracked_rows.append([d for s, d in run.tracked if s % every == 0 or s == run.steps])
+        xs = [s for s, _, _ in run.frames]
+        curves[str(n)] = {"steps": xs, "md": np.nanmean(np.array(md_rows, float), 0).round(4).tolist(),
+                          "tracked": np.mean(np.array(tracked_rows, float), 0).round(4).tolist(),
+                          "stop_distance_default": config.stop_distance_for(R, n), "pairs": len(pairs)}
+    return curves
+
+
+def md_curve_figure(curves: dict, path, resolution: int) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .eval_drag import paper_reference
+
+    ref = paper_reference(resolution)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for (n, c), color in zip(curves.items(), ("tab:red", "tab:blue", "tab:green")):
+        ax.plot(c["steps"], c["md"], "o-", color=color, label=f"{n} handle{'s' if n != '1' else ''}: re-detected MD")
+        ax.plot(c["steps"], c["tracked"], "--", color=color, alpha=0.6, label=f"{n}: tracked distance")
+        if n in ref:
+            ax.axhline(ref[n]["md"], color=color, lw=0.8, ls=":")
+    ax.set_xlabel("optimization step")
+    ax.set_ylabel(f"distance to targets (px of {resolution}²)")
+    ax.set_title("Drag accuracy vs iterations (dotted: paper's MD x R/512)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def drag_gif(example: Example, path, scale: int = 2, max_frames: int = 40, fps: float = 8.0) -> Path:
+    """The drag, frame by frame, with handles and targets drawn; kept under 1 MB by dropping frames."""
+    from draggan.video import write_video
+
+    frames = example.run.frames
+    if not frames:
+        raise ValueError("the example was run without frames (image_every=0)")
+    stride = max(1, math.ceil(len(frames) / max_frames))
+    picked = frames[::stride]
+    if picked[-1] is not frames[-1]:
+        picked.append(frames[-1])
+    images = [np.asarray(draw_drag(img, handles, example.targets, scale)) for _, img, handles in picked]
+    images += [images[-1]] * int(fps)  # hold the result for a second
+    path = Path(path)
+    while True:
+        write_video(path, images, fps=fps)
+        if path.stat().st_size <= MAX_FILE_BYTES or len(images) <= 4:
+            return path
+        images = images[::2]
+
+
+def _save_png(img: Image.Image, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, optimize=True)
+    if path.stat().st_size > MAX_FILE_BYTES:  # keep docs light: quantize to a palette
+        img.quantize(256).save(path, optimize=True)
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_steps: int = 60, curve_every: int = 5,
+                 example_steps: int | None = 80, first_seed: int = 2000, config: DragConfig | None = None,
+                 handle_counts=(1, 5, 68), device: str = "cpu", command: str = "", log=None) -> dict:
+    config = config or DragConfig()
+    out_dir = Path(out_dir)
+    pairs, stats = sample_pairs(G, max(num_examples, curve_pairs), first_seed)
+    if not pairs:
+        raise RuntimeError("no face pairs found for the figures")
+    if log:
+        log(f"figures: {len(pairs)} pairs ({stats['seeds_without_face']} seeds without a face)")
+    # Frames (a render per step) only for the first example, which becomes the GIF.
+    examples = (drag_examples(G, pairs[:1], 5, config, example_steps, image_every=1)
+                + drag_examples(G, pairs[1:num_examples], 5, config, example_steps))
+    paths = {"examples": str(examples_figure(examples, out_dir / "drag_examples.png")),
+             "gif": str(drag_gif(examples[0], out_dir / "drag.gif"))}
+    if log:
+        log(f"figures: examples {[None if e.md is None else round(e.md, 2) for e in examples]}")
+    curves = md_curves(G, pairs[:curve_pairs], handle_counts, config, curve_steps, curve_every)
+    paths["md_curve"] = str(md_curve_figure(curves, out_dir / "md_vs_iterations.png", int(G.img_resolution)))
+    result = {"meta": {"command": command, "env": environment(device), "resolution": int(G.img_resolution),
+                       "first_seed": first_seed, "config": dataclasses.asdict(config), "example_handles": 5},
+              "examples": [{"seed_source": e.pair.source.seed, "seed_target": e.pair.target.seed, "md": e.md,
+                            "md_no_edit": e.md_no_edit, "steps": e.run.steps} for e in examples],
+              "curves": curves, "paths": paths}
+    write_json(result, out_dir / "figures.json")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.figures", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="celeba128")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=Path("docs"))
+    p.add_argument("--examples", type=int, default=3, help="rows of the before/after figure")
+    p.add_argument("--curve-pairs", type=int, default=3, help="pairs averaged in the MD curve")
+    p.add_argument("--curve-steps", type=int, default=60)
+    p.add_argument("--curve-every", type=int, default=5, help="re-detect landmarks every N steps")
+    p.add_argument("--example-steps", type=int, default=80, help="step cap of the example drags")
+    p.add_argument("--first-seed", type=int, default=2000)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    G = load_model(args.model, args.device)
+    command = "python -m bench.figures " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = make_figures(G, args.out, args.examples, args.curve_pairs, args.curve_steps, args.curve_every,
+                          args.example_steps, args.first_seed, device=args.device, command=command,
+                          log=lambda m: print(m, file=sys.stderr))
+    for k, v in result["paths"].items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
