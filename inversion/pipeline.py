@@ -254,6 +254,45 @@ DEFAULT_CACHE = InversionCache()
 # --------------------------------------------------------------------------- alignment choice
 
 
+def _model_folders() -> list[Path]:
+    """Folders of project-format models this checkout knows: the registry's bundled ones and checkpoints/*."""
+    folders = []
+    try:
+        from draggan import registry
+        folders += [registry.bundled_path(m) for m in registry.MODELS.values() if m.path]
+        folders += sorted(p for p in (registry.REPO_ROOT / "checkpoints").glob("*") if p.is_dir())
+    except ImportError:
+        pass
+    return list(dict.fromkeys(folders))
+
+
+def find_model_dir(G) -> str | None:
+    """The folder ``G`` was loaded from, recognised by its config and its stored mean latent.
+
+    A generator loaded by name (``load_generator('celeba128')``) does not remember its
+    folder; the template next to its weights is still the right one to use. Only the
+    small ``mapping.w_avg`` tensor of each candidate is read.
+    """
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return None
+    want = G.cfg.to_dict()
+    w_avg = G.mapping.w_avg.detach().float().cpu()
+    for folder in _model_folders():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            if any(config.get(k) != v for k, v in want.items()):
+                continue
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+                stored = f.get_tensor("mapping.w_avg").float()
+            if stored.shape == w_avg.shape and torch.allclose(stored, w_avg, atol=1e-3, rtol=1e-3):
+                return str(folder)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            continue
+    return None
+
+
 def resolve_alignment(config: InversionConfig, G) -> tuple[str, align_mod.FaceTemplate | None, list[str]]:
     """(method, template, notices) from the config and the model's stored ``alignment.json``."""
     if config.alignment not in ("auto",) + align_mod.METHODS:
@@ -263,7 +302,7 @@ def resolve_alignment(config: InversionConfig, G) -> tuple[str, align_mod.FaceTe
     if config.template is not None:
         method, template = align_mod.read_alignment_spec(config.template)
         return method, template, []
-    for d in (config.model_dir, getattr(G, "name_or_path", None)):
+    for d in (config.model_dir, getattr(G, "name_or_path", None), find_model_dir(G)):
         if d and (Path(d) / align_mod.TEMPLATE_FILE).is_file():
             method, template = align_mod.read_alignment_spec(Path(d))
             return method, template, []

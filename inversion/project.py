@@ -177,6 +177,7 @@ def project(G, target: torch.Tensor, loss: ReconstructionLoss, settings: Project
                     n *= n.square().mean().rsqrt()
             if history is not None:
                 history.append({"stage": stage, "step": step, "loss": float(rec.detach()),
+                                "mse": float((img.detach().float() - target).square().mean()),
                                 "perceptual": float(perc.detach().mean()),
                                 "noise_reg": float(reg.detach())})
             if progress:

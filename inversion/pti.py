@@ -120,7 +120,8 @@ def _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress,
         opt.step()
         steps_run += 1
         if history is not None:
-            history.append({"stage": "tune", "step": step, "loss": float(total.detach()), "perceptual": perc_value})
+            history.append({"stage": "tune", "step": step, "loss": float(total.detach()), "perceptual": perc_value,
+                            "mse": float((img.detach().float() - target).square().mean())})
         if progress:
             progress("tune", step + 1, settings.steps)
     return steps_run

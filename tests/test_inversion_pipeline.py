@@ -247,3 +247,18 @@ def test_alignment_for_model(tmp_path):
     assert alignment_for_model("stylegan2-ffhq-512x512") == ("ffhq", None)
     assert alignment_for_model("stylegan2-afhqcat-512x512") == ("center", None)
     assert alignment_for_model(tmp_path / "no-such-model") == ("auto", None)
+
+
+def test_bundled_model_finds_its_template_without_being_told():
+    from draggan.registry import REPO_ROOT
+    from inversion.pipeline import resolve_alignment
+
+    folder = REPO_ROOT / "checkpoints" / "celeba128"
+    if not (folder / "alignment.json").is_file():
+        pytest.skip("bundled celeba128 model not present")
+    G = Generator.from_pretrained(folder)  # loaded without remembering where from
+    method, template, notices = resolve_alignment(InversionConfig(), G)
+    assert method == "template" and template.resolution == 128 and notices == []
+    # A generator that is not a stored model gets FFHQ alignment and a notice saying so.
+    method, _, notices = resolve_alignment(InversionConfig(), tiny_generator())
+    assert method == "ffhq" and "no alignment template" in notices[0]
