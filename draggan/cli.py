@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--r2", type=positive_float, help="tracking window radius in pixels (default 12*R/512, >=2)")
     edit.add_argument("--lambda-mask", type=float, default=20.0, help="weight of the mask term (default 20)")
     edit.add_argument("--feature-block", type=positive_int,
-                      help="synthesis block whose features are used (default 6, or the last block if fewer)")
+                      help="synthesis block whose features are used (default: 6 from 512 px up, else the "
+                           "block at a quarter of the resolution, e.g. 4 for 128 px)")
     edit.add_argument("--space", choices=["w", "w+"], default="w+", help="latent space to optimize (default w+)")
     edit.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     edit.add_argument("--out", required=True, help="output PNG")
@@ -239,7 +240,7 @@ def format_handle_table(start, final, targets, distances) -> str:
 
 
 def cmd_edit(args) -> int:
-    from .engine import DragConfig, DragSession
+    from .engine import DragConfig, DragSession, default_feature_block
     from .video import VIDEO_FORMATS, draw_points, write_video
 
     handles, targets = args.points
@@ -259,7 +260,7 @@ def cmd_edit(args) -> int:
         G = load_model(args.model, device)
         ws = G.ws_from_seed(args.seed, args.truncation, device=device)
 
-    feature_block = args.feature_block or min(6, len(G.synthesis.block_resolutions))
+    feature_block = args.feature_block or default_feature_block(G)
     config = DragConfig(lr=args.lr, max_steps=args.steps, r1=args.r1, r2=args.r2, lambda_mask=args.lambda_mask,
                         feature_block=feature_block, latent_space=args.space)
     session = DragSession(G, ws, config, device=device)

@@ -115,6 +115,23 @@ class DragConfig:
         return max(base * resolution / 512, 1.0)
 
 
+def default_feature_block(G) -> int:
+    """A feature block for ``G`` in the spirit of the paper's choice.
+
+    DragGAN uses block 6 of 512 px and larger models: 128 px features, a
+    quarter of a 512 px image, deep enough to be discriminative. A smaller
+    generator has fewer blocks, and its block 6 may be its last one (128 px
+    model), whose features are close to RGB. So below 512 px we take the block
+    at a quarter of the image resolution (128 px -> block 4, 32 px), at least
+    block 3; from 512 px up, block 6.
+    """
+    resolutions = list(G.synthesis.block_resolutions)
+    if G.img_resolution >= 512:
+        return min(6, len(resolutions))
+    quarter = max(G.img_resolution // 4, resolutions[0])
+    return max(min(3, len(resolutions)), resolutions.index(quarter) + 1)
+
+
 @dataclass
 class DragState:
     """What a drag reports after every step.
@@ -536,4 +553,5 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return x
 
 
-__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PointError", "to_uint8"]
+__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PointError",
+           "default_feature_block", "to_uint8"]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import draggan.engine as engine
-from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError
+from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError, default_feature_block
 from draggan.features import resize_features, sample_features, synthesis_features
 from draggan.motion import disk_offsets, motion_loss
-from draggan.networks import Generator
+from draggan.networks import Generator, GeneratorConfig
 from draggan.points import PointError
 from draggan.tracking import track_points, window_offsets
 
@@ -390,3 +390,12 @@ def test_bf16_autocast_runs_on_cpu(G):
     assert s.ws.dtype == torch.float32 and torch.isfinite(s.ws).all()
     assert all(np.isfinite(st.loss) and st.warning is None for st in states)
     assert states[-1].image.shape == (R, R, 3)
+
+
+def test_default_feature_block_is_block_6_from_512px_and_a_quarter_resolution_below():
+    class Stub:  # only the architecture matters
+        def __init__(self, resolution):
+            self.img_resolution = resolution
+            self.synthesis = GeneratorConfig(img_resolution=resolution)
+    blocks = {r: default_feature_block(Stub(r)) for r in (32, 64, 128, 256, 512, 1024)}
+    assert blocks == {32: 3, 64: 3, 128: 4, 256: 5, 512: 6, 1024: 6}
