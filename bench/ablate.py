@@ -125,7 +125,8 @@ def run_ablations(G, pairs: list[FacePair], grid: dict, base: DragConfig, num_ha
             summary, rows = cache[key]
             r1, r2 = config.radii(R)
             variants.append({"group": group, "label": label, "overrides": overrides, "reused": reused,
-                             "effective": {"r1": r1, "r2": r2, "stop_distance": config.stop_distance_for(R, num_handles),
+                             "effective": {"r1": r1, "r2": r2,
+                                           "stop_distance": config.stop_distance_for(R, num_handles),
                                            "feature_block": config.feature_block, "lr": config.lr,
                                            "latent_space": config.latent_space,
                                            "optimize_layers": config.optimize_layers},
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--handles", type=int, default=5, choices=[1, 5, 68])
-    p.add_argument("--first-seed", type=int, default=1000, help="pairs come from seeds here on (apart from eval_drag's)")
+    p.add_argument("--first-seed", type=int, default=1000, help="pairs from seeds here on (not eval_drag's)")
     p.add_argument("--truncation", type=float, default=0.7)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--groups", default=",".join(FULL_GRID), help="comma list of groups to run")

@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     result = evaluate(args.model, args.device, args.n, budgets, args.budget_loss, losses, loss_budget, args.eval_dir,
                       log=lambda m: print(m, file=sys.stderr))
-    result["meta"] = {"command": "python -m bench.eval_inversion " + " ".join(argv if argv is not None else sys.argv[1:]),
+    command = "python -m bench.eval_inversion " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["meta"] = {"command": command,
                       "model": args.model, "photos": args.n, "eval_dir": str(args.eval_dir),
                       "env": environment(args.device), "wall_seconds": round(time.perf_counter() - t0, 1)}
     print(markdown_tables(result))

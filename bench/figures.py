@@ -2,15 +2,16 @@
 
     .venv/bin/python -m bench.figures --model celeba128 --out docs/
 
-writes ``drag_examples.png`` (rows of: face 1 with its handles (red) and arrows to the
-targets (blue), the result with the tracked handles, face 2 whose landmarks are the
-targets), ``md_vs_iterations.png`` (re-detected landmark MD and the engine's tracked
-handle distance against the optimization step, for 1, 5 and 68 handles) and
-``drag.gif`` (one drag, step by step), plus ``figures.json`` with the numbers.
+writes ``drag_examples.png`` (rows of: a generated face with handles (red) on dlib
+landmarks and arrows to their targets (blue), then the result with the tracked handles;
+the edits are :data:`EDITS`), ``md_vs_iterations.png`` (re-detected landmark MD and the
+engine's tracked handle distance against the optimization step, for 1, 5 and 68
+handles on Table 1 protocol pairs) and ``drag.gif`` (the first edit, step by step),
+plus ``figures.json`` with the numbers.
 
-For the MD curve the stop distance is set below reach, so every drag runs all its
-steps and the curves show what more iterations buy; the dotted line marks the
-engine's default stop distance.
+For the MD curve the stop distance is set out of reach, so every drag runs all its
+steps and the curves show what more iterations buy; dotted lines mark the paper's
+MD scaled to our resolution.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from PIL import Image, ImageDraw
 from draggan.engine import DragConfig
 from draggan.overlay import render_view, upscale
 
-from .eval_drag import (FacePair, environment, load_model, mean_distance, pair_points, run_drag, sample_pairs,
-                        write_json)
+from .eval_drag import (FacePair, FaceSample, clip_points, environment, load_model, mean_distance, pair_points,
+                        run_drag, sample_faces, sample_pairs, write_json)
 from .landmarks import handle_points, measure_face
 
 MAX_FILE_BYTES = 1_000_000
@@ -69,11 +70,23 @@ def grid(rows: list[list[Image.Image]], pad: int = 4) -> Image.Image:
 # --------------------------------------------------------------------------- figures
 
 
+# Edits for the before/after figure: (name, landmark indices, offsets in pixels at 128 px).
+# Protocol pairs move landmarks by 1-3 px at 128 px, too little to see, so the figure
+# shows deliberate edits on the same kind of landmarks instead.
+EDITS = [
+    ("wider mouth", [48, 54], [(-5, 0), (5, 0)]),
+    ("turn nose right", [30], [(7, 0)]),
+    ("chin and lower lip down", [8, 57], [(0, 6), (0, 6)]),
+]
+
+
 @dataclasses.dataclass
 class Example:
-    """One drag for the figure: the pair, its points and the run."""
+    """One drag for the figure: the face, its points, the run and the re-detected MD."""
 
-    pair: FacePair
+    name: str
+    face: FaceSample
+    landmarks: list
     handles: np.ndarray
     targets: np.ndarray
     run: object  # eval_drag.DragRun
@@ -81,29 +94,38 @@ class Example:
     md_no_edit: float
 
 
-def drag_examples(G, pairs: list[FacePair], num_handles: int, config: DragConfig, max_steps: int | None,
+def edit_points(face: FaceSample, landmarks: list, offsets: list, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Handles on the face's landmarks and targets shifted by ``offsets`` (given at 128 px, scaled to R)."""
+    handles = face.face.landmarks[landmarks]
+    targets = handles + np.asarray(offsets, float) * resolution / 128
+    return clip_points(handles, resolution), clip_points(targets, resolution)
+
+
+def drag_examples(G, faces: list[FaceSample], edits, config: DragConfig, max_steps: int | None,
                   image_every: int = 0, detector=measure_face) -> list[Example]:
+    """Drag each face with the matching edit (name, landmark indices, offsets); MD re-detected on the result."""
     out = []
     R = int(G.img_resolution)
-    for pair in pairs:
-        h, t = pair_points(pair, num_handles, R)
-        run = run_drag(G, pair.source.ws, h, t, config, max_steps=max_steps, image_every=image_every)
-        face = detector(run.image)
-        md = None if face is None else mean_distance(handle_points(face.landmarks, num_handles), t)
-        out.append(Example(pair, h, t, run, md, mean_distance(h, t)))
+    for face, (name, landmarks, offsets) in zip(faces, edits):
+        h, t = edit_points(face, landmarks, offsets, R)
+        run = run_drag(G, face.ws, h, t, config, max_steps=max_steps, image_every=image_every)
+        found = detector(run.image)
+        md = None if found is None else mean_distance(found.landmarks[landmarks], t)
+        out.append(Example(name, face, list(landmarks), h, t, run, md, mean_distance(h, t)))
     return out
 
 
 def examples_figure(examples: list[Example], path, scale: int = 2) -> Path:
+    """Rows of (before: handles, arrows, targets; after: tracked handles and targets)."""
     rows = []
     for ex in examples:
         final = ex.run.frames[-1][2] if ex.run.frames else ex.handles
-        md = "–" if ex.md is None else f"{ex.md:.2f}"
+        md = "–" if ex.md is None else f"{ex.md:.1f}"
         rows.append([
-            _label(draw_drag(ex.pair.source.image, ex.handles, ex.targets, scale),
-                   f"before: MD {ex.md_no_edit:.2f} px"),
-            _label(draw_drag(ex.run.image, final, ex.targets, scale), f"after {ex.run.steps} steps: MD {md} px"),
-            _label(Image.fromarray(upscale(ex.pair.target.image, scale, smooth=True)), "face 2 (targets' source)"),
+            _label(draw_drag(ex.face.image, ex.handles, ex.targets, scale),
+                   f"{ex.name}: {ex.md_no_edit:.1f} px to go"),
+            _label(draw_drag(ex.run.image, final, ex.targets, scale),
+                   f"after {ex.run.steps} steps: landmarks {md} px off"),
         ])
     return _save_png(grid(rows), path)
 
@@ -200,14 +222,17 @@ def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_
                  handle_counts=(1, 5, 68), device: str = "cpu", command: str = "", log=None) -> dict:
     config = config or DragConfig()
     out_dir = Path(out_dir)
-    pairs, stats = sample_pairs(G, max(num_examples, curve_pairs), first_seed)
-    if not pairs:
-        raise RuntimeError("no face pairs found for the figures")
+    edits = EDITS[:num_examples]
+    faces, stats = sample_faces(G, len(edits), first_seed)
+    pairs, pair_stats = sample_pairs(G, curve_pairs, first_seed + 100)
+    if not faces or not pairs:
+        raise RuntimeError("dlib found no faces in the samples for the figures")
     if log:
-        log(f"figures: {len(pairs)} pairs ({stats['seeds_without_face']} seeds without a face)")
+        log(f"figures: {len(faces)} faces, {len(pairs)} pairs "
+            f"({stats['seeds_without_face'] + pair_stats['seeds_without_face']} seeds without a face)")
     # Frames (a render per step) only for the first example, which becomes the GIF.
-    examples = (drag_examples(G, pairs[:1], 5, config, example_steps, image_every=1)
-                + drag_examples(G, pairs[1:num_examples], 5, config, example_steps))
+    examples = (drag_examples(G, faces[:1], edits, config, example_steps, image_every=1)
+                + drag_examples(G, faces[1:], edits[1:], config, example_steps))
     paths = {"examples": str(examples_figure(examples, out_dir / "drag_examples.png")),
              "gif": str(drag_gif(examples[0], out_dir / "drag.gif"))}
     if log:
@@ -215,9 +240,10 @@ def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_
     curves = md_curves(G, pairs[:curve_pairs], handle_counts, config, curve_steps, curve_every)
     paths["md_curve"] = str(md_curve_figure(curves, out_dir / "md_vs_iterations.png", int(G.img_resolution)))
     result = {"meta": {"command": command, "env": environment(device), "resolution": int(G.img_resolution),
-                       "first_seed": first_seed, "config": dataclasses.asdict(config), "example_handles": 5},
-              "examples": [{"seed_source": e.pair.source.seed, "seed_target": e.pair.target.seed, "md": e.md,
-                            "md_no_edit": e.md_no_edit, "steps": e.run.steps} for e in examples],
+                       "first_seed": first_seed, "config": dataclasses.asdict(config)},
+              "examples": [{"edit": e.name, "seed": e.face.seed, "landmarks": e.landmarks, "md": e.md,
+                            "md_no_edit": e.md_no_edit, "steps": e.run.steps, "done": e.run.done,
+                            "seconds": round(e.run.seconds, 2)} for e in examples],
               "curves": curves, "paths": paths}
     write_json(result, out_dir / "figures.json")
     return result

@@ -34,9 +34,9 @@ from . import ablate, eval_drag, eval_inversion, figures
 PARTS = ("drag", "ablate", "inversion", "speed", "figures")
 
 # Sizes per mode. None = the script's own default.
-QUICK = dict(drag_pairs=1, drag_steps=10, ablate_pairs=1, ablate_steps=5, inv_photos=1, inv_budgets="5:0,5:5",
-             inv_loss_budget="5:5", fig_examples=1, fig_curve_pairs=1, fig_curve_steps=10, fig_every=5,
-             fig_example_steps=10)
+QUICK = dict(drag_pairs=1, drag_steps=8, ablate_pairs=1, ablate_steps=5, inv_photos=1, inv_budgets="5:0,5:5",
+             inv_loss_budget="5:5", fig_examples=1, fig_curve_pairs=1, fig_curve_steps=8, fig_every=4,
+             fig_example_steps=8)
 FULL = dict(drag_pairs=100, drag_steps=None, ablate_pairs=20, ablate_steps=None, inv_photos=20,
             inv_budgets=eval_inversion.DEFAULT_BUDGETS, inv_loss_budget="30:25", fig_examples=3, fig_curve_pairs=3,
             fig_curve_steps=60, fig_every=5, fig_example_steps=80)
@@ -92,7 +92,8 @@ def speed_rows(device: str, quick: bool, drag_result: dict | None = None) -> dic
 
 
 def speed_table(result: dict, device_name: str, date: str) -> str:
-    lines = [f"bench/bench_drag.py's bench_case (via `bench.run_all`), {device_name}, {date}, feature block 6, W+, fp32, "
+    lines = [f"bench/bench_drag.py's bench_case (via `bench.run_all`), {device_name}, {date}, feature block 6, "
+             f"W+, fp32, "
              f"median of {result['steps']} steps after {result['warmup']} warm-up",
              "",
              "| model | handles | ms / step (median) | render ms | s per finished edit | load avg |",
@@ -119,7 +120,12 @@ def main(argv=None) -> int:
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of parts: {', '.join(PARTS)}")
     p.add_argument("--pairs", type=int, default=None, help="override the drag protocol's pair count")
     p.add_argument("--max-steps", type=int, default=None, help="override the step cap of drags")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is faster on a CPU that other processes keep busy)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     parts = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in parts if s not in PARTS]
     if unknown:

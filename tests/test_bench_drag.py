@@ -153,6 +153,7 @@ def test_protocol_runs_end_to_end_on_a_tiny_generator(G):
     assert s["md_no_edit_mean"] == pytest.approx(
         np.mean([r["md_no_edit"] for r in rows if r["handles"] == 5]), abs=1e-4)  # summaries round to 4 digits
     assert result["realism"]["5"]["n"] == 2 and result["realism"]["5"]["fd"] >= 0
+    assert s["md_detector_noise"] >= 0
     table = eval_drag.markdown_table(result)
     assert "| 5 |" in table and "paper" in table
     json.dumps(result, default=eval_drag._json_default)  # the result is JSON-serializable

@@ -26,13 +26,19 @@ def test_draw_drag_puts_handles_and_targets_where_the_points_are():
 
 
 def test_example_figure_gif_and_md_curves_on_a_tiny_generator(G, tmp_path):
-    pairs, _ = eval_drag.sample_pairs(G, 2, detector=fake_detector)
+    faces, _ = eval_drag.sample_faces(G, 2, detector=fake_detector)
     config = DragConfig(feature_block=4, stop_distance=0.01)  # out of reach: every drag runs all its steps
-    examples = figures.drag_examples(G, pairs, 5, config, max_steps=3, image_every=1, detector=fake_detector)
+    examples = figures.drag_examples(G, faces, figures.EDITS, config, max_steps=3, image_every=1,
+                                     detector=fake_detector)
+    assert [e.name for e in examples] == [e[0] for e in figures.EDITS[:2]]
+    # Targets are the landmarks moved by the edit's offsets (given at 128 px, scaled to R).
+    name, idx, offsets = figures.EDITS[0]
+    np.testing.assert_allclose(examples[0].targets - examples[0].handles, np.array(offsets) * R / 128)
+    np.testing.assert_allclose(examples[0].handles, faces[0].face.landmarks[idx])
     png = figures.examples_figure(examples, tmp_path / "ex.png", scale=2)
     with Image.open(png) as im:
-        # two rows of three panels (each 2R wide plus a caption strip), 4 px padding
-        assert im.size == (3 * 2 * R + 4 * 4, 2 * (2 * R + 16) + 3 * 4)
+        # two rows of two panels (each 2R wide plus a caption strip), 4 px padding
+        assert im.size == (2 * 2 * R + 3 * 4, 2 * (2 * R + 16) + 3 * 4)
     gif = figures.drag_gif(examples[0], tmp_path / "drag.gif", scale=2)
     frames = examples[0].run.frames
     assert [f[0] for f in frames] == [0, 1, 2, 3]
@@ -47,7 +53,8 @@ def test_example_figure_gif_and_md_curves_on_a_tiny_generator(G, tmp_path):
         assert sum(durations) == (len(frames) + 8) * durations[0]
     assert gif.stat().st_size < figures.MAX_FILE_BYTES
 
-    curves = figures.md_curves(G, pairs[:1], (1, 5), config, steps=4, every=2, detector=fake_detector)
+    pairs, _ = eval_drag.sample_pairs(G, 1, detector=fake_detector)
+    curves = figures.md_curves(G, pairs, (1, 5), config, steps=4, every=2, detector=fake_detector)
     for n in ("1", "5"):
         c = curves[n]
         assert c["steps"] == [0, 2, 4]  # the stop distance is out of reach: every drag runs all steps
