@@ -212,24 +212,79 @@ def run_drag(G, ws: torch.Tensor, handles, targets, config: DragConfig, max_step
                    tracked=tracked, frames=frames)
 
 
+def run_task(G, task: "DragTask", config: DragConfig, max_steps: int | None = None, image_every: int = 0) -> DragRun:
+    return run_drag(G, task.face.ws, task.handles, task.targets, config, max_steps, image_every)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+@dataclasses.dataclass
+class DragTask:
+    """One edit to measure: drag ``handles`` on ``face`` to ``targets``.
+
+    ``landmarks`` names the points of the re-detected face that are compared with the
+    targets: a handle count (1, 5 or 68, the protocol's subsets) or a list of landmark
+    indices (a named edit, see :data:`EDITS`).
+    """
+
+    face: FaceSample
+    handles: np.ndarray
+    targets: np.ndarray
+    landmarks: int | list
+    name: str = ""
+    seed_target: int | None = None
+
+    def select(self, landmarks68: np.ndarray) -> np.ndarray:
+        if isinstance(self.landmarks, int):
+            return handle_points(landmarks68, self.landmarks)
+        return np.asarray(landmarks68, np.float64)[self.landmarks]
+
+
+# Deliberate edits on landmarks: (name, landmark indices, offsets in pixels at 128 px).
+# Protocol pairs of aligned faces are only 1-3 px apart at 128 px, the same order as the
+# detector's noise; these move landmarks by 5-7 px, well above it.
+EDITS = [
+    ("wider mouth", [48, 54], [(-5, 0), (5, 0)]),
+    ("turn nose right", [30], [(7, 0)]),
+    ("chin and lower lip down", [8, 57], [(0, 6), (0, 6)]),
+]
+
+
+def pair_task(pair: FacePair, num_handles: int, resolution: int) -> DragTask:
+    """The Table 1 task: face 1's landmark subset -> face 2's."""
+    handles, targets = pair_points(pair, num_handles, resolution)
+    return DragTask(pair.source, handles, targets, num_handles, f"{num_handles} handles", pair.target.seed)
+
+
+def edit_task(face: FaceSample, edit: tuple, resolution: int) -> DragTask:
+    """A named edit of :data:`EDITS` on ``face``: its landmarks moved by the offsets (given at 128 px, scaled to R)."""
+    name, indices, offsets = edit
+    handles = np.asarray(face.face.landmarks, np.float64)[indices]
+    targets = handles + np.asarray(offsets, np.float64) * resolution / 128
+    return DragTask(face, clip_points(handles, resolution), clip_points(targets, resolution), list(indices), name)
+
+
+def measure(task: DragTask, run: DragRun, detector: Detector = measure_face) -> dict:
+    """Re-detect landmarks on the result; one row of a results table."""
+    face = detector(run.image, embed=True)
+    md = None if face is None else mean_distance(task.select(face.landmarks), task.targets)
+    source_embedding = task.face.face.embedding
+    return {"task": task.name, "handles": len(task.handles), "seed_source": task.face.seed,
+            "seed_target": task.seed_target, "md": md, "md_no_edit": mean_distance(task.handles, task.targets),
+            "face_found": face is not None, "steps": run.steps, "done": run.done, "seconds": run.seconds,
+            "seconds_drag": run.seconds_drag, "ms_per_step": 1000 * run.seconds_drag / max(run.steps, 1),
+            "identity_to_source": None if face is None or face.embedding is None or source_embedding is None else
+            float(np.linalg.norm(face.embedding - source_embedding)),
+            "_embedding": None if face is None else face.embedding}
+
+
 def evaluate_edit(pair: FacePair, run: DragRun, num_handles: int, resolution: int,
                   detector: Detector = measure_face) -> dict:
-    """Re-detect landmarks on the result; one row of the results table."""
-    handles, targets = pair_points(pair, num_handles, resolution)
-    face = detector(run.image, embed=True)
-    md = None if face is None else mean_distance(handle_points(face.landmarks, num_handles), targets)
-    return {"handles": num_handles, "seed_source": pair.source.seed, "seed_target": pair.target.seed,
-            "md": md, "md_no_edit": mean_distance(handles, targets), "face_found": face is not None,
-            "steps": run.steps, "done": run.done, "seconds": run.seconds, "seconds_drag": run.seconds_drag,
-            "ms_per_step": 1000 * run.seconds_drag / max(run.steps, 1),
-            "identity_to_source": None if face is None or face.embedding is None else
-            float(np.linalg.norm(face.embedding - pair.source.face.embedding)),
-            "_embedding": None if face is None else face.embedding}
+    """:func:`measure` for a protocol pair dragged with ``num_handles`` handles."""
+    return measure(pair_task(pair, num_handles, resolution), run, detector)
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -274,9 +329,8 @@ def run_protocol(G, pairs: list[FacePair], handle_counts: Iterable[int] = (1, 5,
         load_before = os.getloadavg()[0]
         setting_rows = []
         for i, pair in enumerate(pairs):
-            handles, targets = pair_points(pair, n, R)
-            run = run_drag(G, pair.source.ws, handles, targets, config, max_steps=max_steps)
-            row = evaluate_edit(pair, run, n, R, detector)
+            task = pair_task(pair, n, R)
+            row = measure(task, run_task(G, task, config, max_steps), detector)
             setting_rows.append(row)
             if log:
                 log(f"[{n} pts] pair {i + 1}/{len(pairs)}: MD {_fmt(row['md'])} (no edit {row['md_no_edit']:.2f}) "

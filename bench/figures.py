@@ -4,7 +4,7 @@
 
 writes ``drag_examples.png`` (rows of: a generated face with handles (red) on dlib
 landmarks and arrows to their targets (blue), then the result with the tracked handles;
-the edits are :data:`EDITS`), ``md_vs_iterations.png`` (re-detected landmark MD and the
+the edits are :data:`bench.eval_drag.EDITS`), ``md_vs_iterations.png`` (re-detected landmark MD and the
 engine's tracked handle distance against the optimization step, for 1, 5 and 68
 handles on Table 1 protocol pairs) and ``drag.gif`` (the first edit, step by step),
 plus ``figures.json`` with the numbers.
@@ -28,8 +28,8 @@ from PIL import Image, ImageDraw
 from draggan.engine import DragConfig
 from draggan.overlay import render_view, upscale
 
-from .eval_drag import (FacePair, FaceSample, clip_points, environment, load_model, mean_distance, pair_points,
-                        run_drag, sample_faces, sample_pairs, write_json)
+from .eval_drag import (EDITS, DragTask, FacePair, FaceSample, edit_task, environment, load_model, mean_distance,
+                        measure, pair_points, run_drag, run_task, sample_faces, sample_pairs, write_json)
 from .landmarks import handle_points, measure_face
 
 MAX_FILE_BYTES = 1_000_000
@@ -70,48 +70,26 @@ def grid(rows: list[list[Image.Image]], pad: int = 4) -> Image.Image:
 # --------------------------------------------------------------------------- figures
 
 
-# Edits for the before/after figure: (name, landmark indices, offsets in pixels at 128 px).
-# Protocol pairs move landmarks by 1-3 px at 128 px, too little to see, so the figure
-# shows deliberate edits on the same kind of landmarks instead.
-EDITS = [
-    ("wider mouth", [48, 54], [(-5, 0), (5, 0)]),
-    ("turn nose right", [30], [(7, 0)]),
-    ("chin and lower lip down", [8, 57], [(0, 6), (0, 6)]),
-]
-
-
 @dataclasses.dataclass
 class Example:
-    """One drag for the figure: the face, its points, the run and the re-detected MD."""
+    """One drag for the figure: the task, the run and the re-detected MD."""
 
-    name: str
-    face: FaceSample
-    landmarks: list
-    handles: np.ndarray
-    targets: np.ndarray
+    task: DragTask
     run: object  # eval_drag.DragRun
     md: float | None
     md_no_edit: float
 
 
-def edit_points(face: FaceSample, landmarks: list, offsets: list, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Handles on the face's landmarks and targets shifted by ``offsets`` (given at 128 px, scaled to R)."""
-    handles = face.face.landmarks[landmarks]
-    targets = handles + np.asarray(offsets, float) * resolution / 128
-    return clip_points(handles, resolution), clip_points(targets, resolution)
-
-
 def drag_examples(G, faces: list[FaceSample], edits, config: DragConfig, max_steps: int | None,
                   image_every: int = 0, detector=measure_face) -> list[Example]:
-    """Drag each face with the matching edit (name, landmark indices, offsets); MD re-detected on the result."""
+    """Drag each face with the matching edit of ``edits`` (see eval_drag.EDITS); MD re-detected on the result."""
     out = []
     R = int(G.img_resolution)
-    for face, (name, landmarks, offsets) in zip(faces, edits):
-        h, t = edit_points(face, landmarks, offsets, R)
-        run = run_drag(G, face.ws, h, t, config, max_steps=max_steps, image_every=image_every)
-        found = detector(run.image)
-        md = None if found is None else mean_distance(found.landmarks[landmarks], t)
-        out.append(Example(name, face, list(landmarks), h, t, run, md, mean_distance(h, t)))
+    for face, edit in zip(faces, edits):
+        task = edit_task(face, edit, R)
+        run = run_task(G, task, config, max_steps=max_steps, image_every=image_every)
+        row = measure(task, run, detector)
+        out.append(Example(task, run, row["md"], row["md_no_edit"]))
     return out
 
 
@@ -119,13 +97,12 @@ def examples_figure(examples: list[Example], path, scale: int = 2) -> Path:
     """Rows of (before: handles, arrows, targets; after: tracked handles and targets)."""
     rows = []
     for ex in examples:
-        final = ex.run.frames[-1][2] if ex.run.frames else ex.handles
+        final = ex.run.frames[-1][2] if ex.run.frames else ex.task.handles
         md = "–" if ex.md is None else f"{ex.md:.1f}"
+        t = ex.task
         rows.append([
-            _label(draw_drag(ex.face.image, ex.handles, ex.targets, scale),
-                   f"{ex.name}: {ex.md_no_edit:.1f} px to go"),
-            _label(draw_drag(ex.run.image, final, ex.targets, scale),
-                   f"after {ex.run.steps} steps: landmarks {md} px off"),
+            _label(draw_drag(t.face.image, t.handles, t.targets, scale), f"{t.name}: {ex.md_no_edit:.1f} px to go"),
+            _label(draw_drag(ex.run.image, final, t.targets, scale), f"after {ex.run.steps} steps: landmarks {md} px off"),
         ])
     return _save_png(grid(rows), path)
 
@@ -195,7 +172,7 @@ def drag_gif(example: Example, path, scale: int = 2, max_frames: int = 40, fps: 
     picked = frames[::stride]
     if picked[-1] is not frames[-1]:
         picked.append(frames[-1])
-    images = [np.asarray(draw_drag(img, handles, example.targets, scale)) for _, img, handles in picked]
+    images = [np.asarray(draw_drag(img, handles, example.task.targets, scale)) for _, img, handles in picked]
     images += [images[-1]] * int(fps)  # hold the result for a second
     path = Path(path)
     while True:
@@ -241,7 +218,7 @@ def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_
     paths["md_curve"] = str(md_curve_figure(curves, out_dir / "md_vs_iterations.png", int(G.img_resolution)))
     result = {"meta": {"command": command, "env": environment(device), "resolution": int(G.img_resolution),
                        "first_seed": first_seed, "config": dataclasses.asdict(config)},
-              "examples": [{"edit": e.name, "seed": e.face.seed, "landmarks": e.landmarks, "md": e.md,
+              "examples": [{"edit": e.task.name, "seed": e.task.face.seed, "landmarks": e.task.landmarks, "md": e.md,
                             "md_no_edit": e.md_no_edit, "steps": e.run.steps, "done": e.run.done,
                             "seconds": round(e.run.seconds, 2)} for e in examples],
               "curves": curves, "paths": paths}

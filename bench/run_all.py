@@ -34,10 +34,10 @@ from . import ablate, eval_drag, eval_inversion, figures
 PARTS = ("drag", "ablate", "inversion", "speed", "figures")
 
 # Sizes per mode. None = the script's own default.
-QUICK = dict(drag_pairs=1, drag_steps=8, ablate_pairs=1, ablate_steps=5, inv_photos=1, inv_budgets="5:0,5:5",
+QUICK = dict(drag_pairs=1, drag_steps=8, ablate_tasks=1, ablate_steps=5, inv_photos=1, inv_budgets="5:0,5:5",
              inv_loss_budget="5:5", fig_examples=1, fig_curve_pairs=1, fig_curve_steps=8, fig_every=4,
              fig_example_steps=8)
-FULL = dict(drag_pairs=100, drag_steps=None, ablate_pairs=20, ablate_steps=None, inv_photos=20,
+FULL = dict(drag_pairs=100, drag_steps=None, ablate_tasks=24, ablate_steps=None, inv_photos=20,
             inv_budgets=eval_inversion.DEFAULT_BUDGETS, inv_loss_budget="30:25", fig_examples=3, fig_curve_pairs=3,
             fig_curve_steps=60, fig_every=5, fig_example_steps=80)
 
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
 
     def ablations():
         grid = ablate.QUICK_GRID if args.quick else ablate.FULL_GRID
-        r = ablate.ablate(model(), grid, DragConfig(), size["ablate_pairs"], 5, size["ablate_steps"],
+        r = ablate.ablate(model(), grid, DragConfig(), size["ablate_tasks"], "edits", 5, size["ablate_steps"],
                           model=args.model, device=args.device, command=command + "  [ablate]", log=log)
         eval_drag.write_json(r, out / "ablations.json")
         return ablate.markdown_tables(r)

@@ -184,7 +184,7 @@ def test_sampling_skips_seeds_without_a_face(G):
 def test_ablation_reuses_identical_settings_and_recommends_lowest_md(G):
     grid = {"feature_block": [("b3", {"feature_block": 3}), ("b4", {"feature_block": 4})],
             "r1": [("r1=1", {"r1": 1.0, "feature_block": 4}), ("r1=2", {"r1": 2.0, "feature_block": 4})]}
-    result = ablate.ablate(G, grid, DragConfig(feature_block=4, r1=1.0), num_pairs=1, max_steps=2,
+    result = ablate.ablate(G, grid, DragConfig(feature_block=4, r1=1.0), 1, "pairs", max_steps=2,
                            detector=fake_detector, first_seed=0)
     by_label = {v["label"]: v for v in result["variants"]}
     assert by_label["r1=1"]["reused"] and not by_label["b4"]["reused"]  # same effective settings as b4
@@ -212,3 +212,20 @@ def test_variant_config_all_layers_means_every_w_plus_layer(G):
 def dataclasses_replace(cfg, **kw):
     import dataclasses
     return dataclasses.replace(cfg, **kw)
+
+
+def test_named_edit_tasks_move_the_named_landmarks_by_the_offsets_scaled_to_the_resolution(G):
+    faces, _ = eval_drag.sample_faces(G, 3, detector=fake_detector)
+    tasks, _ = ablate.make_tasks(G, "edits", 3, first_seed=0, detector=fake_detector)
+    for face, task, (name, idx, offsets) in zip(faces, tasks, eval_drag.EDITS):
+        assert task.name == name and task.face.seed == face.seed
+        np.testing.assert_allclose(task.handles, face.face.landmarks[idx])
+        np.testing.assert_allclose(task.targets - task.handles, np.array(offsets) * R / 128)
+        # The measured points of a re-detected face are the same landmarks.
+        np.testing.assert_array_equal(task.select(face.face.landmarks), face.face.landmarks[idx])
+    run = eval_drag.run_task(G, tasks[0], DragConfig(feature_block=4), max_steps=2)
+    row = eval_drag.measure(tasks[0], run, detector=fake_detector)
+    assert row["task"] == eval_drag.EDITS[0][0] and row["handles"] == len(eval_drag.EDITS[0][1])
+    assert row["md_no_edit"] == pytest.approx(np.linalg.norm(eval_drag.EDITS[0][2], axis=1).mean() * R / 128)
+    with pytest.raises(ValueError):
+        ablate.make_tasks(G, "nonsense", 1, detector=fake_detector)
