@@ -279,11 +279,11 @@ class Studio:
                            pending=s.pending, mask=s.mask, smooth=s.view_smooth)
 
     def editor_value(self, s: UserSession):
-        """The sketch pad: the current image as background, the mask as its one layer."""
+        """The sketch pad: the current image with its points as background, the mask as its one layer."""
         if not s.has_image:
             return None
         scale = view_scale(s.resolution)
-        background = render_view(s.image, scale, smooth=s.view_smooth)
+        background = render_view(s.image, scale, s.handles, s.targets, pending=s.pending, smooth=s.view_smooth)
         layers = [mask_layer(s.mask, scale)] if s.mask is not None else []
         return {"background": background, "layers": layers, "composite": None}
 
@@ -300,10 +300,14 @@ class Studio:
             parts.append(f"Mask: {int(s.mask.sum())} of {s.mask.size} pixels may move (the dimmed area stays).")
         return "\n\n".join(parts)
 
-    def view_updates(self, s: UserSession, headline: str | None = None, editor: bool = False) -> dict:
+    def view_updates(self, s: UserSession, headline: str | None = None, editor: bool | None = False) -> dict:
+        """The view, status and points text; ``editor``: True fills the sketch pad, None empties it
+        (a new image: the pad is filled when the Mask tab is opened), False leaves it."""
         out = {self.ui["canvas"]: self.view(s), self.ui["status"]: self.status(s, headline),
                self.ui["points_text"]: format_points(s.handles, s.targets)}
-        if editor:
+        if editor is None:
+            out[self.ui["editor"]] = None
+        elif editor:
             out[self.ui["editor"]] = self.editor_value(s)
         return out
 
@@ -366,7 +370,7 @@ class Studio:
             out[self.ui["status"]] = f"The model could not be loaded: {e}"
             return out
         out.update(self.param_updates(s.generator))
-        out.update(self.view_updates(s, editor=True))
+        out.update(self.view_updates(s, editor=None))
         return out
 
     def select_model(self, label: str, seed, psi, request: gr.Request, progress=gr.Progress()):
@@ -383,7 +387,7 @@ class Studio:
                self.ui["model_info"]: self.model_info(label), self.ui["report"]: "",
                self.ui["aligned"]: None, self.ui["reconstruction"]: None}
         out.update(self.param_updates(s.generator))
-        out.update(self.view_updates(s, editor=True))
+        out.update(self.view_updates(s, editor=None))
         return out
 
     def sample(self, label: str, seed, psi, request: gr.Request):
@@ -406,7 +410,7 @@ class Studio:
         out = {self.ui["seed"]: seed, self.ui["report"]: "", self.ui["aligned"]: None,
                self.ui["reconstruction"]: None}
         out.update(self.param_updates(s.generator))
-        out.update(self.view_updates(s, editor=True))
+        out.update(self.view_updates(s, editor=None))
         return out
 
     def new_face(self, label: str, psi, request: gr.Request):
@@ -456,7 +460,7 @@ class Studio:
         out = {self.ui["aligned"]: np.asarray(result.aligned), self.ui["reconstruction"]: np.asarray(result.reconstruction),
                self.ui["report"]: quality_report(report)}
         out.update(self.param_updates(result.generator))
-        out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=True))
+        out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
         return out
 
     def cancel_inversion(self, request: gr.Request):
@@ -532,6 +536,12 @@ class Studio:
         s.set_mask(mask)
         return {self.ui["canvas"]: self.view(s), self.ui["status"]: self.status(s)}
 
+    def show_mask_editor(self, request: gr.Request):
+        """Mask tab opened: the sketch pad shows the current image and mask (updated only now,
+        because loading an image into the pad is slow in the browser)."""
+        s = self.session(request)
+        return {self.ui["editor"]: self.editor_value(s)} if s.has_image else gr.skip()
+
     def clear_mask(self, request: gr.Request):
         s = self.session(request)
         if not s.has_image:
@@ -542,13 +552,15 @@ class Studio:
     def set_smooth(self, smooth: bool, request: gr.Request):
         s = self.session(request)
         s.view_smooth = bool(smooth)
-        return self.view_updates(s, editor=True) if s.has_image else gr.skip()
+        return self.view_updates(s) if s.has_image else gr.skip()
 
     # ----------------------------------------------------------------- dragging
 
-    def request_drag(self, request: gr.Request):
-        """Start click, before the drag is queued: take a ticket so that Stop can cancel it while it waits."""
+    def request_drag(self, editor, request: gr.Request):
+        """Start click, before the drag is queued: take a ticket so that Stop can cancel it while it
+        waits, and take the mask as painted now (the sketch pad does not report every stroke)."""
         self.session(request).request_drag()
+        return self.paint_mask(editor, request)
 
     def drag(self, lr, max_steps, r1, r2, lambda_mask, space, block, request: gr.Request):
         """Stream frames while the handles move; ends on arrival, after max steps, or on Stop."""
@@ -616,7 +628,7 @@ class Studio:
             headline = f"Paused at step {state.step} (max steps per Start). Press **Start** to continue."
         if state is not None and (not s.frames or not np.array_equal(s.frames[-1].image, image)):
             s.record_frame(image, state.handles, state.targets)
-        out = self.view_updates(s, headline, editor=True)
+        out = self.view_updates(s, headline)
         out[self.ui["status"]] = self.status(s, headline, None if state is None else state.distances)
         yield out
 
@@ -631,14 +643,14 @@ class Studio:
         if not s.undo():
             gr.Info("Nothing to undo.")
             return gr.skip()
-        return self.view_updates(s, "Undid the last drag.", editor=True)
+        return self.view_updates(s, "Undid the last drag.")
 
     def reset(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "reset"):
             return gr.skip()
         s.reset()
-        return self.view_updates(s, "Back to the original image.", editor=True)
+        return self.view_updates(s, "Back to the original image.")
 
     # ----------------------------------------------------------------- export
 
@@ -698,10 +710,9 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         gr.Markdown("# DragGAN Studio\nDrag points on a face to edit it, on a sampled face or on your own photo.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
-                with gr.Group():
-                    ui["model"] = gr.Dropdown(choices=studio.model_choices(), value=studio.settings.default_model,
-                                              label="Model", interactive=True)
-                    ui["model_info"] = gr.Markdown(elem_classes="compact-md")
+                ui["model"] = gr.Dropdown(choices=studio.model_choices(), value=studio.settings.default_model,
+                                          label="Model", interactive=True)
+                ui["model_info"] = gr.Markdown(elem_classes="compact-md")
                 with gr.Row():
                     ui["seed"] = gr.Number(value=DEFAULT_SEED, label="Seed", precision=0, minimum=0, min_width=80)
                     ui["psi"] = gr.Slider(0.0, 1.0, value=DEFAULT_TRUNCATION, step=0.05, label="Truncation",
@@ -711,16 +722,16 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["show_seed"] = gr.Button("Show seed")
                 with gr.Accordion("Your photo", open=True):
                     ui["photo"] = gr.Image(type="filepath", label="Photo (a face, looking at the camera)",
-                                           sources=["upload", "clipboard"], height=220)
+                                           sources=["upload", "clipboard"], height=220, elem_id="photo")
                     with gr.Row():
-                        ui["invert"] = gr.Button("Invert photo", variant="primary")
+                        ui["invert"] = gr.Button("Invert photo", variant="primary", elem_id="invert")
                         ui["cancel"] = gr.Button("Cancel", variant="stop")
                     with gr.Row():
                         ui["aligned"] = gr.Image(label="Aligned input", interactive=False, height=160,
                                                  buttons=[], min_width=100)
                         ui["reconstruction"] = gr.Image(label="Reconstruction", interactive=False, height=160,
                                                         buttons=[], min_width=100)
-                    ui["report"] = gr.Markdown(elem_classes="compact-md")
+                    ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report")
                 with gr.Accordion("Drag settings", open=False):
                     ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)
                     ui["max_steps"] = gr.Slider(1, 1000, value=config.max_steps, step=1,
@@ -734,22 +745,24 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["smooth"] = gr.Checkbox(value=False, label="Smooth upscaling of the view")
             with gr.Column(scale=3, min_width=360):
                 with gr.Tabs():
-                    with gr.Tab("Points"):
+                    with gr.Tab("Points") as points_tab:
                         ui["canvas"] = gr.Image(label="Click: handle, then target", interactive=False,
                                                 format="png", elem_id="canvas", buttons=["fullscreen"],
                                                 show_label=False, height=560)
-                    with gr.Tab("Mask"):
+                    with gr.Tab("Mask") as mask_tab:
                         ui["editor"] = gr.ImageEditor(
                             label="Paint the region that may move", elem_id="mask-editor", sources=[],
                             type="numpy", image_mode="RGBA", layers=False, transforms=[], height=560,
-                            brush=gr.Brush(colors=["#ffcc00"], color_mode="fixed", default_size=24),
-                            eraser=gr.Eraser(default_size=24), buttons=[], format="png")
+                            brush=gr.Brush(colors=[("#ffcc00", 0.55)], color_mode="fixed", default_size=20),
+                            eraser=gr.Eraser(default_size=20), buttons=[], format="png")
+                        gr.Markdown("Paint where the image may change; the rest stays fixed. The mask is used "
+                                    "when you go back to **Points** or press **Start**.", elem_classes="compact-md")
                         ui["clear_mask"] = gr.Button("Clear mask", size="sm")
                 with gr.Row():
-                    ui["start"] = gr.Button("▶ Start", variant="primary", elem_id="start")
-                    ui["stop"] = gr.Button("■ Stop", variant="stop", elem_id="stop")
-                    ui["undo"] = gr.Button("↶ Undo drag", elem_id="undo")
-                    ui["reset"] = gr.Button("Reset", elem_id="reset")
+                    ui["start"] = gr.Button("▶ Start", variant="primary", elem_id="start", min_width=80)
+                    ui["stop"] = gr.Button("■ Stop", variant="stop", elem_id="stop", min_width=80)
+                    ui["undo"] = gr.Button("↶ Undo drag", elem_id="undo", min_width=80)
+                    ui["reset"] = gr.Button("Reset", elem_id="reset", min_width=80)
                 with gr.Row():
                     ui["remove_point"] = gr.Button("Remove last point", size="sm")
                     ui["clear_points"] = gr.Button("Clear points", size="sm")
@@ -759,13 +772,13 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
                         ui["paste_back"] = gr.Checkbox(value=True, label="Paste an edited photo back into it")
                     ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
-                    ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                    ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files")
                 with gr.Accordion("Points as text", open=False):
                     ui["points_text"] = gr.Textbox(label="Points (handle->target pairs, generator pixels)",
                                                    placeholder="60,70->70,70; 40,50->40,45", submit_btn="Set")
 
         view = [ui["canvas"], ui["status"], ui["points_text"]]
-        editor_view = view + [ui["editor"]]
+        editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
         photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
@@ -787,21 +800,27 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                                        editor_view + params + photo_out, api_name="invert", **heavy)
         ui["cancel"].click(studio.cancel_inversion, None, None, api_name="cancel_inversion", **light)
 
-        ui["canvas"].select(studio.click, None, view, api_name=False, **light)
+        # Every click counts, in order: quick clicks queue up instead of being dropped.
+        ui["canvas"].select(studio.click, None, view, api_name=False, trigger_mode="multiple", concurrency_limit=1,
+                            concurrency_id="clicks", show_progress="hidden")
         ui["remove_point"].click(studio.remove_last_point, None, view, api_name="remove_last_point", **light)
         ui["clear_points"].click(studio.clear_points, None, view, api_name="clear_points", **light)
         ui["points_text"].submit(studio.set_points_text, [ui["points_text"]], view, api_name="set_points",
                                  **light)
-        ui["editor"].change(studio.paint_mask, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
-                            trigger_mode="always_last", **light)
         ui["clear_mask"].click(studio.clear_mask, None, editor_view, api_name="clear_mask", **light)
-        ui["smooth"].change(studio.set_smooth, [ui["smooth"]], editor_view, api_name=False, **light)
+        ui["smooth"].change(studio.set_smooth, [ui["smooth"]], view, api_name=False, **light)
 
-        ui["start"].click(studio.request_drag, None, None, api_name=False, queue=False).then(
-            gpu(studio.drag), drag_params, editor_view, api_name="drag", show_progress="hidden", **heavy)
+        # The mask is read from the sketch pad when the Points tab is shown and when Start is
+        # pressed, not on every stroke: each change would upload three full-size PNGs (and
+        # Gradio drops the first stroke's change event anyway).
+        mask_tab.select(studio.show_mask_editor, None, [ui["editor"]], api_name=False, **light)
+        points_tab.select(studio.paint_mask, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False, **light)
+        ui["start"].click(studio.request_drag, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
+                          **light).then(
+            gpu(studio.drag), drag_params, view, api_name="drag", show_progress="hidden", **heavy)
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
-        ui["undo"].click(gpu(studio.undo), None, editor_view, api_name="undo", **light)
-        ui["reset"].click(gpu(studio.reset), None, editor_view, api_name="reset", **light)
+        ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **light)
+        ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **light)
         ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
                            api_name="export", **light)
         del inversion

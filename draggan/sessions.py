@@ -299,7 +299,7 @@ class UserSession:
 
     def take_engine_handles(self) -> None:
         """After a drag, the handles are where the engine tracked them."""
-        handles = self.drag.handles
+        handles = None if self.drag is None else self.drag.handles
         if handles is not None and not self.points_changed:
             with self.lock:
                 self.handles = [tuple(map(float, h)) for h in handles]

@@ -96,7 +96,9 @@ def test_on_load_shows_the_default_models_face_and_its_parameters(studio):
     ui = studio.ui
     view = out[ui["canvas"]]
     assert view.shape == (R * SCALE, R * SCALE, 3)
-    assert out[ui["editor"]]["background"].shape == view.shape and out[ui["editor"]]["layers"] == []
+    assert out[ui["editor"]] is None                       # the sketch pad is filled when its tab opens
+    pad = studio.show_mask_editor(request())[ui["editor"]]
+    assert pad["background"].shape == view.shape and pad["layers"] == []
     assert out[ui["block"]]["value"] == 5                      # min(6, blocks of a 64 px model)
     assert [c[1] for c in out[ui["block"]]["choices"]] == [1, 2, 3, 4, 5]
     assert "Click the image" in out[ui["status"]]
@@ -208,8 +210,13 @@ def test_painted_mask_becomes_the_movable_region_and_is_shown(studio):
     assert (view[2:8, 2:8] < plain[2:8, 2:8]).all()                     # the fixed area is dimmed
     assert np.array_equal(view[15 * SCALE, 15 * SCALE], plain[15 * SCALE, 15 * SCALE])
     assert "may move" in out[studio.ui["status"]]
+    pad = studio.show_mask_editor(req)[studio.ui["editor"]]
+    assert np.array_equal(app.mask_from_strokes(pad["layers"][0], R), mask)    # the pad shows the mask
     out = studio.clear_mask(req)
     assert session(studio, req).mask is None and out[studio.ui["editor"]]["layers"] == []
+    # Start reads the pad too: a stroke painted just before Start is used.
+    studio.request_drag(editor_with_stroke(0, 0, 8, 8), req)
+    assert session(studio, req).mask.sum() == 64
 
 
 # --------------------------------------------------------------------------- drag
@@ -226,7 +233,9 @@ def test_drag_streams_frames_and_moves_the_handle(studio):
     s = session(studio, req)
     assert s.handles != [(20.0, 20.0)] and s.busy is None
     assert "Paused at step 6" in outs[-1][studio.ui["status"]] or "Arrived" in outs[-1][studio.ui["status"]]
-    assert studio.ui["editor"] in outs[-1]                                # the sketch pad follows the image
+    assert studio.ui["editor"] not in outs[-1]                            # the pad is refreshed when opened
+    pad = studio.show_mask_editor(req)[studio.ui["editor"]]
+    assert np.array_equal(pad["background"], app.render_view(s.image, SCALE, s.handles, s.targets))
     assert len(s.frames) >= 2
 
 
@@ -236,7 +245,7 @@ def test_drag_needs_points_and_a_stop_before_start_cancels_it(studio, messages):
     assert run_drag(studio, req) == []
     assert "handle" in messages[-1][1]
     studio.set_points_text("20,20->40,30", req)
-    studio.request_drag(req)
+    studio.request_drag(None, req)
     studio.stop(req)                                                      # Stop while it waits in the queue
     outs = run_drag(studio, req)
     assert len(outs) == 1 and "before it started" in outs[0][studio.ui["status"]]

@@ -1,0 +1,91 @@
+"""Fixtures for the browser tests: the app on a tiny generator, and headless Debian Chromium via playwright.
+
+Chromium is the system package (``apt-get install chromium``, /usr/bin/chromium),
+driven by the ``playwright`` wheel; ``playwright install`` is never needed. The
+tests are skipped, saying why, only when that browser is missing.
+Set ``DRAGGAN_SCREENSHOTS=DIR`` to keep screenshots of each step.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CHROMIUM = os.environ.get("DRAGGAN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+R = 64
+
+
+def _chromium_missing() -> str | None:
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        return f"Chromium not found at {CHROMIUM} (apt-get install -y chromium; .ci/run does this)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -r requirements-dev.txt)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    import app
+    from draggan.networks import Generator
+    from inversion import InversionConfig
+
+    torch.manual_seed(0)
+    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
+    model = tmp_path_factory.mktemp("tiny")
+    G.save_pretrained(model, dtype=torch.float32)
+    # Face detection runs (and finds no face in the test photo); short budgets keep it quick.
+    inversion = InversionConfig(steps_w=3, steps_pti=2, w_avg_samples=64, identity=False, loss="l2", amp="none")
+    # Few frames per second: the headless browser renders in software on two busy cores.
+    demo = app.build_app({"tiny": str(model)}, "tiny", "cpu", autocast=False, inversion=inversion, max_fps=4,
+                         store=app.SessionStore(export_root=tmp_path_factory.mktemp("exports")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
+    yield url
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    reason = _chromium_missing()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def photo_file(tmp_path) -> Path:
+    """A small photo (smooth colour gradients; no face, so it is centre-cropped)."""
+    y, x = np.mgrid[0:90, 0:70]
+    img = np.stack([x * 3, y * 2, (x + y) * 1.5], axis=-1).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture
+def shots():
+    """shots(page, name): a full-page screenshot into $DRAGGAN_SCREENSHOTS, when set."""
+    folder = os.environ.get("DRAGGAN_SCREENSHOTS")
+
+    def take(page, name):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+    return take
