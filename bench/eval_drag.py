@@ -172,6 +172,7 @@ class DragRun:
     seconds_render : wall time of rendering the final image (the rest of a finished edit).
     tracked        : [(step, mean tracked handle-target distance)] after every step.
     frames         : [(step, image, handles)] every ``image_every`` steps (empty when 0).
+    final_handles  : [N, 2] the handles where the engine's tracking left them.
     """
 
     image: np.ndarray
@@ -181,6 +182,7 @@ class DragRun:
     seconds_render: float
     tracked: list
     frames: list
+    final_handles: np.ndarray
 
     @property
     def seconds(self) -> float:
@@ -196,11 +198,11 @@ def run_drag(G, ws: torch.Tensor, handles, targets, config: DragConfig, max_step
     tracked, frames = [(0, float(np.mean(session.distances)))], []
     if image_every:
         frames.append((0, session.render(), session.handles))
-    steps, done = 0, False
+    steps, done, final_handles = 0, False, session.handles
     _sync(device)
     t0 = time.perf_counter()
     for state in session.drag(max_steps=max_steps, image_every=image_every):
-        steps, done = state.step, state.done
+        steps, done, final_handles = state.step, state.done, state.handles
         tracked.append((state.step, float(state.distances.mean())))
         if state.image is not None:
             frames.append((state.step, state.image, state.handles))
@@ -209,7 +211,7 @@ def run_drag(G, ws: torch.Tensor, handles, targets, config: DragConfig, max_step
     image = session.render()
     t2 = time.perf_counter()
     return DragRun(image=image, steps=steps, done=done, seconds_drag=t1 - t0, seconds_render=t2 - t1,
-                   tracked=tracked, frames=frames)
+                   tracked=tracked, frames=frames, final_handles=final_handles)
 
 
 def run_task(G, task: "DragTask", config: DragConfig, max_steps: int | None = None, image_every: int = 0) -> DragRun:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 from pathlib import Path
@@ -93,16 +94,16 @@ def drag_examples(G, faces: list[FaceSample], edits, config: DragConfig, max_ste
     return out
 
 
-def examples_figure(examples: list[Example], path, scale: int = 2) -> Path:
+def examples_figure(examples: list[Example], path, scale: int = 3) -> Path:
     """Rows of (before: handles, arrows, targets; after: tracked handles and targets)."""
     rows = []
     for ex in examples:
-        final = ex.run.frames[-1][2] if ex.run.frames else ex.task.handles
         md = "–" if ex.md is None else f"{ex.md:.1f}"
         t = ex.task
         rows.append([
             _label(draw_drag(t.face.image, t.handles, t.targets, scale), f"{t.name}: {ex.md_no_edit:.1f} px to go"),
-            _label(draw_drag(ex.run.image, final, t.targets, scale), f"after {ex.run.steps} steps: landmarks {md} px off"),
+            _label(draw_drag(ex.run.image, ex.run.final_handles, t.targets, scale),
+                   f"after {ex.run.steps} steps: landmarks {md} px off"),
         ])
     return _save_png(grid(rows), path)
 
@@ -237,15 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-every", type=int, default=5, help="re-detect landmarks every N steps")
     p.add_argument("--example-steps", type=int, default=80, help="step cap of the example drags")
     p.add_argument("--first-seed", type=int, default=2000)
+    p.add_argument("--config", default=None, help="JSON dict of DragConfig overrides, e.g. '{\"lr\": 0.01}'")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        config = DragConfig(**(json.loads(args.config) if args.config else {}))
+    except (ValueError, TypeError) as e:
+        print(f"error: --config must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
+        return 2
     G = load_model(args.model, args.device)
     command = "python -m bench.figures " + " ".join(argv if argv is not None else sys.argv[1:])
     result = make_figures(G, args.out, args.examples, args.curve_pairs, args.curve_steps, args.curve_every,
-                          args.example_steps, args.first_seed, device=args.device, command=command,
+                          args.example_steps, args.first_seed, config=config, device=args.device, command=command,
                           log=lambda m: print(m, file=sys.stderr))
     for k, v in result["paths"].items():
         print(f"{k}: {v}")

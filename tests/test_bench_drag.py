@@ -229,3 +229,16 @@ def test_named_edit_tasks_move_the_named_landmarks_by_the_offsets_scaled_to_the_
     assert row["md_no_edit"] == pytest.approx(np.linalg.norm(eval_drag.EDITS[0][2], axis=1).mean() * R / 128)
     with pytest.raises(ValueError):
         ablate.make_tasks(G, "nonsense", 1, detector=fake_detector)
+
+
+def test_run_drag_reports_the_tracked_handles_and_the_step_trace(G):
+    pairs, _ = eval_drag.sample_pairs(G, 1, detector=fake_detector)
+    task = eval_drag.pair_task(pairs[0], 5, R)
+    run = eval_drag.run_task(G, task, DragConfig(feature_block=4, stop_distance=0.01), max_steps=3, image_every=2)
+    assert run.steps == 3 and not run.done
+    assert [s for s, _ in run.tracked] == [0, 1, 2, 3]
+    assert [f[0] for f in run.frames] == [0, 2, 3]  # every 2nd step and the last one
+    np.testing.assert_array_equal(run.final_handles, run.frames[-1][2])
+    # Tracked distances are the mean handle-target distances of those handles.
+    assert run.tracked[-1][1] == pytest.approx(np.linalg.norm(run.final_handles - task.targets, axis=1).mean(),
+                                               abs=1e-4)
