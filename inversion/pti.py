@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import torch
 
@@ -25,6 +26,7 @@ from .project import ProgressFn, autocast, check_cancel, flush_denormals, object
 class TuningSettings:
     steps: int = 350              # Maximum tuning steps (PTI: 350).
     lr: float = 3e-4              # Adam learning rate.
+    lr_rampdown: float = 0.0      # Fraction of the steps over which the lr decays to 0 (cosine); 0 = constant.
     l2_weight: float = 1.0        # Pixel MSE weight next to the perceptual loss.
     perceptual_weight: float = 1.0
     stop_threshold: float | None = 0.06  # Stop once the perceptual distance is at or below this (None = never).
@@ -101,6 +103,10 @@ def _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress,
     steps_run = 0
     for step in range(settings.steps):
         check_cancel(cancel)
+        if settings.lr_rampdown > 0:  # settle at the end instead of oscillating at the full lr
+            remaining = (settings.steps - step) / (settings.steps * settings.lr_rampdown)
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * (0.5 - 0.5 * math.cos(math.pi * min(1.0, remaining)))
         with autocast(device, settings.amp):
             img = G_tuned.synthesis(ws_pivot, noise_mode="const")
             total, perc = objective(img, target, loss, settings.l2_weight, settings.perceptual_weight)
