@@ -162,10 +162,13 @@ def md_curve_figure(curves: dict, path, resolution: int) -> Path:
     return path
 
 
-def drag_gif(example: Example, path, scale: int = 2, max_frames: int = 40, fps: float = 8.0) -> Path:
-    """The drag, frame by frame, with handles and targets drawn; kept under 1 MB by dropping frames."""
-    from draggan.video import write_video
+def drag_gif(example: Example, path, scale: int = 2, max_frames: int = 40, fps: float = 8.0,
+             hold_ms: int = 1000) -> Path:
+    """The drag, frame by frame, with handles and targets drawn; the result is held for ``hold_ms``.
 
+    Frames share one palette and are not dithered, which keeps the GIF small (dithering
+    noise defeats GIF's compression); frames are dropped until it is under 1 MB.
+    """
     frames = example.run.frames
     if not frames:
         raise ValueError("the example was run without frames (image_every=0)")
@@ -173,14 +176,27 @@ def drag_gif(example: Example, path, scale: int = 2, max_frames: int = 40, fps: 
     picked = frames[::stride]
     if picked[-1] is not frames[-1]:
         picked.append(frames[-1])
-    images = [np.asarray(draw_drag(img, handles, example.task.targets, scale)) for _, img, handles in picked]
-    images += [images[-1]] * int(fps)  # hold the result for a second
+    images = [draw_drag(img, handles, example.task.targets, scale) for _, img, handles in picked]
+    frame_ms = max(20, int(round(1000 / fps / 10)) * 10)  # GIF counts in 10 ms units
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        write_video(path, images, fps=fps)
+        _write_gif(images, path, frame_ms, hold_ms)
         if path.stat().st_size <= MAX_FILE_BYTES or len(images) <= 4:
             return path
-        images = images[::2]
+        images = images[:-1:2] + images[-1:]
+
+
+def _write_gif(images: list[Image.Image], path: Path, frame_ms: int, hold_ms: int) -> None:
+    # One palette for all frames, fitted on the first, middle and last frame side by side.
+    keys = [images[0], images[len(images) // 2], images[-1]]
+    mosaic = Image.new("RGB", (sum(k.width for k in keys), keys[0].height))
+    for i, k in enumerate(keys):
+        mosaic.paste(k, (i * k.width, 0))
+    palette = mosaic.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    frames = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms + hold_ms]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
 
 
 def _save_png(img: Image.Image, path) -> Path:
