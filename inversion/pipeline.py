@@ -454,6 +454,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     # 5. Report.
     report_progress("report", 0, 1)
     metric = lpips_metric(cfg.vgg16_path, device)
+    lpips_value = None if metric is None else lpips_distance(aligned, reconstruction, metric)
     face_found = alignment.method != "center"
     identity = identity_distance(aligned, reconstruction) if (cfg.identity and face_found) else None
     lap("report")
@@ -461,7 +462,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     report = {
         "psnr": round(psnr(aligned, reconstruction), 3),
         "ssim": round(ssim(aligned, reconstruction), 4),
-        "lpips": None if metric is None else round(lpips_distance(aligned, reconstruction, metric), 4),
+        "lpips": None if lpips_value is None else round(lpips_value, 4),
         "loss_used": loss.name,
         "face_found": face_found,
         "num_faces": alignment.num_faces,
