@@ -108,8 +108,12 @@ def registry_models() -> dict[str, str]:
 
 
 def default_feature_block(G) -> int:
-    """The paper's feature map (block 6 of a 512 px generator, 128 px) where the generator has it."""
-    return min(DragConfig().feature_block, G.num_blocks)
+    """Feature maps at a quarter of the image resolution, at most block 6: the paper's choice for
+    512 px models (block 6, 128 px) scaled to smaller ones (128 px: block 4, 32 px, which the
+    engine's ablation found as accurate as block 6 and several times faster)."""
+    quarter = max(4, G.img_resolution // 4)
+    block = next((b for b in range(1, G.num_blocks + 1) if G.block_resolution(b) >= quarter), G.num_blocks)
+    return min(block, DragConfig().feature_block)
 
 
 def fast_autocast(device: str) -> bool:
