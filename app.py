@@ -34,7 +34,7 @@ from draggan.download import is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
-from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession
+from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession  # noqa: F401 (re-exported)
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
 from inversion.pipeline import InversionCache
@@ -205,8 +205,8 @@ class Studio:
     def __init__(self, settings: StudioSettings):
         self.settings = settings
         self.device = settings.device
-        self.store = settings.store or SessionStore()
-        self.pool = settings.pool or ModelPool()
+        self.store = settings.store if settings.store is not None else SessionStore()
+        self.pool = settings.pool if settings.pool is not None else ModelPool()
         self.inversion_cache = InversionCache(max_items=settings.inversion_cache_items)
         self.autocast = fast_autocast(self.device) if settings.autocast is None else settings.autocast
         self.frame_interval = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0

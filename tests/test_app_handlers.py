@@ -437,3 +437,38 @@ def test_concurrent_drags_of_two_users_stay_separate(studio):
     ha, hb = session(studio, a).handles[0], session(studio, b).handles[0]
     assert np.hypot(ha[0] - 20, ha[1] - 20) < 10 and np.hypot(hb[0] - 40, hb[1] - 40) < 10
     assert session(studio, a).targets == [(40.0, 30.0)] and session(studio, b).targets == [(10.0, 10.0)]
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_closing_a_tab_frees_its_session(studio):
+    req = request("closing")
+    studio.on_load(req)
+    folder = session(studio, req).export_dir
+    studio.close_session(req)
+    assert "closing" not in studio.store and not folder.exists()
+
+
+def test_drags_and_inversions_share_one_device_slot_behind_a_bounded_queue(studio, model_dir):
+    demo = app.build_app({"tiny": str(model_dir)}, "tiny", "cpu", concurrency=2, queue_size=5)
+    fns = {fn.name: fn for fn in demo.fns.values()}
+    drag, inversion = fns["drag"], fns["invert_photo"]
+    assert drag.concurrency_id == inversion.concurrency_id == "device:cpu"
+    assert drag.concurrency_limit == inversion.concurrency_limit == 2
+    assert demo._queue.max_size == 5
+    assert fns["stop"].concurrency_id != drag.concurrency_id      # Stop never waits behind a drag
+
+
+def test_a_model_download_reports_progress(model_dir):
+    seen = []
+
+    def loader(source, device, progress):
+        for done in (0, 512, 1024):
+            progress(done, 1024)
+        return app.ModelPool()._loader(str(model_dir), device=device, progress=False)
+
+    demo = app.build_app({"remote": "stylegan2-ffhq-512x512"}, pool=app.ModelPool(loader), autocast=False)
+    G = demo.studio.load_model("remote", progress=lambda value, desc: seen.append((value, desc)))
+    assert G.img_resolution == R
+    assert seen[-1][0] == 1.0 and "Downloading remote" in seen[-1][1]
