@@ -328,6 +328,11 @@ class Studio:
         gr.Info(f"Wait for {what} to finish (or stop it) before you {action}.")
         return False
 
+    def hidden_photo_figures(self) -> dict:
+        """A sampled face has no aligned photo or reconstruction to show."""
+        return {self.ui["aligned"]: gr.update(value=None, visible=False),
+                self.ui["reconstruction"]: gr.update(value=None, visible=False)}
+
     def param_updates(self, G) -> dict:
         """Parameter widgets that depend on the model: feature blocks and default radii."""
         config = DragConfig()
@@ -389,7 +394,7 @@ class Studio:
             return {self.ui["model"]: gr.update(value=s.model, choices=self.model_choices())}
         out = {self.ui["model"]: gr.update(choices=self.model_choices(), value=label),
                self.ui["model_info"]: self.model_info(label), self.ui["report"]: "",
-               self.ui["aligned"]: None, self.ui["reconstruction"]: None}
+               **self.hidden_photo_figures()}
         out.update(self.param_updates(s.generator))
         out.update(self.view_updates(s, editor=None))
         return out
@@ -411,8 +416,7 @@ class Studio:
         except CheckpointError as e:
             gr.Warning(str(e))
             return gr.skip()
-        out = {self.ui["seed"]: seed, self.ui["report"]: "", self.ui["aligned"]: None,
-               self.ui["reconstruction"]: None}
+        out = {self.ui["seed"]: seed, self.ui["report"]: "", **self.hidden_photo_figures()}
         out.update(self.param_updates(s.generator))
         out.update(self.view_updates(s, editor=None))
         return out
@@ -461,7 +465,8 @@ class Studio:
             gr.Warning("No face was found in the photo; it was inverted as a whole.")
         for notice in report.get("notices", []):
             gr.Warning(notice)
-        out = {self.ui["aligned"]: np.asarray(result.aligned), self.ui["reconstruction"]: np.asarray(result.reconstruction),
+        out = {self.ui["aligned"]: gr.update(value=np.asarray(result.aligned), visible=True),
+               self.ui["reconstruction"]: gr.update(value=np.asarray(result.reconstruction), visible=True),
                self.ui["report"]: quality_report(report)}
         out.update(self.param_updates(result.generator))
         out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
@@ -726,15 +731,15 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["show_seed"] = gr.Button("Show seed")
                 with gr.Accordion("Your photo", open=True):
                     ui["photo"] = gr.Image(type="filepath", label="Photo (a face, looking at the camera)",
-                                           sources=["upload", "clipboard"], height=220, elem_id="photo")
+                                           sources=["upload", "clipboard"], height=180, elem_id="photo")
                     with gr.Row():
                         ui["invert"] = gr.Button("Invert photo", variant="primary", elem_id="invert")
                         ui["cancel"] = gr.Button("Cancel", variant="stop")
                     with gr.Row():
                         ui["aligned"] = gr.Image(label="Aligned input", interactive=False, height=160,
-                                                 buttons=[], min_width=100)
+                                                 buttons=[], min_width=100, visible=False)
                         ui["reconstruction"] = gr.Image(label="Reconstruction", interactive=False, height=160,
-                                                        buttons=[], min_width=100)
+                                                        buttons=[], min_width=100, visible=False)
                     ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report")
                 with gr.Accordion("Drag settings", open=False):
                     ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)

@@ -121,7 +121,8 @@ def test_invert_then_export_pastes_back_into_the_photo(server, tmp_path):
     out = c.predict(photo(tmp_path, 1), "tiny", api_name="/invert")
     report = out[-1]
     assert "PSNR" in report and "centre crop" in report
-    assert read_image(out[-3]).shape == (R, R, 3)          # aligned input
+    aligned = out[-3]                                        # an update: the figure is also made visible
+    assert aligned["visible"] and read_image(aligned["value"]).shape == (R, R, 3)
     s = session_of(demo, c)
     assert s.source == "photo" and s.tuned
     files = c.predict("GIF", True, api_name="/export")

@@ -109,6 +109,7 @@ def test_sample_changes_the_face_and_rejects_a_bad_seed(studio, messages):
     first = studio.on_load(req)[studio.ui["canvas"]]
     out = studio.sample("tiny", 7, 0.7, req)
     assert out[studio.ui["seed"]] == 7 and not np.array_equal(out[studio.ui["canvas"]], first)
+    assert out[studio.ui["aligned"]]["visible"] is False            # a sampled face has no photo figures
     assert studio.sample("tiny", -3, 0.7, req) == gr.skip()
     assert messages and "seed" in messages[-1][1]
     assert session(studio, req).seed == 7
@@ -367,7 +368,8 @@ def test_invert_shows_aligned_reconstruction_report_and_notices(studio, photo, m
     studio.on_load(req)
     out = studio.invert_photo(photo, "tiny", req, progress=no_progress)
     ui, s = studio.ui, session(studio, req)
-    assert out[ui["aligned"]].shape == (R, R, 3) and out[ui["reconstruction"]].shape == (R, R, 3)
+    for figure in (ui["aligned"], ui["reconstruction"]):
+        assert out[figure]["visible"] and out[figure]["value"].shape == (R, R, 3)
     assert "PSNR" in out[ui["report"]] and "dB" in out[ui["report"]]
     assert s.source == "photo" and s.tuned and s.generator is not studio.pool.get(studio.model_source("tiny"))
     warnings = " ".join(m[1] for m in messages if m[0] == "warning")

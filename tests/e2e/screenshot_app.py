@@ -1,0 +1,83 @@
+"""Take the README's screenshot of the app (docs/app.png) in headless Chromium.
+
+    .venv/bin/python tests/e2e/screenshot_app.py                 # bundled celeba128, seed 4
+    .venv/bin/python tests/e2e/screenshot_app.py --seed 7 --steps 40 --out /tmp/app.png
+
+Serves the app in this process, shows a face, places two handle/target pairs, drags
+for ``--steps`` steps and saves the browser's viewport as a palette PNG (small file).
+Not a test (pytest does not collect it); it reuses the browser helpers of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import app  # noqa: E402
+import test_app_browser as ui  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="celeba128")
+    p.add_argument("--seed", type=int, default=4)
+    p.add_argument("--steps", type=int, default=30, help="drag steps before the picture is taken")
+    p.add_argument("--points", default="64,97->64,106;44,62->44,56",
+                   help="handle->target pairs in generator pixels (default: for a 128 px face)")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=980)
+    p.add_argument("--out", default=str(ROOT / "docs" / "app.png"))
+    args = p.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+    from PIL import Image
+
+    from draggan.points import parse_points
+
+    demo = app.build_app({args.model: args.model}, args.model)
+    G = demo.studio.load_model(args.model)
+    ui.R = G.img_resolution
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
+            ui.open_app(page, url)
+            page.get_by_label("Seed").fill(str(args.seed))
+            page.click("text=Show seed")
+            page.wait_for_timeout(3000)
+            for handle, target in zip(*parse_points(args.points)):
+                ui.click_pixel(page, *handle)
+                ui.wait_status(page, "now click")
+                ui.click_pixel(page, *target)
+                ui.wait_status(page, "Target placed")
+            page.click("#start")
+            ui.wait_status(page, "Dragging… step", timeout=300_000)
+            page.wait_for_function(
+                "(n) => { const m = document.querySelector('#status').innerText.match(/step (\\d+)/);"
+                " return m && Number(m[1]) >= n; }", arg=args.steps, timeout=600_000)
+            page.click("#stop")
+            ui.wait_status(page, "Stopped at step", "Arrived after", "Paused at step", timeout=300_000)
+            time.sleep(1)
+            page.evaluate("window.scrollTo(0, 0)")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=args.out)
+            browser.close()
+    finally:
+        demo.close()
+    image = Image.open(args.out).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(args.out, optimize=True)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()
