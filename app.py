@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
+import os
 import random
 import time
 from pathlib import Path
@@ -34,7 +34,7 @@ from draggan.download import is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
-from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession  # noqa: F401 (re-exported)
+from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag  # noqa: F401
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
 from inversion.pipeline import InversionCache
@@ -114,6 +114,12 @@ def default_feature_block(G) -> int:
     quarter = max(4, G.img_resolution // 4)
     block = next((b for b in range(1, G.num_blocks + 1) if G.block_resolution(b) >= quarter), G.num_blocks)
     return min(block, DragConfig().feature_block)
+
+
+def cpu_threads() -> int:
+    """Torch threads on a CPU: half the cores, since a drag steps on one thread while another
+    draws frames (two threads of two-thread ops on two cores slow each other down badly)."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def fast_autocast(device: str) -> bool:
@@ -206,13 +212,19 @@ class Studio:
         self.settings = settings
         self.device = settings.device
         self.store = settings.store if settings.store is not None else SessionStore()
-        self.pool = settings.pool if settings.pool is not None else ModelPool()
+        self.pool = settings.pool if settings.pool is not None else ModelPool(prepare=self.prepare_model)
         self.inversion_cache = InversionCache(max_items=settings.inversion_cache_items)
         self.autocast = fast_autocast(self.device) if settings.autocast is None else settings.autocast
         self.frame_interval = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
         self.ui: dict[str, gr.components.Component] = {}
 
     # ----------------------------------------------------------------- helpers
+
+    def prepare_model(self, G):
+        """On a CPU, channels-last convolutions draw and drag 15-25% faster (same images)."""
+        if torch.device(self.device).type == "cpu":
+            G = G.to(memory_format=torch.channels_last)
+        return G
 
     def session(self, request) -> UserSession:
         session_id = getattr(request, "session_hash", None) or "local"
@@ -588,26 +600,26 @@ class Studio:
         try:
             s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block))
             s.sync_engine()
-            steps = s.drag.drag(max_steps=int(max_steps) if max_steps else None, image_every=0)
+            live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
+                             frame_interval=self.frame_interval)
         except (DragConfigError, PointError, MaskError) as e:
             gr.Warning(str(e))
             return
         s.busy = "drag"
-        state, last_frame, started, failed = None, 0.0, time.perf_counter(), False
+        state, started, failed = None, time.perf_counter(), False
         try:
             # An immediate answer, so the click feels taken while the first step computes.
             yield {self.ui["status"]: self.status(s, "Dragging… (step 0)")}
-            for state in steps:
-                if state.warning:
-                    gr.Warning(state.warning)
-                now = time.perf_counter()
-                if now - last_frame < self.frame_interval and not state.done:
-                    continue   # throttled: a person cannot follow more frames than this
-                last_frame = now
-                image = s.refresh_image()
-                s.record_frame(image, state.handles, state.targets)
-                rate = state.step / max(now - started, 1e-6)
-                yield {self.ui["canvas"]: self.view(s, handles=state.handles),
+            for event in live:
+                if event.kind == "warning":
+                    gr.Warning(event.text)
+                    continue
+                state = event.state or state
+                if event.kind != "frame":
+                    continue
+                s.record_frame(event.image, state.handles, state.targets)
+                rate = state.step / max(time.perf_counter() - started, 1e-6)
+                yield {self.ui["canvas"]: self.view(s, handles=state.handles, image=event.image),
                        self.ui["status"]: self.status(s, f"Dragging… step {state.step} ({rate:.1f} steps/s). "
                                                         "Press **Stop** to interrupt.", state.distances,
                                                      state.handles)}
@@ -615,7 +627,7 @@ class Studio:
             failed = True
             gr.Warning(f"The drag stopped with an error: {e}")
         finally:
-            steps.close()       # also when the browser went away mid-drag
+            live.close()        # stops the drag, also when the browser went away mid-drag
             s.busy = None
             s.take_engine_handles()
         try:
@@ -852,12 +864,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model to start with: a registry name or a generator path (added to the list)")
     p.add_argument("--concurrency", type=int, default=1, help="drags + inversions at once per device")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait at most")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on a CPU: half the cores)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads or torch.device(device).type == "cpu":
+        torch.set_num_threads(args.threads or cpu_threads())
     models = registry_models()
     default = next(iter(models))
     if args.model:

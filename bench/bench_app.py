@@ -111,10 +111,10 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-fps", type=float, default=app.GPU_MAX_FPS)
     p.add_argument("--no-autocast", action="store_true", help="fp32 even where bf16 is fast")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the app's choice)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or torch.device(args.device).type == "cpu":
+        torch.set_num_threads(args.threads or app.cpu_threads())     # as `python app.py` does
 
     autocast = False if args.no_autocast else None
     demo = app.build_app({"model": args.model}, "model", args.device, autocast=autocast, max_fps=args.max_fps,

@@ -10,25 +10,29 @@
   and bytes of tuned generators (the only large per-user objects), and by an
   idle time-to-live. Dropping a session (tab closed, expired, evicted) stops
   its work and frees what it owned.
+* :func:`live_drag` runs a drag for a live view: the steps on one thread, the
+  frames rendered on another, so that drawing a frame never holds up the next step.
 
 Nothing here knows about Gradio; the app maps its session hash to a session id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import queue
 import shutil
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .engine import DragConfig, DragSession
+from .engine import DragConfig, DragSession, DragState, to_uint8
 from .points import PointError, validate_points
 
 MAX_FRAMES = 400          # recorded video frames per session; beyond this, every other frame is dropped
@@ -51,14 +55,16 @@ class ModelPool:
     """Base generators, loaded once per (source, device) and shared read-only.
 
     ``loader(source, device=..., progress=...)`` defaults to
-    :func:`draggan.checkpoints.load_generator`. Concurrent requests for the same
-    model wait for one load instead of loading it twice.
+    :func:`draggan.checkpoints.load_generator`; ``prepare(G)``, if given, runs once
+    on each loaded model (e.g. a faster memory layout). Concurrent requests for the
+    same model wait for one load instead of loading it twice.
     """
 
-    def __init__(self, loader: Callable | None = None):
+    def __init__(self, loader: Callable | None = None, prepare: Callable | None = None):
         if loader is None:
             from .checkpoints import load_generator as loader
         self._loader = loader
+        self._prepare = prepare
         self._models: dict[tuple[str, str], torch.nn.Module] = {}
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -82,6 +88,8 @@ class ModelPool:
             if key not in self._models:
                 G = self._loader(source, device=device, progress=progress)
                 G.eval().requires_grad_(False)
+                if self._prepare is not None:
+                    G = self._prepare(G) or G
                 self._models[key] = G
             return self._models[key]
 
@@ -362,6 +370,128 @@ class UserSession:
         return module_bytes(self.generator) if (self.tuned and self.generator is not None) else 0
 
 
+# --------------------------------------------------------------------------- live drag
+
+
+@torch.no_grad()
+def render_latent(G, ws: torch.Tensor, config: DragConfig) -> np.ndarray:
+    """The image of a latent snapshot (as DragSession.render draws it), HxWx3 uint8.
+
+    Unlike DragSession.render it does not take the session's lock, so it can run
+    on another thread while the session computes its next step.
+    """
+    device = ws.device
+    amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.autocast
+           else contextlib.nullcontext())
+    with amp:
+        img = G.synthesis(ws, noise_mode=config.noise_mode)
+    return to_uint8(img)
+
+
+@dataclasses.dataclass
+class LiveEvent:
+    """What :func:`live_drag` reports: a rendered ``frame``, or the ``end`` of the drag."""
+
+    kind: str                       # 'frame', 'warning' or 'end'
+    state: DragState | None         # the step the frame shows; for 'end', the last step (None: no step)
+    image: np.ndarray | None = None
+    text: str | None = None         # 'warning': what the engine recovered from
+
+
+def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: float = 0.0,
+              join_timeout: float = 30.0) -> Iterator[LiveEvent]:
+    """Run ``drag.drag()`` and stream frames while it runs.
+
+    A stepper thread takes the optimization steps; a renderer thread draws the
+    latest step's latent whenever it is free (and at most once per
+    ``frame_interval`` seconds), so the frame rate is bounded by the slower of
+    the two, not by their sum. A frame is yielded as soon as it is drawn, the
+    engine's recovery messages as ``warning`` events; the last event is ``end``
+    (the caller draws the final image). Errors of either thread are raised
+    here. Closing the iterator stops the drag.
+
+    On a CPU, run torch with one intra-op thread per core that is free for this
+    (``torch.set_num_threads``): two threads of two-thread ops on two cores fight
+    over them.
+    """
+    steps = drag.drag(max_steps=max_steps, image_every=0)   # set up here: errors surface at once
+    events: queue.Queue = queue.Queue()
+    latest: list = []                  # [(state, ws)] waiting to be drawn; newer replaces older
+    wake = threading.Condition()
+    finished = threading.Event()
+
+    def stepper():
+        last = None
+        try:
+            for state in steps:
+                last = state
+                if state.warning:
+                    events.put(("warning", state.warning))
+                snapshot = drag.ws          # between steps the session's lock is free
+                with wake:
+                    latest[:] = [(state, snapshot)]
+                    wake.notify()
+        except BaseException as e:         # handed to the consumer
+            events.put(("error", e))
+        finally:
+            steps.close()
+            finished.set()
+            with wake:
+                wake.notify()
+            events.put(("steps_done", last))
+
+    def renderer():
+        last_start = -float("inf")
+        try:
+            while True:
+                with wake:
+                    while not latest and not finished.is_set():
+                        wake.wait()
+                if finished.is_set():
+                    return                      # the caller draws the final image
+                delay = last_start + frame_interval - time.perf_counter()
+                if delay > 0 and finished.wait(delay):
+                    return
+                with wake:                      # the newest step, after any wait
+                    state, ws = latest.pop()
+                last_start = time.perf_counter()
+                events.put(("frame", state, render_latent(drag.G, ws, drag.config)))
+        except BaseException as e:
+            events.put(("error", e))
+
+    threads = [threading.Thread(target=stepper, name="drag-steps", daemon=True),
+               threading.Thread(target=renderer, name="drag-frames", daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            kind, *payload = events.get()
+            if kind == "error":
+                raise payload[0]
+            if kind == "warning":
+                yield LiveEvent("warning", None, text=payload[0])
+                continue
+            if kind == "frame":
+                if not finished.is_set():
+                    yield LiveEvent("frame", payload[0], payload[1])
+                continue
+            # steps_done: wait for the renderer, then report the end.
+            threads[1].join(join_timeout)
+            while not events.empty():
+                kind, *rest = events.get_nowait()
+                if kind == "error":
+                    raise rest[0]
+            yield LiveEvent("end", payload[0])
+            return
+    finally:
+        drag.stop()
+        finished.set()
+        with wake:
+            wake.notify()
+        for t in threads:
+            t.join(join_timeout)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -482,4 +612,5 @@ class SessionStore:
             return list(self._sessions)
 
 
-__all__ = ["ModelPool", "UserSession", "SessionStore", "SessionError", "Frame", "module_bytes", "MAX_FRAMES"]
+__all__ = ["ModelPool", "UserSession", "SessionStore", "SessionError", "Frame", "module_bytes", "MAX_FRAMES",
+           "LiveEvent", "live_drag", "render_latent"]

@@ -272,6 +272,7 @@ def test_stop_mid_drag_keeps_the_progress_and_start_continues(studio):
 
 
 def test_drag_error_is_a_warning_and_the_session_stays_usable(studio, messages, monkeypatch):
+    import draggan.sessions
     req = request()
     studio.on_load(req)
     studio.set_points_text("10,10->50,50", req)
@@ -280,7 +281,7 @@ def test_drag_error_is_a_warning_and_the_session_stays_usable(studio, messages, 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(s, "refresh_image", broken, raising=False)
+    monkeypatch.setattr(draggan.sessions, "render_latent", broken)
     outs = list(studio.drag(request=req, **drag_params(max_steps=3)))
     assert [m for m in messages if "out of memory" in m[1]] == [("warning", "The drag stopped with an error: "
                                                                             "out of memory")]

@@ -236,3 +236,59 @@ def test_model_pool_loads_each_model_once_even_concurrently():
     assert not any(p.requires_grad for p in results[0].parameters())   # shared read-only
     pool.get("n", "cpu")
     assert len(pool) == 2 and pool.is_loaded("m", "cpu") and not pool.is_loaded("m", "cuda")
+
+
+# --------------------------------------------------------------------------- live drag
+
+
+def live_session(G):
+    from draggan.engine import DragSession
+    drag = DragSession(G, G.ws_from_seed(3, 0.7), config())
+    drag.set_points([(8, 8)], [(24, 20)])
+    return drag
+
+
+def test_live_drag_streams_rendered_frames_then_ends(G):
+    from draggan.sessions import live_drag, render_latent
+    drag = live_session(G)
+    events = list(live_drag(drag, max_steps=6))
+    assert events[-1].kind == "end" and events[-1].state.step == 6
+    frames = [e for e in events if e.kind == "frame"]
+    assert frames and all(e.image.shape == (32, 32, 3) for e in frames)
+    steps = [e.state.step for e in frames]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    # The frame after the last step, drawn without the session's lock, is the session's own image.
+    assert np.array_equal(render_latent(drag.G, drag.ws, drag.config), drag.render())
+
+
+def test_closing_a_live_drag_stops_it_and_its_threads(G):
+    from draggan.sessions import live_drag
+    drag = live_session(G)
+    live = live_drag(drag, max_steps=10_000)
+    first = next(e for e in live if e.kind == "frame")
+    live.close()
+    assert first.state.step >= 1 and drag._step_count < 10_000
+    assert not [t for t in threading.enumerate() if t.name in ("drag-steps", "drag-frames")]
+    assert len(drag.history) == 1                    # one undo entry for the interrupted drag
+
+
+def test_live_drag_raises_errors_from_its_threads(G, monkeypatch):
+    import draggan.sessions
+    from draggan.sessions import live_drag
+
+    def broken(*args):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(draggan.sessions, "render_latent", broken)
+    with pytest.raises(RuntimeError, match="render failed"):
+        list(live_drag(live_session(G), max_steps=50))
+    assert not [t for t in threading.enumerate() if t.name in ("drag-steps", "drag-frames")]
+
+
+def test_model_pool_prepares_each_model_once():
+    prepared = []
+    pool = ModelPool(lambda source, device, progress: torch.nn.Conv2d(2, 4, 3),
+                     prepare=lambda m: prepared.append(m) or m.to(memory_format=torch.channels_last))
+    model = pool.get("m", "cpu")
+    assert pool.get("m", "cpu") is model and len(prepared) == 1
+    assert model.weight.is_contiguous(memory_format=torch.channels_last) and not model.weight.is_contiguous()

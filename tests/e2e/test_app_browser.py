@@ -87,11 +87,14 @@ def paint_stroke(page, start, end):
     page.mouse.up()
 
 
-def set_learning_rate(page, lr):
+def drag_settings(page, lr=0.02, block="5 · 64 px"):
+    """Bigger steps on the 64 px features: the tiny random generator barely moves otherwise."""
     page.get_by_text("Drag settings", exact=True).click()
     field = page.get_by_label("Learning rate")
     field.fill(str(lr))
     field.press("Tab")
+    page.get_by_label("Feature block").click()
+    page.get_by_role("option", name=block).click()
 
 
 def test_photo_points_mask_drag_stop_undo_export(browser, app_url, photo_file, shots):
@@ -124,7 +127,7 @@ def test_photo_points_mask_drag_stop_undo_export(browser, app_url, photo_file, s
     shots(page, "03-mask")
     page.get_by_role("tab", name="Points").click()
     wait_status(page, "may move")
-    set_learning_rate(page, 0.02)                  # the tiny random generator needs bigger steps
+    drag_settings(page)
     before = canvas_src(page)
 
     # Start: frames stream in and the handle moves; then Stop.
@@ -161,8 +164,8 @@ def test_two_browser_sessions_do_not_share_state(browser, app_url, shots):
     a, b = one.new_page(), two.new_page()
     open_app(a, app_url)
     open_app(b, app_url)
-    set_learning_rate(a, 0.02)
-    set_learning_rate(b, 0.02)
+    drag_settings(a)
+    drag_settings(b)
     b_image = canvas_src(b)
 
     click_pixel(a, 10, 10)
