@@ -6,7 +6,7 @@ writes ``drag_examples.png`` (rows of: a generated face with handles (red) on dl
 landmarks and arrows to their targets (blue), then the result with the tracked handles;
 the edits are :data:`bench.eval_drag.EDITS`), ``md_vs_iterations.png`` (re-detected landmark MD and the
 engine's tracked handle distance against the optimization step, for 1, 5 and 68
-handles on Table 1 protocol pairs) and ``drag.gif`` (the first edit, step by step),
+handles on Table 1 protocol pairs, and for each named edit) and ``drag.gif`` (the first edit, step by step),
 plus ``figures.json`` with the numbers.
 
 For the MD curve the stop distance is set out of reach, so every drag runs all its
@@ -29,9 +29,9 @@ from PIL import Image, ImageDraw
 from draggan.engine import DragConfig
 from draggan.overlay import render_view, upscale
 
-from .eval_drag import (EDITS, DragTask, FacePair, FaceSample, edit_task, environment, load_model, mean_distance,
-                        measure, pair_points, run_drag, run_task, sample_faces, sample_pairs, write_json)
-from .landmarks import handle_points, measure_face
+from .eval_drag import (EDITS, DragTask, FaceSample, edit_task, environment, load_model, mean_distance, measure,
+                        pair_task, run_task, sample_faces, sample_pairs, write_json)
+from .landmarks import measure_face
 
 MAX_FILE_BYTES = 1_000_000
 
@@ -108,34 +108,36 @@ def examples_figure(examples: list[Example], path, scale: int = 3) -> Path:
     return _save_png(grid(rows), path)
 
 
-def md_curves(G, pairs: list[FacePair], handle_counts, config: DragConfig, steps: int, every: int,
-              detector=measure_face) -> dict:
-    """Per handle count: steps, mean re-detected MD and mean tracked distance over the pairs, every ``every`` steps.
+def md_curves(G, task_groups: dict, config: DragConfig, steps: int, every: int, detector=measure_face) -> dict:
+    """Per label of ``task_groups`` ({label: [DragTask, ...]}): the steps, and the mean over its tasks of the
+    re-detected MD and of the engine's tracked distance, every ``every`` steps.
 
     Drags run all ``steps`` steps (the stop distance is set out of reach).
     """
-    R = int(G.img_resolution)
     cfg = dataclasses.replace(config, stop_distance=1e-3)
+    R = int(G.img_resolution)
     curves = {}
-    for n in handle_counts:
+    for label, tasks in task_groups.items():
         md_rows, tracked_rows = [], []
-        for pair in pairs:
-            h, t = pair_points(pair, n, R)
-            run = run_drag(G, pair.source.ws, h, t, cfg, max_steps=steps, image_every=every)
+        for task in tasks:
+            run = run_task(G, task, cfg, max_steps=steps, image_every=every)
             md = []
-            for step, image, _ in run.frames:
+            for _, image, _ in run.frames:
                 face = detector(image)
-                md.append(np.nan if face is None else mean_distance(handle_points(face.landmarks, n), t))
+                md.append(np.nan if face is None else mean_distance(task.select(face.landmarks), task.targets))
             md_rows.append(md)
             tracked_rows.append([d for s, d in run.tracked if s % every == 0 or s == run.steps])
-        xs = [s for s, _, _ in run.frames]
-        curves[str(n)] = {"steps": xs, "md": np.nanmean(np.array(md_rows, float), 0).round(4).tolist(),
-                          "tracked": np.mean(np.array(tracked_rows, float), 0).round(4).tolist(),
-                          "stop_distance_default": config.stop_distance_for(R, n), "pairs": len(pairs)}
+        curves[label] = {"steps": [s for s, _, _ in run.frames],
+                         "md": np.nanmean(np.array(md_rows, float), 0).round(4).tolist(),
+                         "tracked": np.mean(np.array(tracked_rows, float), 0).round(4).tolist(),
+                         "stop_distance_default": config.stop_distance_for(R, len(tasks[0].handles)),
+                         "tasks": len(tasks)}
     return curves
 
 
-def md_curve_figure(curves: dict, path, resolution: int) -> Path:
+def md_curve_figure(panels: dict, path, resolution: int) -> Path:
+    """One panel per entry of ``panels`` ({title: curves from :func:`md_curves`}); solid: re-detected MD,
+    dashed: the engine's tracked distance; dotted: the paper's MD scaled to ``resolution`` (protocol labels)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,17 +145,20 @@ def md_curve_figure(curves: dict, path, resolution: int) -> Path:
     from .eval_drag import paper_reference
 
     ref = paper_reference(resolution)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for (n, c), color in zip(curves.items(), ("tab:red", "tab:blue", "tab:green")):
-        ax.plot(c["steps"], c["md"], "o-", color=color, label=f"{n} handle{'s' if n != '1' else ''}: re-detected MD")
-        ax.plot(c["steps"], c["tracked"], "--", color=color, alpha=0.6, label=f"{n}: tracked distance")
-        if n in ref:
-            ax.axhline(ref[n]["md"], color=color, lw=0.8, ls=":")
-    ax.set_xlabel("optimization step")
-    ax.set_ylabel(f"distance to targets (px of {resolution}²)")
-    ax.set_title("Drag accuracy vs iterations (dotted: paper's MD x R/512)", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=100, squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        for (label, c), color in zip(curves.items(), ("tab:red", "tab:blue", "tab:green", "tab:purple")):
+            ax.plot(c["steps"], c["md"], "o-", color=color, label=f"{label}: re-detected")
+            ax.plot(c["steps"], c["tracked"], "--", color=color, alpha=0.6, label=f"{label}: tracked")
+            key = label.split()[0]
+            if key in ref:
+                ax.axhline(ref[key]["md"], color=color, lw=0.8, ls=":")
+        ax.set_xlabel("optimization step")
+        ax.set_ylabel(f"distance to targets (px of {resolution}²)")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=6.5, ncol=2)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +218,8 @@ def _save_png(img: Image.Image, path) -> Path:
 
 def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_steps: int = 60, curve_every: int = 5,
                  example_steps: int | None = 80, first_seed: int = 2000, config: DragConfig | None = None,
-                 handle_counts=(1, 5, 68), device: str = "cpu", command: str = "", log=None) -> dict:
+                 handle_counts=(1, 5, 68), curve_edits: bool = True, device: str = "cpu", command: str = "",
+                 log=None) -> dict:
     config = config or DragConfig()
     out_dir = Path(out_dir)
     edits = EDITS[:num_examples]
@@ -231,8 +237,15 @@ def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_
              "gif": str(drag_gif(examples[0], out_dir / "drag.gif"))}
     if log:
         log(f"figures: examples {[None if e.md is None else round(e.md, 2) for e in examples]}")
-    curves = md_curves(G, pairs[:curve_pairs], handle_counts, config, curve_steps, curve_every)
-    paths["md_curve"] = str(md_curve_figure(curves, out_dir / "md_vs_iterations.png", int(G.img_resolution)))
+    R = int(G.img_resolution)
+    groups = {f"{n} handle{'s' if n > 1 else ''}": [pair_task(p, n, R) for p in pairs[:curve_pairs]]
+              for n in handle_counts}
+    curves = {f"Table 1 pairs ({len(pairs[:curve_pairs])}; dotted: paper's MD x R/512)":
+              md_curves(G, groups, config, curve_steps, curve_every)}
+    if curve_edits:
+        edit_groups = {t.name: [t] for t in (e.task for e in examples)}
+        curves["named edits (one face each)"] = md_curves(G, edit_groups, config, curve_steps, curve_every)
+    paths["md_curve"] = str(md_curve_figure(curves, out_dir / "md_vs_iterations.png", R))
     result = {"meta": {"command": command, "env": environment(device), "resolution": int(G.img_resolution),
                        "first_seed": first_seed, "config": dataclasses.asdict(config)},
               "examples": [{"edit": e.task.name, "seed": e.task.face.seed, "landmarks": e.task.landmarks, "md": e.md,

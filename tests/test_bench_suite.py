@@ -51,14 +51,15 @@ def test_example_figure_gif_and_md_curves_on_a_tiny_generator(G, tmp_path):
     assert gif.stat().st_size < figures.MAX_FILE_BYTES
 
     pairs, _ = eval_drag.sample_pairs(G, 1, detector=fake_detector)
-    curves = figures.md_curves(G, pairs, (1, 5), config, steps=4, every=2, detector=fake_detector)
-    for n in ("1", "5"):
-        c = curves[n]
+    groups = {f"{n} handles": [eval_drag.pair_task(pairs[0], n, R)] for n in (1, 5)}
+    curves = figures.md_curves(G, groups, config, steps=4, every=2, detector=fake_detector)
+    for n in (1, 5):
+        c = curves[f"{n} handles"]
         assert c["steps"] == [0, 2, 4]  # the stop distance is out of reach: every drag runs all steps
         assert len(c["md"]) == len(c["tracked"]) == 3
-        h, t = eval_drag.pair_points(pairs[0], int(n), R)
+        h, t = eval_drag.pair_points(pairs[0], n, R)
         assert c["tracked"][0] == pytest.approx(eval_drag.mean_distance(h, t), abs=1e-3)
-    plot = figures.md_curve_figure(curves, tmp_path / "md.png", R)
+    plot = figures.md_curve_figure({"pairs": curves, "again": curves}, tmp_path / "md.png", R)
     assert plot.stat().st_size > 1000
 
 
