@@ -34,7 +34,7 @@ from draggan.download import is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
-from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag  # noqa: F401
+from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
 from inversion.pipeline import InversionCache
@@ -455,7 +455,7 @@ class Studio:
         bar = InversionProgress(progress, {"project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
                                            "tune": budget.steps_pti})
         s.busy = "invert"
-        s.cancel_inversion = cancel = type(s.cancel_inversion)()
+        cancel = s.claim_inversion()
         try:
             result = invert(photo, G, config, progress=bar, cancel=cancel, cache=self.inversion_cache)
             self.store.attach_tuned(s, result.generator)
@@ -484,11 +484,16 @@ class Studio:
         out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
         return out
 
+    def request_inversion(self, request: gr.Request):
+        """Invert click, before the inversion is queued: Cancel can stop it while it waits."""
+        self.session(request).request_inversion()
+
     def cancel_inversion(self, request: gr.Request):
         s = self.session(request)
         s.cancel_inversion.set()
         if s.busy != "invert":
-            gr.Info("No inversion is running.")
+            gr.Info("Cancelled: the inversion will not start." if s.inversion_waiting else
+                    "No inversion is running.")
 
     # ----------------------------------------------------------------- points and mask
 
@@ -809,7 +814,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         demo.unload(studio.close_session)
         ui["model"].input(gpu(studio.select_model), [ui["model"], ui["seed"], ui["psi"]],
                           editor_view + params + photo_out + [ui["model"], ui["model_info"]],
-                          concurrency_id="model-load", concurrency_limit=2, api_name="select_model")
+                          concurrency_id="model-load", concurrency_limit=2, api_name="select_model",
+                          show_progress_on=ui["canvas"])
         sample_out = editor_view + params + photo_out + [ui["seed"]]
         ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **light)
         ui["show_seed"].click(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out,
@@ -817,8 +823,9 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         ui["seed"].submit(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **light)
         ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **light)
 
-        inversion = ui["invert"].click(gpu(studio.invert_photo), [ui["photo"], ui["model"]],
-                                       editor_view + params + photo_out, api_name="invert", **heavy)
+        ui["invert"].click(studio.request_inversion, None, None, api_name=False, **light).then(
+            gpu(studio.invert_photo), [ui["photo"], ui["model"]], editor_view + params + photo_out,
+            api_name="invert", show_progress_on=ui["canvas"], **heavy)
         ui["cancel"].click(studio.cancel_inversion, None, None, api_name="cancel_inversion", **light)
 
         # Every click counts, in order: quick clicks queue up instead of being dropped.
@@ -844,7 +851,6 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **light)
         ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
                            api_name="export", **light)
-        del inversion
 
     demo.queue(max_size=studio.settings.queue_size, default_concurrency_limit=8)
     demo.studio = studio  # for tests and benchmarks

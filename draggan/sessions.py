@@ -124,7 +124,8 @@ class UserSession:
         self.clear_image()
         # Work in progress.
         self.busy: str | None = None             # 'drag' or 'invert' while one runs
-        self.cancel_inversion = threading.Event()
+        self.cancel_inversion = threading.Event()  # set by Cancel; the running or next inversion checks it
+        self._inversion_claimed = True
         self._tickets = 0                        # drag requests handed out
         self._stopped_upto = 0                   # drag requests cancelled by Stop
         self._pending_ticket: int | None = None
@@ -338,6 +339,26 @@ class UserSession:
 
     def drag_cancelled(self, ticket: int) -> bool:
         return ticket <= self._stopped_upto
+
+    def request_inversion(self) -> threading.Event:
+        """An Invert click: a fresh cancel flag, so that Cancel also works while it waits in the queue."""
+        with self.lock:
+            self.cancel_inversion = threading.Event()
+            self._inversion_claimed = False
+            return self.cancel_inversion
+
+    @property
+    def inversion_waiting(self) -> bool:
+        """An Invert click whose inversion has not started yet."""
+        return not self._inversion_claimed
+
+    def claim_inversion(self) -> threading.Event:
+        """The cancel flag of the inversion about to run (a fresh one when no Invert click asked for it)."""
+        with self.lock:
+            if self._inversion_claimed:
+                self.cancel_inversion = threading.Event()
+            self._inversion_claimed = True
+            return self.cancel_inversion
 
     # ----------------------------------------------------------------- frames and files
 

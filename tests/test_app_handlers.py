@@ -409,6 +409,21 @@ def test_cancelled_inversion_keeps_the_previous_image(studio, photo, messages):
     assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
 
 
+def test_cancel_before_a_queued_inversion_starts(studio, photo, messages):
+    req = request()
+    studio.on_load(req)
+    studio.request_inversion(req)            # Invert clicked; the device is busy, so it waits
+    studio.cancel_inversion(req)
+    assert messages[-1] == ("info", "Cancelled: the inversion will not start.")
+    assert studio.invert_photo(photo, "tiny", req, progress=no_progress) == gr.skip()
+    assert messages[-1] == ("info", "Inversion cancelled; your previous image is unchanged.")
+    assert session(studio, req).source == "sample"
+    # A later inversion is not affected by the earlier Cancel.
+    studio.request_inversion(req)
+    studio.invert_photo(photo, "tiny", req, progress=no_progress)
+    assert session(studio, req).source == "photo"
+
+
 def test_inversion_progress_reports_fraction_and_time_left():
     calls = []
     progress = app.InversionProgress(lambda value, desc, unit: calls.append((value, desc)),
