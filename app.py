@@ -650,6 +650,7 @@ class Studio:
             headline = f"Arrived after {state.step} steps. Add points and Start again, or Undo."
         elif s.drag_cancelled(ticket):
             headline = f"Stopped at step {state.step}. Press **Start** to continue."
+            gr.Info(f"Stopped at step {state.step}; nothing is lost: Start continues, Undo goes back.")
         else:
             headline = f"Paused at step {state.step} (max steps per Start). Press **Start** to continue."
         if state is not None and (not s.frames or not np.array_equal(s.frames[-1].image, image)):

@@ -253,7 +253,7 @@ def test_drag_needs_points_and_a_stop_before_start_cancels_it(studio, messages):
     assert not session(studio, req).can_undo
 
 
-def test_stop_mid_drag_keeps_the_progress_and_start_continues(studio):
+def test_stop_mid_drag_keeps_the_progress_and_start_continues(studio, messages):
     req = request()
     studio.on_load(req)
     studio.set_points_text("10,10->50,50", req)
@@ -263,6 +263,7 @@ def test_stop_mid_drag_keeps_the_progress_and_start_continues(studio):
     studio.stop(req)
     outs = list(gen)
     assert "Stopped at step" in outs[-1][studio.ui["status"]]
+    assert messages[-1][0] == "info" and "nothing is lost" in messages[-1][1]
     s = session(studio, req)
     step = s.drag._step_count
     assert 0 < step < 200 and s.busy is None

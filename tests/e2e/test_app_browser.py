@@ -11,9 +11,11 @@ R = 64                   # the tiny generator's resolution (see conftest)
 TIMEOUT = 90_000         # ms; the CI machine has two busy cores
 
 # Gradio maps clicks assuming the image is drawn at most at its natural size, centred
-# (object-fit: scale-down, see app.CSS); compute the same content box here.
+# (object-fit: scale-down, see app.CSS); compute the same content box here. The image is
+# replaced after every click, so wait until the current one has loaded.
 VIEW_BOX = """() => {
   const img = document.querySelector('#canvas img');
+  if (!img || !img.complete || !img.naturalWidth) return null;
   const r = img.getBoundingClientRect();
   return [img.naturalWidth, img.naturalHeight, r.left, r.top, r.width, r.height];
 }"""
@@ -28,10 +30,8 @@ def open_app(page, url):
 
 def click_pixel(page, x, y):
     """Click the centre of generator pixel (x, y) on the view."""
-    page.wait_for_function("() => { const i = document.querySelector('#canvas img');"
-                           " return i && i.complete && i.naturalWidth > 0; }", timeout=TIMEOUT)
     page.locator("#canvas img").scroll_into_view_if_needed()
-    nw, nh, left, top, w, h = page.evaluate(VIEW_BOX)
+    nw, nh, left, top, w, h = page.wait_for_function(VIEW_BOX, timeout=TIMEOUT).json_value()
     fit = min(w / nw, h / nh, 1.0)
     scale = nw / R * fit
     ox, oy = left + (w - nw * fit) / 2, top + (h - nh * fit) / 2
