@@ -372,6 +372,23 @@ class Studio:
 
         return self.pool.get(source, self.device, progress=report)
 
+    def warm_up(self, label: str) -> None:
+        """A two-step drag at start-up, so that one-time kernel setup does not slow down the
+        first visitor's first Start (seconds on a CPU)."""
+        G = self.load_model(label)
+        s = UserSession("warm-up")
+        try:
+            s.load_latent(G, G.ws_from_seed(0, DEFAULT_TRUNCATION, device=self.device), self.drag_config(G),
+                          model=label, source="sample")
+            R = G.img_resolution
+            s.set_points([(R // 2, R // 2)], [(R // 2 + R // 8, R // 2)])
+            s.sync_engine()
+            for _ in live_drag(s.drag, max_steps=2):
+                pass
+            s.refresh_image()
+        finally:
+            s.close()
+
     def _sample_into(self, s: UserSession, label: str, seed: int, psi: float, progress=None) -> None:
         G = self.load_model(label, progress)
         ws = G.ws_from_seed(int(seed), float(psi), device=self.device)
@@ -893,8 +910,8 @@ def main(argv=None) -> None:
             default = path.name
             models = {default: str(path), **models}
     demo = build_app(models, default, device, concurrency=args.concurrency, queue_size=args.queue_size)
-    try:  # load the default model before the first visitor arrives
-        demo.studio.load_model(default)
+    try:  # load the default model and warm it up before the first visitor arrives
+        demo.studio.warm_up(default)
     except CheckpointError as e:
         print(f"warning: {e}")
     demo.launch(share=args.share, server_name=args.host, server_port=args.port, css=CSS,

@@ -123,6 +123,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     G = studio.load_model("model")
     load_s = time.perf_counter() - t0
+    studio.warm_up("model")                 # as `python app.py` does before serving
     block = args.block or app.default_feature_block(G)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
 

@@ -461,6 +461,11 @@ def test_concurrent_drags_of_two_users_stay_separate(studio):
 # --------------------------------------------------------------------------- serving
 
 
+def test_warm_up_leaves_no_session_behind(studio):
+    studio.warm_up("tiny")
+    assert len(studio.store) == 0 and studio.pool.is_loaded(studio.model_source("tiny"), "cpu")
+
+
 def test_closing_a_tab_frees_its_session(studio):
     req = request("closing")
     studio.on_load(req)
