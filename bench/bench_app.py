@@ -16,7 +16,11 @@ Reported (median over runs):
 * frames/s       : new images per second from the first frame to the last;
 * steps/s        : optimization steps per second over the whole drag;
 * step / render  : the engine's own step and render times, measured in the same
-                   process right after (what bounds the frame rate).
+                   process right after (what bounds the frame rate);
+* CPU per frame  : CPU seconds this process (server, both drag threads, client) spent
+                   per frame. Load from other processes stretches wall times but hardly
+                   this; on an idle machine with N free cores, frames/s is at most
+                   N / (CPU per frame).
 
 On a GPU the app caps frames at ``--max-fps`` (default 15, see ``app.GPU_MAX_FPS``).
 The 1-minute load average is printed: the CPU machine is shared, and load inflates times.
@@ -64,7 +68,7 @@ def image_url(value) -> str | None:
 
 def time_drag(client, steps: int, block: int, lr: float) -> dict:
     """One drag over HTTP; timestamps of every streamed update."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     job = client.submit(lr, steps, 0, 0, 20, "W+", block, api_name="/drag")
     arrivals, last_image = [], None
     for out in job:
@@ -73,8 +77,10 @@ def time_drag(client, steps: int, block: int, lr: float) -> dict:
         arrivals.append((now, image is not None and image != last_image))
         last_image = image or last_image
     total = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     frames = [t for t, new in arrivals if new]
     return {
+        "cpu_s_per_frame": cpu / max(len(frames), 1),
         "first_response_s": arrivals[0][0] if arrivals else float("nan"),
         "first_frame_s": frames[0] if frames else float("nan"),
         "frames": len(frames),
@@ -153,10 +159,11 @@ def main(argv=None) -> None:
           f"{args.pairs} pair(s), {args.steps} steps/drag, max {args.max_fps:g} fps, {args.runs} runs")
     print(f"model load {load_s:.2f} s, new face (HTTP) {statistics.median(sample_s) * 1000:.0f} ms")
     print()
-    print("| first response | first frame | frames/s | steps/s | engine step | engine render |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| first response | first frame | frames/s | steps/s | CPU per frame | engine step | engine render |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {med('first_response_s') * 1000:.0f} ms | {med('first_frame_s') * 1000:.0f} ms | {med('fps'):.2f} | "
-          f"{args.steps / med('total_s'):.2f} | {step_ms:.0f} ms | {render_ms:.0f} ms |")
+          f"{args.steps / med('total_s'):.2f} | {med('cpu_s_per_frame') * 1000:.0f} ms | {step_ms:.0f} ms | "
+          f"{render_ms:.0f} ms |")
 
 
 if __name__ == "__main__":
