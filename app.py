@@ -747,7 +747,10 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
     ui = studio.ui
     device_queue = f"device:{device}"   # drags and inversions on one device share this slot
     heavy = dict(concurrency_id=device_queue, concurrency_limit=studio.settings.concurrency)
-    light = dict(concurrency_limit=None, show_progress="hidden")
+    light = dict(concurrency_limit=None, show_progress="hidden")            # bookkeeping: never waits
+    # Drawing a new image (sample, undo, reset) or writing a video: a few at once, beside the drags.
+    render = dict(concurrency_id="render", concurrency_limit=max(2, 2 * studio.settings.concurrency),
+                  show_progress="hidden")
     config = DragConfig()
 
     with gr.Blocks(title="DragGAN Studio") as demo:
@@ -835,11 +838,11 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                           concurrency_id="model-load", concurrency_limit=2, api_name="select_model",
                           show_progress_on=ui["canvas"])
         sample_out = editor_view + params + photo_out + [ui["seed"]]
-        ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **light)
+        ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **render)
         ui["show_seed"].click(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out,
-                              api_name="sample", **light)
-        ui["seed"].submit(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **light)
-        ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **light)
+                              api_name="sample", **render)
+        ui["seed"].submit(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **render)
+        ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **render)
 
         ui["invert"].click(studio.request_inversion, None, None, api_name=False, **light).then(
             gpu(studio.invert_photo), [ui["photo"], ui["model"]], editor_view + params + photo_out,
@@ -865,10 +868,10 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                           **light).then(
             gpu(studio.drag), drag_params, view, api_name="drag", show_progress="hidden", **heavy)
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
-        ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **light)
-        ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **light)
+        ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **render)
+        ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **render)
         ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
-                           api_name="export", **light)
+                           api_name="export", **render)
 
     demo.queue(max_size=studio.settings.queue_size, default_concurrency_limit=8)
     demo.studio = studio  # for tests and benchmarks
