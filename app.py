@@ -30,7 +30,7 @@ from PIL import Image
 
 from draggan import registry
 from draggan.checkpoints import CheckpointError
-from draggan.download import is_offline
+from draggan.download import DownloadError, is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
@@ -370,7 +370,13 @@ class Studio:
                 else:
                     progress(None, desc=f"Downloading {label}: {mb:.0f} MB")
 
-        return self.pool.get(source, self.device, progress=report)
+        try:
+            return self.pool.get(source, self.device, progress=report)
+        except DownloadError as e:
+            info = registry.get_model(source)
+            where = f" An administrator can place the file at {registry.local_path(info)}." if info else ""
+            raise CheckpointError(f"Could not download '{label}': the server cannot reach it, or the download "
+                                  f"failed ({type(e).__name__}). Pick another model.{where}") from e
 
     def warm_up(self, label: str) -> None:
         """A two-step drag at start-up, so that one-time kernel setup does not slow down the
@@ -817,7 +823,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
-                        ui["paste_back"] = gr.Checkbox(value=True, label="Paste an edited photo back into it")
+                        ui["paste_back"] = gr.Checkbox(value=True, label="Paste the edit back into the uploaded photo")
                     ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
                     ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files")
                 with gr.Accordion("Points as text", open=False):
@@ -833,10 +839,11 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
                   concurrency_limit=None)
         demo.unload(studio.close_session)
-        ui["model"].input(gpu(studio.select_model), [ui["model"], ui["seed"], ui["psi"]],
-                          editor_view + params + photo_out + [ui["model"], ui["model_info"]],
-                          concurrency_id="model-load", concurrency_limit=2, api_name="select_model",
-                          show_progress_on=ui["canvas"])
+        # .select, not .input: the dropdown reports one pick as two inputs.
+        ui["model"].select(gpu(studio.select_model), [ui["model"], ui["seed"], ui["psi"]],
+                           editor_view + params + photo_out + [ui["model"], ui["model_info"]],
+                           concurrency_id="model-load", concurrency_limit=2, api_name="select_model",
+                           show_progress_on=ui["canvas"])
         sample_out = editor_view + params + photo_out + [ui["seed"]]
         ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **render)
         ui["show_seed"].click(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out,

@@ -484,6 +484,22 @@ def test_drags_and_inversions_share_one_device_slot_behind_a_bounded_queue(studi
     assert fns["stop"].concurrency_id != drag.concurrency_id      # Stop never waits behind a drag
 
 
+def test_a_failed_download_is_one_short_sentence(model_dir, messages):
+    from draggan.download import DownloadError
+
+    def loader(source, device, progress):
+        raise DownloadError(f"could not reach https://example.invalid/{source}.pkl ([Errno -2] Name or service"
+                            " not known). Are you offline? Download it yourself and place it at /somewhere")
+
+    demo = app.build_app({"tiny": str(model_dir), "stylegan2-ffhq-512x512": "stylegan2-ffhq-512x512"}, "tiny",
+                         pool=app.ModelPool(loader), autocast=False)
+    studio, req = demo.studio, request()
+    out = studio.select_model("stylegan2-ffhq-512x512", 0, 0.7, req, progress=no_progress)
+    assert out[studio.ui["model"]]["value"] is None                 # nothing was loaded before
+    assert len(messages) == 1 and messages[0][1].startswith("Could not download 'stylegan2-ffhq-512x512'")
+    assert "stylegan2-ffhq-512x512.pkl" in messages[0][1] and "Errno" not in messages[0][1]
+
+
 def test_a_model_download_reports_progress(model_dir):
     seen = []
 
