@@ -292,3 +292,11 @@ def test_model_pool_prepares_each_model_once():
     model = pool.get("m", "cpu")
     assert pool.get("m", "cpu") is model and len(prepared) == 1
     assert model.weight.is_contiguous(memory_format=torch.channels_last) and not model.weight.is_contiguous()
+
+
+def test_live_drag_throttles_frames(G):
+    from draggan.sessions import live_drag
+    drag = live_session(G)
+    events = list(live_drag(drag, max_steps=5, frame_interval=60.0))
+    # The first frame right away, then none until a minute has passed: the drag ended before that.
+    assert [e.kind for e in events] == ["frame", "end"] and events[-1].state.step == 5
