@@ -493,8 +493,7 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 yield LiveEvent("warning", None, text=payload[0])
                 continue
             if kind == "frame":
-                if not finished.is_set():
-                    yield LiveEvent("frame", payload[0], payload[1])
+                yield LiveEvent("frame", payload[0], payload[1])
                 continue
             # steps_done: wait for the renderer, then report the end.
             threads[1].join(join_timeout)
