@@ -69,10 +69,11 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def bench_case(G, device, n_handles: int, use_mask: bool, args) -> dict:
+def bench_case(G, device, n_handles: int, use_mask: bool, use_graph: bool, args) -> dict:
     R = G.img_resolution
     config = DragConfig(feature_block=min(args.feature_block, G.num_blocks), latent_space=args.space,
-                        autocast=args.autocast, stop_distance=1e-3, max_steps=args.warmup + args.steps)
+                        autocast=args.autocast, stop_distance=1e-3, max_steps=args.warmup + args.steps,
+                        cuda_graph=use_graph)
     session = DragSession(G, G.ws_from_seed(0, 0.7, device=device), config, device=device)
     session.set_points(*spread_points(n_handles, R))
     if use_mask:
@@ -100,7 +101,7 @@ def bench_case(G, device, n_handles: int, use_mask: bool, args) -> dict:
         render_times.append(time.perf_counter() - t0)
     times_ms = sorted(1000 * t for t in times)
     return {
-        "handles": n_handles, "mask": use_mask, "steps": len(times_ms),
+        "handles": n_handles, "mask": use_mask, "graph": use_graph, "steps": len(times_ms),
         "median_ms": statistics.median(times_ms),
         "p90_ms": times_ms[min(len(times_ms) - 1, int(0.9 * len(times_ms)))],
         "render_ms": 1000 * statistics.median(render_times),
@@ -118,6 +119,8 @@ def main(argv=None):
     p.add_argument("--feature-block", type=int, default=6)
     p.add_argument("--space", choices=["w", "w+"], default="w+")
     p.add_argument("--autocast", action="store_true", help="bf16 autocast for the generator")
+    p.add_argument("--graph", choices=["on", "off", "both"], default=None,
+                   help="CUDA graph replay of the step (default: on for CUDA, off otherwise)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--steps", type=int, default=50, help="timed steps per case")
     args = p.parse_args(argv)
@@ -126,7 +129,9 @@ def main(argv=None):
     G, name = build_generator(args, device)
     handle_counts = [int(h) for h in args.handles.split(",")]
     masks = {"off": [False], "on": [True], "both": [False, True]}[args.mask]
-    rows = [bench_case(G, device, n, m, args) for n in handle_counts for m in masks]
+    default_graph = "on" if device.type == "cuda" else "off"
+    graphs = {"off": [False], "on": [True], "both": [False, True]}[args.graph or default_graph]
+    rows = [bench_case(G, device, n, m, g, args) for g in graphs for n in handle_counts for m in masks]
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     block = min(args.feature_block, G.num_blocks)
@@ -135,10 +140,11 @@ def main(argv=None):
     print(f"# device {device} ({gpu}), torch {torch.__version__}, {datetime.date.today()}, "
           f"warmup {args.warmup}, median of {args.steps} steps")
     print(f"# command: {' '.join(sys.argv)}")
-    print("| handles | mask | ms/step (median) | ms/step (p90) | steps/s | render ms |")
-    print("|--------:|:----:|-----------------:|--------------:|--------:|----------:|")
+    print("| handles | mask | CUDA graph | ms/step (median) | ms/step (p90) | steps/s | render ms |")
+    print("|--------:|:----:|:----------:|-----------------:|--------------:|--------:|----------:|")
     for r in rows:
-        print(f"| {r['handles']:7d} | {'yes' if r['mask'] else 'no':^4} | {r['median_ms']:16.2f} | "
+        print(f"| {r['handles']:7d} | {'yes' if r['mask'] else 'no':^4} | {'yes' if r['graph'] else 'no':^10} | "
+              f"{r['median_ms']:16.2f} | "
               f"{r['p90_ms']:13.2f} | {1000 / r['median_ms']:7.1f} | {r['render_ms']:9.2f} |")
 
 

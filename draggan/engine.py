@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -35,6 +36,8 @@ LATENT_SPACES = ("w", "w+")
 NOISE_MODES = ("const", "random", "none")
 # Consecutive non-finite steps after which a drag gives up (each one halves the lr).
 MAX_NONFINITE_RETRIES = 8
+# Eager steps before a CUDA graph is captured (they also initialize Adam's state).
+GRAPH_WARMUP_STEPS = 2
 
 
 class DragConfigError(ValueError):
@@ -61,6 +64,7 @@ class DragConfig:
                                #   5 handles, scaled by R/512, at least 1 px).
     noise_mode      = "const", # Synthesis noise: "const", "random" or "none".
     autocast        = False,   # Run the generator under bf16 autocast (for CUDA); sampling and losses stay fp32.
+    cuda_graph      = None,    # Replay each step as a captured CUDA graph (None: on for CUDA devices).
 
     Why the floors: at small R the paper's radii shrink below one pixel. A disk of
     radius < 1 is the handle pixel alone (one feature vector: a noisy, very local
@@ -69,6 +73,11 @@ class DragConfig:
     handle that lags once can never catch up; r2 = 2 (5 x 5) leaves that margin.
     A stop distance below one pixel is unreachable for handles that move on the
     integer pixel grid.
+
+    Why CUDA graphs: a step at 512 px is a few hundred small kernels whose launch
+    cost (Python, dispatcher, driver) exceeds their GPU time; replaying a graph
+    launches them all at once. The graph is captured after a few eager warm-up
+    steps and recaptured whenever points, mask or latent change.
     """
 
     lr: float = 2e-3
@@ -82,6 +91,7 @@ class DragConfig:
     stop_distance: float | None = None
     noise_mode: str = "const"
     autocast: bool = False
+    cuda_graph: bool | None = None
 
     def __post_init__(self):
         self.latent_space = str(self.latent_space).lower()
@@ -169,6 +179,10 @@ class _Optimization:
     stop_distance: torch.Tensor  # scalar, pixels
     stop_distance_px: float
     nonfinite_streak: int = 0
+    lr_tensor: torch.Tensor | None = None   # the optimizer's lr as a device tensor (CUDA graphs only)
+    graph: object | None = None             # torch.cuda.CUDAGraph once captured
+    graph_info: torch.Tensor | None = None  # the graph's static output (see DragSession._step)
+    eager_steps: int = 0                    # warm-up steps taken before capturing
 
 
 @dataclass
@@ -243,6 +257,7 @@ class DragSession:
         self._mask_np: np.ndarray | None = None
 
         self._opt: _Optimization | None = None
+        self._graph_failed = False                         # capture failed once: eager steps from then on
         self._history: list[_Snapshot] = []
         self._version = 0                                  # bumped whenever a running drag must end
         self._lock = threading.RLock()
@@ -418,12 +433,9 @@ class DragSession:
     def _advance(self) -> tuple[DragState, bool]:
         """One step plus its single host read; returns (state, whether the latent changed)."""
         opt = self._opt
-        handles, distances, loss, ok, done = self._step(self._handles)
-        n = handles.shape[0]
-        info = torch.cat([handles.flatten(), distances, loss.reshape(1).float(),
-                          ok.reshape(1).float(), done.reshape(1).float()]).cpu()   # the one device->host read
+        n = self._handles.shape[0]
+        info = self._run_step().cpu()   # the one device->host read
         self._step_count += 1
-        self._handles = handles
         warning = None
         if info[-2] > 0:
             opt.nonfinite_streak = 0
@@ -443,16 +455,50 @@ class DragSession:
                           warning=warning)
         return state, (warning is None and not done_flag)
 
-    def _step(self, handles: torch.Tensor):
-        """One DragGAN step on the device, static shapes, no host sync.
+    def _run_step(self) -> torch.Tensor:
+        """Take one step, eagerly or by replaying the captured graph; returns the step's info tensor."""
+        opt = self._opt
+        if opt.lr_tensor is None:                      # no CUDA graph for this session
+            return self._step()
+        if opt.graph is not None:
+            opt.graph.replay()
+            return opt.graph_info
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        if opt.eager_steps < GRAPH_WARMUP_STEPS:
+            # Warm-up steps are real steps, taken on a side stream as capture requires
+            # (it lets autograd and the optimizer allocate their state outside the graph).
+            with torch.cuda.stream(stream):
+                info = self._step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            opt.eager_steps += 1
+            return info
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+                info = self._step()
+        except Exception as exc:  # capture is an optimization: fall back to eager steps, and say so once
+            warnings.warn(f"CUDA graph capture failed ({exc}); continuing without CUDA graphs", RuntimeWarning)
+            self._graph_failed = True
+            torch.cuda.synchronize(self.device)
+            opt.lr_tensor = None
+            self._set_lr(opt.lr)
+            return self._step()
+        opt.graph, opt.graph_info = graph, info
+        graph.replay()                                 # capturing recorded the step; replaying runs it
+        return info
 
-        handles: [N, 2] current positions. Returns (new handles [N, 2],
-        distances [N], loss [], ok [] bool, done [] bool). When every handle is
-        already within the stop distance (``done``) or the step produced
-        non-finite numbers (``not ok``), the latent is left as it was.
+    def _step(self) -> torch.Tensor:
+        """One DragGAN step on the device: static shapes, no host sync (so it can be captured).
+
+        Reads and updates ``self._handles`` in place. Returns the step's info as
+        one flat tensor: [new handles (2N), distances (N), loss, ok, done].
+        When every handle is already within the stop distance (``done``) or the
+        step produced non-finite numbers (``not ok``), the latent and the handles
+        are left as they were.
         """
         opt = self._opt
-        param = opt.param
+        param, handles = opt.param, self._handles
         with torch.no_grad():
             opt.prev_param.copy_(param)
         with self._autocast():
@@ -471,25 +517,48 @@ class DragSession:
             ok = torch.isfinite(loss) & torch.isfinite(param).all()
             done = ok & ~active.any()
             param.copy_(torch.where(ok & ~done, param, opt.prev_param))
-            new_handles = torch.where(ok, tracked, handles)
-            distances = (self._targets - new_handles).norm(dim=1)
-        return new_handles, distances, loss.detach(), ok, done
+            handles.copy_(torch.where(ok, tracked, handles))
+            distances = (self._targets - handles).norm(dim=1)
+            return torch.cat([handles.flatten(), distances, loss.detach().reshape(1).float(),
+                              ok.reshape(1).float(), done.reshape(1).float()])
 
     def _recover_from_nonfinite(self) -> None:
-        """The step already restored the latent on the device; drop Adam's moments and halve the lr."""
+        """The step already restored the latent on the device; reset Adam's moments and halve the lr.
+
+        Done in place, so a captured graph (which holds these very tensors) stays valid.
+        """
         opt = self._opt
         opt.lr *= 0.5
-        opt.optimizer = self._make_optimizer(opt.param, opt.lr)
+        self._set_lr(opt.lr)
+        with torch.no_grad():
+            for state in opt.optimizer.state.values():
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        value.zero_()
+
+    def _set_lr(self, lr: float) -> None:
+        opt = self._opt
+        if opt.lr_tensor is not None:
+            opt.lr_tensor.fill_(lr)
+        else:
+            for group in opt.optimizer.param_groups:
+                group["lr"] = lr
 
     # ------------------------------------------------------------------ internals
 
-    def _make_optimizer(self, param: torch.Tensor, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam([param], lr=lr)
+    def _use_cuda_graph(self) -> bool:
+        wanted = self.config.cuda_graph
+        if wanted is None:
+            wanted = self.device.type == "cuda"
+        if wanted and self.device.type != "cuda":
+            raise DragConfigError(f"cuda_graph=True needs a CUDA device, not {self.device}")
+        return bool(wanted) and not self._graph_failed
 
     def _autocast(self):
         if not self.config.autocast:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        # No weight-cast cache: it would hold tensors from outside a captured graph.
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=False)
 
     def _compose(self, param: torch.Tensor | None) -> torch.Tensor:
         """Base latent plus the optimized offset -> W+ [1, num_ws, w_dim]."""
@@ -532,10 +601,17 @@ class DragSession:
         feat0 = feat0.float()
         ref = sample_features(feat0, self._handles, self.resolution)
         stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
+        if self._use_cuda_graph():
+            # A graph replays the optimizer step as captured: lr and step count live on the device.
+            lr_tensor = torch.tensor(cfg.lr, device=self.device)
+            optimizer = torch.optim.Adam([param], lr=lr_tensor, capturable=True)
+        else:
+            lr_tensor, optimizer = None, torch.optim.Adam([param], lr=cfg.lr)
         self._opt = _Optimization(
-            param=param, prev_param=param.detach().clone(), optimizer=self._make_optimizer(param, cfg.lr),
+            param=param, prev_param=param.detach().clone(), optimizer=optimizer,
             lr=cfg.lr, feat0=feat0, ref_features=ref,
-            stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px)
+            stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px,
+            lr_tensor=lr_tensor)
 
     @property
     def stop_distance(self) -> float:

@@ -84,8 +84,12 @@ def fold_upsample_filter(weight: torch.Tensor, f: torch.Tensor, up: int = 2) -> 
     lead, (kh, kw) = weight.shape[:-2], weight.shape[-2:]
     fh, fw = f.shape
     k = (f * (up * up)).flip([0, 1]).to(weight.dtype)[None, None]
-    w = weight.reshape(-1, 1, kh, kw)
-    folded = F.conv2d(w, k, padding=(fh - 1, fw - 1))
+    # The fold is linear in the kernel: build its [kh*kw, (kh+fh-1)*(kw+fw-1)] matrix by
+    # folding the kh*kw unit kernels, then apply it to all Cout*Cin kernels as one matmul
+    # (a depthwise conv over that many tiny kernels is one of the slowest ops on a CPU).
+    basis = torch.eye(kh * kw, dtype=weight.dtype, device=weight.device).reshape(kh * kw, 1, kh, kw)
+    fold = F.conv2d(basis, k, padding=(fh - 1, fw - 1)).reshape(kh * kw, -1)
+    folded = weight.reshape(-1, kh * kw) @ fold
     return folded.reshape(*lead, kh + fh - 1, kw + fw - 1)
 
 
@@ -104,13 +108,17 @@ def modulated_conv2d(
     n, cin = styles.shape
     cout, _, kh, kw = weight.shape
     if fused is None:
-        fused = n == 1
+        # Folding styles into the weights is cheapest for one image, but when the
+        # styles need a gradient (dragging, projection) it would make autograd
+        # compute a weight gradient per conv; scaling activations needs none.
+        fused = n == 1 and not (torch.is_grad_enabled() and styles.requires_grad)
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
     dcoefs = None
     if demodulate:
-        w = weight[None] * styles[:, None, :, None, None]           # [N, Cout, Cin, k, k]
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()     # [N, Cout]
+        # sum_{i,k} (w_oik * s_i)^2 = sum_i s_i^2 * sum_k w_oik^2: one small matmul
+        # instead of materializing the modulated [N, Cout, Cin, k, k] weights.
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, Cout]
 
     if fused:
         # Per-sample weights; batch folded into groups (groups == 1 for one image).

@@ -1,0 +1,92 @@
+"""CUDA-graph drag steps (run where a GPU exists; CI has none, so these skip there).
+
+The captured step must compute the same drag as the eager one, survive
+recapture when points change, and recover from a non-finite step in place.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import draggan.engine as engine
+from draggan.engine import DragConfig, DragConfigError, DragSession
+from draggan.networks import Generator
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+R, BLOCK = 64, 4
+POINTS = ([(20, 30), (40, 36)], [(30, 30), (44, 26)])
+
+
+def generator(device):
+    torch.manual_seed(0)
+    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
+    return G.eval().requires_grad_(False).to(device)
+
+
+def drag_trace(G, steps=12, **config):
+    config.setdefault("feature_block", BLOCK)
+    s = DragSession(G, G.ws_from_seed(1, device=G.mapping.fc0.weight.device), DragConfig(**config))
+    s.set_points(*POINTS)
+    states = list(s.drag(max_steps=steps, image_every=0))
+    return s, states
+
+
+def test_cuda_graph_needs_a_cuda_device():
+    G = generator("cpu")
+    s = DragSession(G, G.ws_from_seed(0), DragConfig(feature_block=BLOCK, cuda_graph=True))
+    s.set_points(*POINTS)
+    with pytest.raises(DragConfigError, match="CUDA device"):
+        s.drag()
+
+
+@cuda
+@pytest.mark.parametrize("space", ["w+", "w"])
+def test_graph_replay_computes_the_eager_drag(space):
+    torch.backends.cudnn.deterministic = True
+    G = generator("cuda")
+    eager, eager_states = drag_trace(G, latent_space=space, cuda_graph=False)
+    graph, graph_states = drag_trace(G, latent_space=space, cuda_graph=True)
+    assert graph._opt.graph is not None and eager._opt.graph is None
+    assert len(graph_states) == len(eager_states)
+    for a, b in zip(eager_states, graph_states):
+        np.testing.assert_allclose(a.handles, b.handles, atol=1e-4)
+        assert a.loss == pytest.approx(b.loss, rel=1e-3, abs=1e-6)
+    torch.testing.assert_close(graph.ws, eager.ws, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(graph.ws, G.ws_from_seed(1, device="cuda"))     # it did drag
+
+
+@cuda
+def test_new_points_and_mask_recapture_the_graph():
+    G = generator("cuda")
+    s, _ = drag_trace(G, steps=5, cuda_graph=True)
+    first = s._opt.graph
+    assert first is not None
+    s.set_points([(30, 40)], [(30, 52)])
+    mask = np.zeros((R, R), bool)
+    mask[20:60, 15:45] = True
+    s.set_mask(mask)
+    states = list(s.drag(max_steps=30, image_every=0))
+    assert s._opt.graph is not None and s._opt.graph is not first
+    assert states[-1].distances[0] < states[0].distances[0] + 1e-6
+    assert np.isfinite([st.loss for st in states]).all()
+
+
+@cuda
+def test_non_finite_step_inside_the_graph_is_undone_in_place(monkeypatch):
+    G = generator("cuda")
+    poison = torch.ones((), device="cuda")           # a device value the captured graph reads on every replay
+    real = engine.motion_supervision_loss
+    monkeypatch.setattr(engine, "motion_supervision_loss", lambda *a, **k: real(*a, **k) * poison)
+    s, _ = drag_trace(G, steps=6, cuda_graph=True)
+    assert s._opt.graph is not None
+    before, handles_before = s.ws, s.handles
+    poison.fill_(float("nan"))
+    state = next(s.drag(max_steps=1, image_every=0))
+    assert state.warning and "halved" in state.warning
+    torch.testing.assert_close(s.ws, before, atol=0, rtol=0)
+    np.testing.assert_array_equal(s.handles, handles_before)
+    assert s._opt.lr_tensor.item() == pytest.approx(DragConfig().lr / 2)
+    poison.fill_(1.0)
+    states = list(s.drag(max_steps=4, image_every=0))
+    assert all(st.warning is None for st in states)
+    assert not torch.equal(s.ws, before)             # the same graph goes on dragging
