@@ -9,13 +9,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
-from draggan.networks import Generator  # noqa: E402
+from helpers import serve  # noqa: E402
 from inversion import InversionConfig  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -23,22 +22,14 @@ R = 64
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
-    model = tmp_path_factory.mktemp("tiny")
-    G.save_pretrained(model, dtype=torch.float32)
+def server(tiny_model_dir, tmp_path_factory):
     # Enough inversion steps that a cancel lands while it runs; alignment 'center' skips face detection.
     inversion = InversionConfig(steps_w=60, steps_pti=30, w_avg_samples=64, identity=False, loss="l2", amp="none",
                                 alignment="center")
-    demo = app.build_app({"tiny": str(model)}, "tiny", "cpu", autocast=False, inversion=inversion,
+    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False, inversion=inversion,
                          store=app.SessionStore(export_root=tmp_path_factory.mktemp("exports")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
-    yield demo, url
-    demo.close()
-    torch.set_num_threads(threads)
+    with serve(demo) as url:
+        yield demo, url
 
 
 def client(url):
@@ -58,6 +49,18 @@ def photo(tmp_path, seed):
     path = tmp_path / f"photo{seed}.png"
     Image.fromarray(img).save(path)
     return gradio_client.handle_file(str(path))
+
+
+def drag_inputs(lr, max_steps):
+    """The /drag endpoint's inputs: lr, max steps, r1 = r2 = 0, lambda_mask 20, W+ space, feature block 4."""
+    return lr, max_steps, 0, 0, 20, "W+", 4
+
+
+def start_drag(c, seed, points, lr, max_steps):
+    """Show seed's face, place the points and submit a drag; returns the job."""
+    c.predict("tiny", seed, 0.7, api_name="/sample")
+    c.predict(points, api_name="/set_points")
+    return c.submit(*drag_inputs(lr, max_steps), api_name="/drag")
 
 
 def wait_for(predicate, timeout=60.0):
@@ -82,9 +85,7 @@ def test_sample_returns_an_upscaled_view_of_a_new_face(server):
 def test_drag_streams_frames_until_the_handle_arrives_or_max_steps(server):
     demo, url = server
     c = client(url)
-    c.predict("tiny", 3, 0.7, api_name="/sample")
-    c.predict("20,20->36,28", api_name="/set_points")
-    job = c.submit(0.01, 8, 0, 0, 20, "W+", 4, api_name="/drag")
+    job = start_drag(c, 3, "20,20->36,28", lr=0.01, max_steps=8)
     outputs = list(job)
     frames = [read_image(o[0]) for o in outputs if isinstance(o[0], str)]
     assert len(frames) >= 3 and not np.array_equal(frames[0], frames[-1])
@@ -101,9 +102,7 @@ def test_drag_streams_frames_until_the_handle_arrives_or_max_steps(server):
 def test_stop_interrupts_a_running_drag_and_start_continues(server):
     demo, url = server
     c = client(url)
-    c.predict("tiny", 4, 0.7, api_name="/sample")
-    c.predict("10,10->54,54", api_name="/set_points")
-    job = c.submit(0.002, 1000, 0, 0, 20, "W+", 4, api_name="/drag")
+    job = start_drag(c, 4, "10,10->54,54", lr=0.002, max_steps=1000)
     assert wait_for(lambda: len(job.outputs()) >= 3)
     c.predict(api_name="/stop")
     final = job.result(timeout=60)
@@ -111,7 +110,7 @@ def test_stop_interrupts_a_running_drag_and_start_continues(server):
     s = session_of(demo, c)
     steps = s.drag._step_count
     assert 0 < steps < 1000 and s.busy is None
-    final = c.predict(0.002, 2, 0, 0, 20, "W+", 4, api_name="/drag")
+    final = c.predict(*drag_inputs(0.002, 2), api_name="/drag")
     assert s.drag._step_count == steps + 2 and "step" in final[1]
 
 
@@ -149,7 +148,7 @@ def test_two_clients_have_separate_sessions(server):
     a.predict("tiny", 6, 0.7, api_name="/sample")
     view_b = read_image(b.predict("tiny", 6, 0.7, api_name="/sample")[0])
     a.predict("20,20->40,30", api_name="/set_points")
-    a.predict(0.01, 3, 0, 0, 20, "W+", 4, api_name="/drag")
+    a.predict(*drag_inputs(0.01, 3), api_name="/drag")
     after_b = b.predict(api_name="/clear_points")
     assert after_b[2] == ""                                  # no points leaked from a
     assert np.array_equal(read_image(after_b[0]), view_b)    # a's drag did not change b's image

@@ -15,29 +15,12 @@ import torch
 from PIL import Image
 
 import app
-from draggan.networks import Generator
 from draggan.overlay import HANDLE_COLOR, view_scale
 from inversion import InversionConfig
 
 R = 64
 SCALE = view_scale(R)   # the view is R * SCALE pixels wide
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
-    path = tmp_path_factory.mktemp("tiny")
-    G.save_pretrained(path, dtype=torch.float32)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread and tiny_model_dir: conftest.py
 
 
 @pytest.fixture
@@ -50,8 +33,8 @@ def messages(monkeypatch):
 
 
 @pytest.fixture
-def studio(model_dir, tmp_path):
-    demo = app.build_app({"tiny": str(model_dir)}, "tiny", "cpu", autocast=False,
+def studio(tiny_model_dir, tmp_path):
+    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False,
                          store=app.SessionStore(export_root=tmp_path / "exports"),
                          inversion=InversionConfig(steps_w=2, steps_pti=1, w_avg_samples=64, identity=False,
                                                    loss="l2", amp="none"))
@@ -124,10 +107,10 @@ def test_unknown_model_warns_and_keeps_the_image(studio, messages):
     assert session(studio, req).has_image
 
 
-def test_uncached_registry_model_offline_is_refused_at_once(model_dir, monkeypatch, messages, tmp_path):
+def test_uncached_registry_model_offline_is_refused_at_once(tiny_model_dir, monkeypatch, messages, tmp_path):
     monkeypatch.setenv("DRAGGAN_OFFLINE", "1")
     monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "empty-cache"))
-    demo = app.build_app({"tiny": str(model_dir), "stylegan2-ffhq-512x512": "stylegan2-ffhq-512x512"}, "tiny",
+    demo = app.build_app({"tiny": str(tiny_model_dir), "stylegan2-ffhq-512x512": "stylegan2-ffhq-512x512"}, "tiny",
                          autocast=False)
     studio, req = demo.studio, request()
     studio.on_load(req)
@@ -474,8 +457,8 @@ def test_closing_a_tab_frees_its_session(studio):
     assert "closing" not in studio.store and not folder.exists()
 
 
-def test_drags_and_inversions_share_one_device_slot_behind_a_bounded_queue(studio, model_dir):
-    demo = app.build_app({"tiny": str(model_dir)}, "tiny", "cpu", concurrency=2, queue_size=5)
+def test_drags_and_inversions_share_one_device_slot_behind_a_bounded_queue(studio, tiny_model_dir):
+    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", concurrency=2, queue_size=5)
     fns = {fn.name: fn for fn in demo.fns.values()}
     drag, inversion = fns["drag"], fns["invert_photo"]
     assert drag.concurrency_id == inversion.concurrency_id == "device:cpu"
@@ -484,14 +467,14 @@ def test_drags_and_inversions_share_one_device_slot_behind_a_bounded_queue(studi
     assert fns["stop"].concurrency_id != drag.concurrency_id      # Stop never waits behind a drag
 
 
-def test_a_failed_download_is_one_short_sentence(model_dir, messages):
+def test_a_failed_download_is_one_short_sentence(tiny_model_dir, messages):
     from draggan.download import DownloadError
 
     def loader(source, device, progress):
         raise DownloadError(f"could not reach https://example.invalid/{source}.pkl ([Errno -2] Name or service"
                             " not known). Are you offline? Download it yourself and place it at /somewhere")
 
-    demo = app.build_app({"tiny": str(model_dir), "stylegan2-ffhq-512x512": "stylegan2-ffhq-512x512"}, "tiny",
+    demo = app.build_app({"tiny": str(tiny_model_dir), "stylegan2-ffhq-512x512": "stylegan2-ffhq-512x512"}, "tiny",
                          pool=app.ModelPool(loader), autocast=False)
     studio, req = demo.studio, request()
     out = studio.select_model("stylegan2-ffhq-512x512", 0, 0.7, req, progress=no_progress)
@@ -500,13 +483,13 @@ def test_a_failed_download_is_one_short_sentence(model_dir, messages):
     assert "stylegan2-ffhq-512x512.pkl" in messages[0][1] and "Errno" not in messages[0][1]
 
 
-def test_a_model_download_reports_progress(model_dir):
+def test_a_model_download_reports_progress(tiny_model_dir):
     seen = []
 
     def loader(source, device, progress):
         for done in (0, 512, 1024):
             progress(done, 1024)
-        return app.ModelPool()._loader(str(model_dir), device=device, progress=False)
+        return app.ModelPool()._loader(str(tiny_model_dir), device=device, progress=False)
 
     demo = app.build_app({"remote": "stylegan2-ffhq-512x512"}, pool=app.ModelPool(loader), autocast=False)
     G = demo.studio.load_model("remote", progress=lambda value, desc: seen.append((value, desc)))

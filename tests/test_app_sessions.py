@@ -8,25 +8,17 @@ import pytest
 import torch
 
 from draggan.engine import DragConfig
-from draggan.networks import Generator
 from draggan.points import PointError
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, module_bytes
+from helpers import tiny_generator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny generators run faster on one thread than split over two busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    return Generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32,
-                     mapping_layers=2).eval().requires_grad_(False)
+    """A 32 px generator, smaller than conftest's 64 px one."""
+    return tiny_generator(img_resolution=32, channel_base=512, channel_max=32, z_dim=32, w_dim=32)
 
 
 def config():

@@ -14,27 +14,16 @@ from draggan.engine import to_uint8
 from draggan.networks import Generator
 from draggan.points import PointError, format_points, parse_points, validate_points
 from draggan.video import VideoError, draw_points, write_video
+from helpers import save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny generators gain nothing from intra-op threads, and OpenMP's spinning workers slow
-    down by 10x or more when other processes share the CPU; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(img_resolution=64, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    G.save_pretrained(path)
-    return path
+    """The tiny generator saved in fp16 (save_pretrained's default), so the CLI loads a half-precision folder."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", dtype=torch.float16)
 
 
 def run_cli(capsys, *argv):

@@ -11,33 +11,14 @@ import draggan.engine as engine
 from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError, default_feature_block
 from draggan.features import resize_features, sample_features, synthesis_features
 from draggan.motion import disk_offsets, motion_loss
-from draggan.networks import Generator, GeneratorConfig
+from draggan.networks import GeneratorConfig
 from draggan.points import PointError
 from draggan.tracking import track_points, window_offsets
+from helpers import tiny_generator
 
 R = 64
 BLOCK = 4  # 32x32 features of the 64 px generator: cheap, and 2x below the image like DragGAN's block 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny generators gain nothing from intra-op threads, and OpenMP's spinning workers slow
-    down by 10x or more when other processes share the CPU; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_generator(seed=0) -> Generator:
-    torch.manual_seed(seed)
-    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
-    return G.eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def G():
-    return tiny_generator()
+pytestmark = pytest.mark.usefixtures("one_thread")  # G and one_thread: conftest.py
 
 
 def session(G, seed=0, points=(((28, 32),), ((38, 32),)), **config) -> DragSession:

@@ -10,33 +10,14 @@ import torch
 from PIL import Image
 
 from draggan.networks import Generator
+from helpers import tiny_generator
 from inversion import Cancelled, InversionCache, InversionConfig, InversionResult, PhotoError, invert
 from inversion import losses
 from inversion.__main__ import main as cli_main
 from inversion.metrics import psnr, to_image
 
 FAST = dict(steps_w=12, steps_pti=10, w_avg_samples=500, identity=False, alignment="center", loss="pyramid")
-
-
-def tiny_generator(seed=0) -> Generator:
-    torch.manual_seed(seed)
-    G = Generator(img_resolution=64, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
-    return G.eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny generator gains nothing from a second thread, and on a shared 2-core machine
-    # OpenMP's spinning threads slow down by 10-30x whenever another process is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def G():
-    return tiny_generator()
+pytestmark = pytest.mark.usefixtures("one_thread")  # G and one_thread: conftest.py
 
 
 @pytest.fixture(scope="module")

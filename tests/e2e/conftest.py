@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,7 +19,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM = os.environ.get("DRAGGAN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-R = 64
 
 
 def _chromium_missing() -> str | None:
@@ -36,24 +34,17 @@ def _chromium_missing() -> str | None:
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     import app
-    from draggan.networks import Generator
+    from helpers import save_tiny_model, serve  # tests/helpers.py; here so screenshot_app.py can import this file
     from inversion import InversionConfig
 
-    torch.manual_seed(0)
-    G = Generator(img_resolution=R, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)
-    model = tmp_path_factory.mktemp("tiny")
-    G.save_pretrained(model, dtype=torch.float32)
+    model = save_tiny_model(tmp_path_factory.mktemp("tiny"))
     # Face detection runs (and finds no face in the test photo); short budgets keep it quick.
     inversion = InversionConfig(steps_w=3, steps_pti=2, w_avg_samples=64, identity=False, loss="l2", amp="none")
     # Few frames per second: the headless browser renders in software on two busy cores.
     demo = app.build_app({"tiny": str(model)}, "tiny", "cpu", autocast=False, inversion=inversion, max_fps=4,
                          store=app.SessionStore(export_root=tmp_path_factory.mktemp("exports")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
-    yield url
-    demo.close()
-    torch.set_num_threads(threads)
+    with serve(demo) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

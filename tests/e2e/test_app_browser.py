@@ -7,7 +7,7 @@ browser sessions at once, to show that they do not leak state into each other.
 
 import re
 
-R = 64                   # the tiny generator's resolution (see conftest)
+R = 64                   # the tiny generator's resolution (TINY in tests/helpers.py)
 TIMEOUT = 90_000         # ms; the CI machine has two busy cores
 
 # Gradio maps clicks assuming the image is drawn at most at its natural size, centred
