@@ -22,6 +22,19 @@ The recommendation per group is the variant with the lowest mean MD; variants wi
 ``--tie`` (relative) of it are tied and the fastest of those wins.
 
     .venv/bin/python -m bench.ablate --model celeba128 -n 12 --max-steps 60 --out bench/results/ablations.json
+
+Staged (:mod:`bench.staged`, as in :mod:`bench.eval_drag`): ``prepare`` finds the
+tasks' landmarks with dlib and resolves the grid (each distinct effective
+configuration is one run); ``edit`` runs every (run, task) drag on a GPU machine
+without dlib; ``score`` re-detects and writes the one-shot JSON and tables::
+
+    .venv/bin/python -m bench.ablate --stage prepare --work .stage/ablate --model celeba128 -n 30
+    python -m bench.ablate --stage edit --work .stage/ablate --results $OUT/ablate --device cuda   # on the GPU
+    .venv/bin/python -m bench.ablate --stage score --work .stage/ablate --results RESULTS/ablate \\
+        --out bench/results/ablations.json
+
+The grid (``--groups``, ``--quick``, ``--base``), tasks, ``--max-steps`` and ``--tie``
+are fixed by ``prepare``; ``edit`` takes ``--shard K/N``, ``--time-budget``, ``--skip-done``.
 """
 
 from __future__ import annotations
@@ -29,7 +42,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,8 +50,10 @@ import torch
 
 from draggan.engine import DragConfig
 
-from .eval_drag import (EDITS, DragTask, _fmt, edit_task, environment, load_model, measure, pair_task, run_task,
-                        sample_faces, sample_pairs, summarize, write_json)
+from . import staged
+from .eval_drag import (EDITS, DragTask, _fmt, add_drag_stage_arguments, default_device, drag_items, drag_stage,
+                        drag_work, edit_task, environment, load_model, measure, pair_task, run_from_record,
+                        sample_faces, sample_pairs, summarize, work_tasks, write_json)
 from .landmarks import measure_face
 
 # group -> [(label, DragConfig overrides)]
@@ -114,47 +128,89 @@ def make_tasks(G, kind: str, count: int, num_handles: int = 5, first_seed: int =
     raise ValueError(f"task kind must be 'edits' or 'pairs', got {kind!r}")
 
 
-def run_ablations(G, tasks: list[DragTask], grid: dict, base: DragConfig, max_steps: int | None = None,
-                  detector=measure_face, log=None, on_variant=None) -> list[dict]:
-    """Run every task under every variant of ``grid``; returns one dict per variant with its summary.
+def prepare_ablation(G, grid: dict, base: DragConfig, count: int, task: str = "edits", num_handles: int = 5,
+                     max_steps: int | None = None, first_seed: int = 1000, truncation: float = 0.7, tie: float = 0.05,
+                     model: str = "?", command: str = "", detector=measure_face, log=None) -> staged.Work:
+    """The prepare stage: the drag tasks (dlib) and the grid, each effective configuration once.
 
-    ``on_variant(variants_so_far)`` is called after each variant (to save partial results).
+    Variants that resolve to the same effective settings share one run (``reused``);
+    the items are (task, run) pairs, run by run.
     """
     R, num_ws = int(G.img_resolution), int(G.num_ws)
-    num_handles = max(len(t.handles) for t in tasks) if tasks else 1  # for the default stop distance
-    cache: dict[tuple, tuple[dict, list]] = {}
+    tasks, stats = make_tasks(G, task, count, num_handles, first_seed, truncation, detector)
+    if log:
+        log(f"{len(tasks)} {task} tasks ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")
+    num_handles_max = max(len(t.handles) for t in tasks) if tasks else 1  # for the default stop distance
+    keys: list[tuple] = []
+    configs: list[DragConfig] = []
     variants = []
     for group, entries in grid.items():
         for label, overrides in entries:
             config = variant_config(base, overrides, num_ws)
-            key = config_key(config, R, num_handles)
-            reused = key in cache
+            key = config_key(config, R, num_handles_max)
+            reused = key in keys
             if not reused:
-                load_before = os.getloadavg()[0]
-                rows = []
-                for task in tasks:
-                    row = measure(task, run_task(G, task, config, max_steps), detector)
-                    row.pop("_embedding")
-                    rows.append(row)
-                summary = summarize(rows)
-                summary["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-                cache[key] = (summary, rows)
-            summary, rows = cache[key]
+                keys.append(key)
+                configs.append(config)
             r1, r2 = config.radii(R)
-            variants.append({"group": group, "label": label, "overrides": overrides, "reused": reused,
+            variants.append({"group": group, "label": label, "overrides": overrides, "run": keys.index(key),
+                             "reused": reused,
                              "effective": {"r1": r1, "r2": r2,
-                                           "stop_distance": config.stop_distance_for(R, num_handles),
+                                           "stop_distance": config.stop_distance_for(R, num_handles_max),
                                            "feature_block": config.feature_block, "lr": config.lr,
                                            "latent_space": config.latent_space,
-                                           "optimize_layers": config.optimize_layers},
-                             "summary": summary, "rows": rows})
+                                           "optimize_layers": config.optimize_layers}})
+    items = [(t, r) for r in range(len(configs)) for t in range(len(tasks))]
+    extra = {"task_kind": task, "count": count, "num_handles": num_handles, "first_seed": first_seed,
+             "truncation": truncation, "tie": tie, "sampling": stats, "base": dataclasses.asdict(base),
+             "variants": variants}
+    return drag_work("ablate", G, tasks, configs, items, max_steps, model, command, extra)
+
+
+def score_ablation(work: staged.Work, outcomes, detector=measure_face, log=None, on_variant=None) -> list[dict]:
+    """The score stage: re-detect landmarks on every result; one dict per variant with its summary and rows.
+
+    Outcomes come run by run (as :func:`prepare_ablation` orders the items); each variant
+    is complete once the runs up to its own are, and ``on_variant(variants_so_far)`` is
+    then called (to save partial results of a long one-shot run).
+    """
+    tasks = work_tasks(work)
+    variants = work.data["variants"]
+    rows: dict[int, list] = {}
+    loads: dict[int, list] = {}
+    emitted: list[dict] = []
+
+    def emit(upto_run: int | None):
+        """Variants whose run is done, in grid order, up to the first that waits for a later run."""
+        while len(emitted) < len(variants):
+            v = variants[len(emitted)]
+            if upto_run is not None and v["run"] > upto_run:
+                return
+            summary = summarize(rows.get(v["run"], []))
+            run_loads = loads.get(v["run"], [])
+            summary["loadavg_1min"] = [run_loads[0], run_loads[-1]] if run_loads else None
+            emitted.append({k: v[k] for k in ("group", "label", "overrides", "reused", "effective")}
+                           | {"summary": summary, "rows": rows.get(v["run"], [])})
             if log:
-                log(f"[{group}] {label}: MD {_fmt(summary['md_mean'])} (no edit {_fmt(summary['md_no_edit_mean'])}), "
-                    f"{_fmt(summary['seconds_per_edit'], 1)} s/edit, {_fmt(summary['steps_mean'], 1)} steps"
-                    + (" (same settings as an earlier variant)" if reused else ""))
+                log(f"[{v['group']}] {v['label']}: MD {_fmt(summary['md_mean'])} "
+                    f"(no edit {_fmt(summary['md_no_edit_mean'])}), {_fmt(summary['seconds_per_edit'], 1)} s/edit, "
+                    f"{_fmt(summary['steps_mean'], 1)} steps" + (" (same settings as an earlier variant)"
+                                                                 if v["reused"] else ""))
             if on_variant:
-                on_variant(variants)
-    return variants
+                on_variant(emitted)
+
+    current = None
+    for item, record, image in outcomes:
+        run = item["config"]
+        if current is not None and run != current:
+            emit(current)
+        current = run
+        row = measure(tasks[item["task"]], run_from_record(record, image), detector)
+        row.pop("_embedding")
+        rows.setdefault(run, []).append(row)
+        loads.setdefault(run, []).append(record.get("loadavg_1min"))
+    emit(None)
+    return emitted
 
 
 def markdown_tables(result: dict) -> str:
@@ -178,13 +234,16 @@ def markdown_tables(result: dict) -> str:
                          f"{s['faces_found']}/{s['edits']} | {_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | "
                          f"{_fmt(s['seconds_per_edit'], 1)} | {_fmt(s['ms_per_step'], 0)} |")
         lines.append("")
+    missing = meta.get("missing_items")
+    if missing:
+        lines.append(f"**{len(missing)} drags had no result** (scored with --allow-missing).")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.ablate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="celeba128")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--task", choices=["edits", "pairs"], default="edits",
                    help="edits: named landmark edits of 5-7 px (eval_drag.EDITS); pairs: Table 1 pairs")
     p.add_argument("-n", "--count", type=int, default=12, help="tasks (faces for edits, pairs for pairs)")
@@ -198,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tie", type=float, default=0.05, help="relative MD margin within which the fastest wins")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    add_drag_stage_arguments(p)
     return p
 
 
@@ -205,6 +265,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    problem = staged.check_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     grid_all = QUICK_GRID if args.quick else FULL_GRID
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     unknown = [g for g in groups if g not in grid_all]
@@ -216,38 +281,75 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: --base must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
         return 2
-    G = load_model(args.model, args.device)
-    command = "python -m bench.ablate " + " ".join(argv if argv is not None else sys.argv[1:])
-    partial = None
-    if args.out:  # keep what is done so far, in case a long CPU run is stopped
-        def partial(variants):
-            write_json({"partial": True, "variants": variants, "recommended": recommend(variants, args.tie)},
-                       args.out.with_suffix(".partial.json"))
-    result = ablate(G, {g: grid_all[g] for g in groups}, base, args.count, args.task, args.handles, args.max_steps,
-                    args.first_seed, args.truncation, args.tie, model=args.model, device=args.device,
-                    command=command, log=lambda m: print(m, file=sys.stderr, flush=True), on_variant=partial)
+    grid = {g: grid_all[g] for g in groups}
+    command = staged.command_line("bench.ablate", argv)
+
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
+    try:
+        if args.stage == "all":
+            G = load_model(args.model, device)
+            partial = None
+            if args.out:  # keep what is done so far, in case a long CPU run is stopped
+                def partial(variants):
+                    write_json({"partial": True, "variants": variants, "recommended": recommend(variants, args.tie)},
+                               args.out.with_suffix(".partial.json"))
+            result = ablate(G, grid, base, args.count, args.task, args.handles, args.max_steps, args.first_seed,
+                            args.truncation, args.tie, model=args.model, device=device, command=command, log=log,
+                            on_variant=partial, warmup_steps=args.warmup_steps)
+        elif args.stage == "prepare":
+            G = load_model(args.model, device)
+            work = prepare_ablation(G, grid, base, args.count, args.task, args.handles, args.max_steps,
+                                    args.first_seed, args.truncation, args.tie, model=args.model, command=command,
+                                    log=log)
+            path = work.save(args.work)
+            log(f"wrote {path}: {len(work.data['tasks'])} tasks x {len(work.data['configs'])} distinct settings "
+                f"({len(work.data['variants'])} variants) = {len(work.items)} drags, "
+                f"{staged.folder_bytes(args.work) / 2**20:.2f} MiB")
+            return 0
+        elif args.stage in ("edit", "run"):
+            work = staged.Work.load(args.work, "ablate")
+            G = load_model(work.data["model"], device)
+            drag_stage(G, work, args, command, log)
+            return 0
+        else:
+            work = staged.Work.load(args.work, "ablate")
+            results = staged.load_results(work, args.results, args.allow_missing)
+            variants = score_ablation(work, staged.stored_outcomes(work, results), log=log)
+            result = {"meta": staged.staged_meta(work, results, command, ablation_meta), "variants": variants,
+                      "recommended": recommend(variants, work.data["tie"])}
+    except staged.StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(markdown_tables(result))
     if args.out:
         write_json(result, args.out)
     return 0
 
 
+def ablation_meta(work: staged.Work, env: dict, command: str, wall_seconds: float) -> dict:
+    d = work.data
+    base = DragConfig(**d["base"])
+    return {"command": command, "model": d["model"], "resolution": d["resolution"], "tasks": len(d["tasks"]),
+            "task": d["task_kind"], "handles": d["num_handles"] if d["task_kind"] == "pairs" else "per edit",
+            "edits": [list(e) for e in EDITS] if d["task_kind"] == "edits" else None,
+            "first_seed": d["first_seed"], "truncation": d["truncation"], "sampling": d["sampling"],
+            "max_steps": d["max_steps"] if d["max_steps"] is not None else base.max_steps,
+            "base": d["base"], "tie": d["tie"], "env": env, "wall_seconds": round(wall_seconds, 1)}
+
+
 def ablate(G, grid: dict, base: DragConfig, count: int, task: str = "edits", num_handles: int = 5,
            max_steps: int | None = None, first_seed: int = 1000, truncation: float = 0.7, tie: float = 0.05,
            model: str = "?", device: str = "cpu", command: str = "", detector=measure_face, log=None,
-           on_variant=None) -> dict:
+           on_variant=None, warmup_steps: int | None = None) -> dict:
+    """One process, the three stages chained: tasks and grid, every drag, re-detection; with metadata."""
     t0 = time.perf_counter()
-    tasks, stats = make_tasks(G, task, count, num_handles, first_seed, truncation, detector)
-    if log:
-        log(f"{len(tasks)} {task} tasks ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")
-    variants = run_ablations(G, tasks, grid, base, max_steps, detector, log, on_variant)
-    return {"meta": {"command": command, "model": model, "resolution": int(G.img_resolution), "tasks": len(tasks),
-                     "task": task, "handles": num_handles if task == "pairs" else "per edit",
-                     "edits": [list(e) for e in EDITS] if task == "edits" else None,
-                     "first_seed": first_seed, "truncation": truncation, "sampling": stats,
-                     "max_steps": max_steps if max_steps is not None else base.max_steps,
-                     "base": dataclasses.asdict(base), "tie": tie, "env": environment(device),
-                     "wall_seconds": round(time.perf_counter() - t0, 1)},
+    work = prepare_ablation(G, grid, base, count, task, num_handles, max_steps, first_seed, truncation, tie, model,
+                            command, detector, log)
+    outcomes = drag_items(G, work, work.items, **({} if warmup_steps is None else {"warmup_steps": warmup_steps}))
+    variants = score_ablation(work, outcomes, detector, log, on_variant)
+    return {"meta": ablation_meta(work, environment(device), command, time.perf_counter() - t0),
             "variants": variants, "recommended": recommend(variants, tie)}
 
 

@@ -17,6 +17,20 @@ same distance between the two unedited sets (first vs second faces) as a scale.
     .venv/bin/python -m bench.eval_drag --model celeba128 --pairs 100 --out bench/results/drag_accuracy.json
     .venv/bin/python -m bench.eval_drag --model celeba128 --pairs 3 --max-steps 40     # a quick look
 
+Staged (:mod:`bench.staged`): dlib here, the drags on a GPU machine without dlib. The
+pairs, their landmarks, handles, targets and latents go into a work folder; the GPU
+stage writes the edited images (uint8, in .npz chunks) and per-edit steps, seconds and
+final handles; ``score`` re-detects the landmarks and writes the same JSON and table
+as the one-shot run, whose timings are the GPU's::
+
+    .venv/bin/python -m bench.eval_drag --stage prepare --work .stage/drag --model celeba128 --pairs 100
+    python -m bench.eval_drag --stage edit --work .stage/drag --results $OUT/drag --device cuda   # on the GPU
+    .venv/bin/python -m bench.eval_drag --stage score --work .stage/drag --results RESULTS/drag \\
+        --out bench/results/drag_accuracy.json
+
+``--shard K/N`` runs every N-th edit (score takes every shard's folder), ``--time-budget``
+stops before the machine's time limit and ``--skip-done`` runs what an earlier call left.
+
 The paper's numbers are for a 512 px FFHQ model; pixel distances scale with the
 resolution, so they are compared after multiplying by R/512 (:func:`paper_reference`).
 """
@@ -32,13 +46,14 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from draggan.engine import DragConfig, DragSession, to_uint8
 
+from . import staged
 from .landmarks import HANDLE_SETS, FaceMeasure, handle_points, measure_face
 
 # DragGAN Table 1, 512 x 512 FFHQ, RTX 3090: handles -> (MD after drag, MD with no edit), seconds per edit.
@@ -289,6 +304,122 @@ def evaluate_edit(pair: FacePair, run: DragRun, num_handles: int, resolution: in
     return measure(pair_task(pair, num_handles, resolution), run, detector)
 
 
+
+# --------------------------------------------------------------------------- staged runs: work, edits, outcomes
+
+WARMUP_STEPS = 5  # untimed steps per configuration before the timed edits (first kernels, graph capture)
+Outcome = tuple  # (work item, record, HxWx3 uint8 image): what the edit stage produces per item
+
+
+def face_record(face: FaceSample) -> dict:
+    """What a work folder keeps of a face: seed and dlib's measurements (the latent goes to latents.npz)."""
+    emb = face.face.embedding
+    return {"seed": int(face.seed), "landmarks": np.asarray(face.face.landmarks, np.float64).tolist(),
+            "score": float(face.face.score), "embedding": None if emb is None else np.asarray(emb).tolist()}
+
+
+def task_record(task: DragTask) -> dict:
+    landmarks = task.landmarks if isinstance(task.landmarks, int) else [int(i) for i in task.landmarks]
+    return {"face": int(task.face.seed), "handles": np.asarray(task.handles, np.float64).tolist(),
+            "targets": np.asarray(task.targets, np.float64).tolist(), "landmarks": landmarks, "name": task.name,
+            "seed_target": None if task.seed_target is None else int(task.seed_target)}
+
+
+def drag_work(benchmark: str, G, tasks: list[DragTask], configs: list[DragConfig], items: list[tuple[int, int]],
+              max_steps: int | None, model: str, command: str, extra: dict, faces: Iterable[FaceSample] = ()) -> \
+        staged.Work:
+    """A work folder's content for drag benchmarks: faces, tasks, configurations and the (task, config) items."""
+    by_seed = {f.seed: f for f in list(faces) + [t.face for t in tasks]}
+    R = int(G.img_resolution)
+    data = {"benchmark": benchmark, "command": command, "env": environment(str(next(G.parameters()).device)),
+            "model": model, "model_fingerprint": staged.model_fingerprint(G), "resolution": R,
+            "num_ws": int(G.num_ws), "image_bytes": R * R * 3, "max_steps": max_steps,
+            "faces": [face_record(f) for f in by_seed.values()], "tasks": [task_record(t) for t in tasks],
+            "configs": [dataclasses.asdict(c) for c in configs],
+            "items": [{"id": f"t{t:04d}c{c:02d}", "task": t, "config": c} for t, c in items], **extra}
+    edited = {t.face.seed for t in tasks}  # only the faces that are dragged need their latent
+    arrays = {f"ws_{seed}": f.ws.detach().float().cpu().numpy() for seed, f in by_seed.items() if seed in edited}
+    return staged.Work(data=data, arrays=arrays)
+
+
+def work_faces(work: staged.Work) -> dict[int, FaceSample]:
+    """Faces by seed, as prepare measured them (no image: the GPU stage renders from the latent)."""
+    out = {}
+    for f in work.data["faces"]:
+        emb = None if f["embedding"] is None else np.asarray(f["embedding"], np.float64)
+        ws = work.arrays.get(f"ws_{f['seed']}")
+        measured = FaceMeasure(np.asarray(f["landmarks"], np.float64), f["score"], emb)
+        out[f["seed"]] = FaceSample(seed=f["seed"], ws=None if ws is None else torch.from_numpy(np.asarray(ws)),
+                                    image=None, face=measured)
+    return out
+
+
+def work_tasks(work: staged.Work, faces: dict[int, FaceSample] | None = None) -> list[DragTask]:
+    faces = faces if faces is not None else work_faces(work)
+    return [DragTask(face=faces[t["face"]], handles=np.asarray(t["handles"], np.float64),
+                     targets=np.asarray(t["targets"], np.float64), landmarks=t["landmarks"], name=t["name"],
+                     seed_target=t["seed_target"]) for t in work.data["tasks"]]
+
+
+def run_record(run: DragRun, loadavg: float) -> dict:
+    """A drag as the results folder keeps it (its image goes to an image chunk)."""
+    return {"steps": int(run.steps), "done": bool(run.done), "seconds_drag": run.seconds_drag,
+            "seconds_render": run.seconds_render, "final_handles": np.asarray(run.final_handles).tolist(),
+            "tracked": [[int(s), round(float(d), 4)] for s, d in run.tracked], "loadavg_1min": round(loadavg, 2)}
+
+
+def run_from_record(record: dict, image: np.ndarray) -> DragRun:
+    return DragRun(image=np.asarray(image), steps=record["steps"], done=record["done"],
+                   seconds_drag=record["seconds_drag"], seconds_render=record["seconds_render"],
+                   tracked=[tuple(t) for t in record["tracked"]], frames=[],
+                   final_handles=np.asarray(record["final_handles"], np.float64))
+
+
+def drag_items(G, work: staged.Work, items: list[dict], warmup_steps: int = WARMUP_STEPS, log=None) -> \
+        Iterator[Outcome]:
+    """The edit stage: drag each item's task with its configuration; yields (item, record, image).
+
+    Before the first timed edit of each configuration, a few untimed steps on the same
+    task take the one-off costs (first kernels, cuBLAS/cuDNN set-up) out of the timings.
+    Needs no dlib: everything measured comes from the work.
+    """
+    tasks = work_tasks(work)
+    configs = [DragConfig(**c) for c in work.data["configs"]]
+    max_steps = work.data["max_steps"]
+    warmed = set()
+    for i, item in enumerate(items):
+        task, config = tasks[item["task"]], configs[item["config"]]
+        cap = config.max_steps if max_steps is None else max_steps
+        if warmup_steps and cap and item["config"] not in warmed:
+            run_task(G, task, config, min(warmup_steps, cap))
+            warmed.add(item["config"])
+        load = os.getloadavg()[0]
+        run = run_task(G, task, config, max_steps)
+        if log:
+            log(f"[{item['id']}] {task.name}: {run.steps} steps, {run.seconds:.2f} s ({i + 1}/{len(items)})")
+        yield item, dict(run_record(run, load), id=item["id"]), run.image
+
+
+def gpu_env(device) -> dict:
+    """:func:`environment` plus what a GPU timing needs to be read (CUDA version, GPU count)."""
+    env = environment(str(device))
+    env.update(python=platform.python_version(), cuda=torch.version.cuda,
+               gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return env
+
+
+def drag_stage(G, work: staged.Work, args, command: str, log=None) -> dict:
+    """``--stage edit`` for the drag benchmarks: the shard's items into ``--results``."""
+    staged.check_model(work, G)
+    skip = staged.done_ids(args.skip_done) if args.skip_done else set()
+    device = next(G.parameters()).device
+    return staged.gpu_stage(
+        work, lambda items: drag_items(G, work, items, args.warmup_steps, log), args.results[0], gpu_env(device),
+        command, staged.parse_shard(args.shard), skip, args.time_budget, int(args.chunk_mib * 2 ** 20),
+        extra_meta={"configs": work.data["configs"], "max_steps": work.data["max_steps"],
+                    "warmup_steps": args.warmup_steps}, log=log)
+
+
 # --------------------------------------------------------------------------- the protocol
 
 
@@ -317,39 +448,75 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-def run_protocol(G, pairs: list[FacePair], handle_counts: Iterable[int] = (1, 5, 68), config: DragConfig | None = None,
-                 max_steps: int | None = None, detector: Detector = measure_face, log=None) -> dict:
-    """Drag every pair with every handle count. Returns {"settings": {n: summary}, "rows": [...], "realism": {...}}."""
+def prepare_protocol(G, num_pairs: int, handle_counts: Iterable[int] = (1, 5, 68), config: DragConfig | None = None,
+                     max_steps: int | None = None, first_seed: int = 0, truncation: float = DEFAULT_TRUNCATION,
+                     model: str = "?", command: str = "", detector: Detector = measure_face, log=None) -> staged.Work:
+    """The prepare stage: sample pairs, measure them (dlib), and every (pair, handle count) as an item."""
     config = config or DragConfig()
     R = int(G.img_resolution)
-    rows, settings, realism = [], {}, {}
-    source_emb = [p.source.face.embedding for p in pairs if p.source.face.embedding is not None]
-    target_emb = [p.target.face.embedding for p in pairs if p.target.face.embedding is not None]
-    handle_counts = list(handle_counts)
+    handle_counts = [int(n) for n in handle_counts]
+    pairs, stats = sample_pairs(G, num_pairs, first_seed, truncation, detector)
+    if log:
+        log(f"{len(pairs)} pairs ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")
     floors = detector_noise(pairs, handle_counts, detector)
-    for n in handle_counts:
-        load_before = os.getloadavg()[0]
-        setting_rows = []
-        for i, pair in enumerate(pairs):
-            task = pair_task(pair, n, R)
-            row = measure(task, run_task(G, task, config, max_steps), detector)
-            setting_rows.append(row)
-            if log:
-                log(f"[{n} pts] pair {i + 1}/{len(pairs)}: MD {_fmt(row['md'])} (no edit {row['md_no_edit']:.2f}) "
-                    f"in {row['steps']} steps, {row['seconds']:.1f} s")
-        summary = summarize(setting_rows)
-        summary["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-        summary["md_detector_noise"] = None if not floors[n] else round(float(np.mean(floors[n])), 4)
-        edited_emb = [r["_embedding"] for r in setting_rows if r["_embedding"] is not None]
+    tasks = [pair_task(pair, n, R) for n in handle_counts for pair in pairs]
+    extra = {"pairs_requested": num_pairs, "handle_counts": handle_counts, "first_seed": first_seed,
+             "truncation": truncation, "sampling": stats,
+             "pairs": [[int(p.source.seed), int(p.target.seed)] for p in pairs],
+             "detector_noise": {str(n): [float(v) for v in floors[n]] for n in handle_counts}}
+    faces = [f for p in pairs for f in (p.source, p.target)]
+    return drag_work("eval_drag", G, tasks, [config], [(t, 0) for t in range(len(tasks))], max_steps, model,
+                     command, extra, faces)
+
+
+def score_protocol(work: staged.Work, outcomes: Iterable[Outcome], detector: Detector = measure_face,
+                   log=None) -> dict:
+    """The score stage: re-detect landmarks on every edited image; {"settings": {n: summary}, "realism", "rows"}.
+
+    ``outcomes`` are (item, record, image) from the edit stage, in memory (one-shot run)
+    or read back from results folders (:func:`bench.staged.stored_outcomes`).
+    """
+    faces = work_faces(work)
+    tasks = work_tasks(work, faces)
+    counts = work.data["handle_counts"]
+    by_count: dict[int, list] = {n: [] for n in counts}
+    loads: dict[int, list] = {n: [] for n in counts}
+    for item, record, image in outcomes:
+        task = tasks[item["task"]]
+        row = measure(task, run_from_record(record, image), detector)
+        by_count[task.landmarks].append(row)
+        loads[task.landmarks].append(record.get("loadavg_1min"))
+        if log:
+            log(f"[{task.landmarks} pts] {item['id']}: MD {_fmt(row['md'])} (no edit {row['md_no_edit']:.2f}) "
+                f"in {row['steps']} steps, {row['seconds']:.1f} s")
+    source_emb = [faces[s].face.embedding for s, _ in work.data["pairs"] if faces[s].face.embedding is not None]
+    target_emb = [faces[t].face.embedding for _, t in work.data["pairs"] if faces[t].face.embedding is not None]
+    rows, settings, realism = [], {}, {}
+    for n in counts:
+        summary = summarize(by_count[n])
+        summary["loadavg_1min"] = [loads[n][0], loads[n][-1]] if loads[n] else None
+        floors = work.data["detector_noise"][str(n)]
+        summary["md_detector_noise"] = None if not floors else round(float(np.mean(floors)), 4)
+        edited_emb = [r["_embedding"] for r in by_count[n] if r["_embedding"] is not None]
         realism[str(n)] = _realism(edited_emb, source_emb)
         settings[str(n)] = summary
-        rows += setting_rows
+        rows += by_count[n]
     if len(source_emb) >= 2 and len(target_emb) >= 2:
         realism["unedited_source_vs_target"] = {"fd": round(frechet_distance(source_emb, target_emb), 5),
                                                 "n": min(len(source_emb), len(target_emb))}
     for r in rows:
         r.pop("_embedding")
     return {"settings": settings, "realism": realism, "rows": rows}
+
+
+def protocol_meta(work: staged.Work, env: dict, command: str, wall_seconds: float) -> dict:
+    d = work.data
+    config = DragConfig(**d["configs"][0])
+    return {"command": command, "model": d["model"], "resolution": d["resolution"], "pairs": len(d["pairs"]),
+            "truncation": d["truncation"], "first_seed": d["first_seed"], "sampling": d["sampling"],
+            "max_steps": d["max_steps"] if d["max_steps"] is not None else config.max_steps,
+            "config": d["configs"][0], "handle_sets": {str(k): HANDLE_SETS[k] for k in d["handle_counts"]},
+            "paper_scaled": paper_reference(d["resolution"]), "env": env, "wall_seconds": round(wall_seconds, 1)}
 
 
 def detector_noise(pairs: list[FacePair], handle_counts, detector: Detector = measure_face,
@@ -423,6 +590,9 @@ def markdown_table(result: dict) -> str:
         lines.append("")
         lines.append(f"FD scale: two disjoint unedited sample sets of the same size (n={base['n']}) are "
                      f"{base['fd']:.3f} apart. Paper (512 px, RTX 3090): {PAPER_SECONDS_PER_EDIT} s per edit.")
+    missing = result["meta"].get("missing_items")
+    if missing:
+        lines += ["", f"**{len(missing)} edits had no result** (scored with --allow-missing)."]
     return "\n".join(lines)
 
 
@@ -432,10 +602,21 @@ def load_model(name: str, device: str):
     return load_generator(name, device=device, progress=False)
 
 
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_drag_stage_arguments(p: argparse.ArgumentParser) -> None:
+    """Stage options of the drag benchmarks (eval_drag, ablate)."""
+    staged.add_arguments(p, "edit")
+    p.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS,
+                   help="edit: untimed drag steps per configuration before the timed edits (0: none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.eval_drag", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="celeba128", help="registry name or generator folder")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--pairs", type=int, default=100, help="face pairs per setting (the paper: >= 100)")
     p.add_argument("--handles", default="1,5,68", help="comma list of handle counts (1, 5, 68)")
     p.add_argument("--first-seed", type=int, default=0)
@@ -444,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="JSON dict of DragConfig overrides, e.g. '{\"feature_block\": 5}'")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    add_drag_stage_arguments(p)
     return p
 
 
@@ -451,6 +633,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    problem = staged.check_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         counts = [int(v) for v in args.handles.split(",") if v.strip()]
         bad = [c for c in counts if c not in HANDLE_SETS]
@@ -466,10 +653,35 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: --config must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
         return 2
-    G = load_model(args.model, args.device)
-    command = "python -m bench.eval_drag " + " ".join(argv if argv is not None else sys.argv[1:])
-    result = evaluate(G, args.pairs, counts, config, args.max_steps, args.first_seed, args.truncation,
-                      model=args.model, device=args.device, command=command, log=lambda m: print(m, file=sys.stderr))
+    command = staged.command_line("bench.eval_drag", argv)
+
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
+    try:
+        if args.stage == "all":
+            G = load_model(args.model, device)
+            result = evaluate(G, args.pairs, counts, config, args.max_steps, args.first_seed, args.truncation,
+                              model=args.model, device=device, command=command, log=log)
+        elif args.stage == "prepare":
+            G = load_model(args.model, device)
+            work = prepare_protocol(G, args.pairs, counts, config, args.max_steps, args.first_seed, args.truncation,
+                                    model=args.model, command=command, log=log)
+            path = work.save(args.work)
+            log(f"wrote {path}: {len(work.items)} edits, {staged.folder_bytes(args.work) / 2**20:.2f} MiB")
+            return 0
+        elif args.stage in ("edit", "run"):
+            work = staged.Work.load(args.work, "eval_drag")
+            G = load_model(work.data["model"], device)
+            drag_stage(G, work, args, command, log)
+            return 0
+        else:
+            work = staged.Work.load(args.work, "eval_drag")
+            results = staged.load_results(work, args.results, args.allow_missing)
+            result = score_staged(work, results, command, log=log)
+    except staged.StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(markdown_table(result))
     if args.out:
         write_json(result, args.out)
@@ -478,19 +690,21 @@ def main(argv=None) -> int:
 
 def evaluate(G, num_pairs: int, handle_counts, config: DragConfig, max_steps: int | None, first_seed: int = 0,
              truncation: float = DEFAULT_TRUNCATION, model: str = "?", device: str = "cpu", command: str = "",
-             detector: Detector = measure_face, log=None) -> dict:
-    """Sample pairs, run the protocol, and wrap the numbers with the metadata a benchmark table needs."""
+             detector: Detector = measure_face, log=None, warmup_steps: int = WARMUP_STEPS) -> dict:
+    """One process, the three stages chained: sample and measure pairs, drag them, re-detect; with metadata."""
     t0 = time.perf_counter()
-    pairs, stats = sample_pairs(G, num_pairs, first_seed, truncation, detector)
-    if log:
-        log(f"{len(pairs)} pairs ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")
-    out = run_protocol(G, pairs, handle_counts, config, max_steps, detector, log)
-    out["meta"] = {"command": command, "model": model, "resolution": int(G.img_resolution), "pairs": len(pairs),
-                   "truncation": truncation, "first_seed": first_seed, "sampling": stats,
-                   "max_steps": max_steps if max_steps is not None else config.max_steps,
-                   "config": dataclasses.asdict(config), "handle_sets": {str(k): HANDLE_SETS[k] for k in handle_counts},
-                   "paper_scaled": paper_reference(int(G.img_resolution)), "env": environment(device),
-                   "wall_seconds": round(time.perf_counter() - t0, 1)}
+    work = prepare_protocol(G, num_pairs, handle_counts, config, max_steps, first_seed, truncation, model, command,
+                            detector, log)
+    out = score_protocol(work, drag_items(G, work, work.items, warmup_steps), detector, log)
+    out["meta"] = protocol_meta(work, environment(device), command, time.perf_counter() - t0)
+    return out
+
+
+def score_staged(work: staged.Work, results: staged.ResultSet, command: str, detector: Detector = measure_face,
+                 log=None) -> dict:
+    """The score stage's result: the one-shot result's layout, timings and device from the GPU stage."""
+    out = score_protocol(work, staged.stored_outcomes(work, results), detector, log)
+    out["meta"] = staged.staged_meta(work, results, command, protocol_meta)
     return out
 
 
@@ -501,12 +715,7 @@ def write_json(result: dict, path) -> Path:
     return path
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+_json_default = staged._json_default
 
 
 if __name__ == "__main__":
