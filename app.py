@@ -31,7 +31,7 @@ from PIL import Image
 from draggan import registry
 from draggan.checkpoints import CheckpointError
 from draggan.download import DownloadError, is_offline
-from draggan.engine import DragConfig, DragConfigError, MaskError
+from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag
@@ -105,15 +105,6 @@ class StudioSettings:
 def registry_models() -> dict[str, str]:
     """The bundled model first, then every registry model (downloaded when picked)."""
     return {name: name for name in registry.model_names()}
-
-
-def default_feature_block(G) -> int:
-    """Feature maps at a quarter of the image resolution, at most block 6: the paper's choice for
-    512 px models (block 6, 128 px) scaled to smaller ones (128 px: block 4, 32 px, which the
-    engine's ablation found as accurate as block 6 and several times faster)."""
-    quarter = max(4, G.img_resolution // 4)
-    block = next((b for b in range(1, G.num_blocks + 1) if G.block_resolution(b) >= quarter), G.num_blocks)
-    return min(block, DragConfig().feature_block)
 
 
 def cpu_threads() -> int:

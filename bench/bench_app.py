@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import app  # noqa: E402
-from draggan.engine import DragSession  # noqa: E402
+from draggan.engine import DragSession, default_feature_block  # noqa: E402
 
 
 def points_for(resolution: int, pairs: int) -> str:
@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     G = studio.load_model("model")
     load_s = time.perf_counter() - t0
     studio.warm_up("model")                 # as `python app.py` does before serving
-    block = args.block or app.default_feature_block(G)
+    block = args.block or default_feature_block(G)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True)
 
     from gradio_client import Client

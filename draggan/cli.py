@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--lambda-mask", type=float, default=20.0, help="weight of the mask term (default 20)")
     edit.add_argument("--feature-block", type=positive_int,
                       help="synthesis block whose features are used (default: 6 from 512 px up, else the "
-                           "block at a quarter of the resolution, e.g. 4 for 128 px)")
+                           "block at half the resolution, e.g. 5 for 128 px)")
     edit.add_argument("--space", choices=["w", "w+"], default="w+", help="latent space to optimize (default w+)")
     edit.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     edit.add_argument("--out", required=True, help="output PNG")

@@ -82,7 +82,7 @@ def test_on_load_shows_the_default_models_face_and_its_parameters(studio):
     assert out[ui["editor"]] is None                       # the sketch pad is filled when its tab opens
     pad = studio.show_mask_editor(request())[ui["editor"]]
     assert pad["background"].shape == view.shape and pad["layers"] == []
-    assert out[ui["block"]]["value"] == 3                      # a quarter of 64 px: block 3 (16 px)
+    assert out[ui["block"]]["value"] == 4                      # half of 64 px: block 4 (32 px)
     assert [c[1] for c in out[ui["block"]]["choices"]] == [1, 2, 3, 4, 5]
     assert "Click the image" in out[ui["status"]]
 

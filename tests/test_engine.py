@@ -373,10 +373,10 @@ def test_bf16_autocast_runs_on_cpu(G):
     assert states[-1].image.shape == (R, R, 3)
 
 
-def test_default_feature_block_is_block_6_from_512px_and_a_quarter_resolution_below():
+def test_default_feature_block_is_block_6_from_512px_and_half_resolution_below():
     class Stub:  # only the architecture matters
         def __init__(self, resolution):
             self.img_resolution = resolution
             self.synthesis = GeneratorConfig(img_resolution=resolution)
     blocks = {r: default_feature_block(Stub(r)) for r in (32, 64, 128, 256, 512, 1024)}
-    assert blocks == {32: 3, 64: 3, 128: 4, 256: 5, 512: 6, 1024: 6}
+    assert blocks == {32: 3, 64: 4, 128: 5, 256: 6, 512: 6, 1024: 6}
