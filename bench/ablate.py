@@ -46,12 +46,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from draggan.engine import DragConfig
 
 from . import staged
-from .eval_drag import (EDITS, DragTask, _fmt, add_drag_stage_arguments, default_device, drag_items, drag_stage,
+from .eval_drag import (EDITS, DragTask, _fmt, add_drag_stage_arguments, drag_items, drag_stage,
                         drag_work, edit_task, environment, load_model, measure, pair_task, run_from_record,
                         sample_faces, sample_pairs, summarize, work_tasks, write_json)
 from .landmarks import measure_face
@@ -262,14 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or default_device()
-    problem = staged.check_arguments(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    parsed = staged.parse(build_parser(), argv)
+    if parsed is None:
         return 2
+    args, device = parsed
     grid_all = QUICK_GRID if args.quick else FULL_GRID
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     unknown = [g for g in groups if g not in grid_all]

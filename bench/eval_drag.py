@@ -602,10 +602,6 @@ def load_model(name: str, device: str):
     return load_generator(name, device=device, progress=False)
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def add_drag_stage_arguments(p: argparse.ArgumentParser) -> None:
     """Stage options of the drag benchmarks (eval_drag, ablate)."""
     staged.add_arguments(p, "edit")
@@ -630,14 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or default_device()
-    problem = staged.check_arguments(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    parsed = staged.parse(build_parser(), argv)
+    if parsed is None:
         return 2
+    args, device = parsed
     try:
         counts = [int(v) for v in args.handles.split(",") if v.strip()]
         bad = [c for c in counts if c not in HANDLE_SETS]

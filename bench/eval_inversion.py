@@ -48,7 +48,7 @@ import torch
 from PIL import Image
 
 from . import bench_inversion, staged
-from .eval_drag import _fmt, default_device, environment, gpu_env, load_model, write_json
+from .eval_drag import _fmt, environment, gpu_env, load_model, write_json
 
 DEFAULT_BUDGETS = "30:0,30:25,100:50"
 DEFAULT_LOSSES = "l2,pyramid,lpips-random"
@@ -321,14 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or default_device()
-    problem = staged.check_arguments(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    parsed = staged.parse(build_parser(), argv)
+    if parsed is None:
         return 2
+    args, device = parsed
     command = staged.command_line("bench.eval_inversion", argv)
 
     def log(m):

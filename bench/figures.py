@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from draggan.engine import DragConfig
-from draggan.overlay import render_view, upscale
+from draggan.overlay import render_view
 
 from .eval_drag import (EDITS, DragTask, FaceSample, edit_task, environment, load_model, mean_distance, measure,
                         pair_task, run_task, sample_faces, sample_pairs, write_json)

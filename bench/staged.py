@@ -522,6 +522,24 @@ def check_arguments(args) -> str | None:
     return None
 
 
+def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, str] | None:
+    """The start of every staged benchmark's main(): parse, set torch threads, pick the device
+    (``--device``, else CUDA when there is one) and check the stage options.
+    Returns (args, device), or None after printing what is wrong (main then returns 2)."""
+    import sys
+
+    import torch
+
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    problem = check_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None
+    return args, args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def command_line(prog: str, argv) -> str:
     import sys
 
