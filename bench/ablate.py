@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 
-from draggan.engine import DragConfig
+from draggan.engine import DragConfig, default_feature_block
 
 from . import staged
 from .eval_drag import (EDITS, DragTask, _fmt, add_drag_stage_arguments, drag_items, drag_stage,
@@ -136,6 +136,8 @@ def prepare_ablation(G, grid: dict, base: DragConfig, count: int, task: str = "e
     the items are (task, run) pairs, run by run.
     """
     R, num_ws = int(G.img_resolution), int(G.num_ws)
+    if base.feature_block is None:  # the engine's default for this generator, written out
+        base = dataclasses.replace(base, feature_block=default_feature_block(G))
     tasks, stats = make_tasks(G, task, count, num_handles, first_seed, truncation, detector)
     if log:
         log(f"{len(tasks)} {task} tasks ({stats['seeds_without_face']} of {stats['seeds_tried']} seeds had no face)")

@@ -57,7 +57,8 @@ class DragConfig:
     r1              = None,    # Motion-supervision disk radius (None: 3 * R/512, at least 1 px).
     r2              = None,    # Point-tracking window radius (None: 12 * R/512, at least 2 px).
     lambda_mask     = 20.0,    # Weight of the mask term that keeps the fixed (unmasked) region unchanged.
-    feature_block   = 6,       # Synthesis block (1-based) whose output is F (6 = 128 px in a 512 px model).
+    feature_block   = None,    # Synthesis block (1-based) whose output is F (None: default_feature_block(G),
+                               #   block 6 = 128 px features from 512 px up, the half-resolution block below).
     latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
     optimize_layers = 6,       # W+ only: how many layers, from the coarsest, are optimized; the rest stay fixed.
     stop_distance   = None,    # A handle has arrived within this distance (None: 1 px, 2 px with more than
@@ -85,7 +86,7 @@ class DragConfig:
     r1: float | None = None
     r2: float | None = None
     lambda_mask: float = 20.0
-    feature_block: int = 6
+    feature_block: int | None = None
     latent_space: str = "w+"
     optimize_layers: int = 6
     stop_distance: float | None = None
@@ -101,7 +102,8 @@ class DragConfig:
             (self.r1 is None or self.r1 > 0, f"r1 must be positive, got {self.r1}"),
             (self.r2 is None or self.r2 >= 1, f"r2 must be at least 1 pixel, got {self.r2}"),
             (self.lambda_mask >= 0, f"lambda_mask must be >= 0, got {self.lambda_mask}"),
-            (self.feature_block >= 1, f"feature_block must be >= 1, got {self.feature_block}"),
+            (self.feature_block is None or self.feature_block >= 1,
+             f"feature_block must be >= 1, got {self.feature_block}"),
             (self.latent_space in LATENT_SPACES, f"latent_space must be 'w' or 'w+', got {self.latent_space!r}"),
             (self.optimize_layers >= 1, f"optimize_layers must be >= 1, got {self.optimize_layers}"),
             (self.stop_distance is None or self.stop_distance > 0,
@@ -228,9 +230,10 @@ class DragSession:
         self.num_ws, self.w_dim = int(G.num_ws), int(G.w_dim)
         cfg = self.config
         num_blocks = len(G.synthesis.block_resolutions)
-        if cfg.feature_block > num_blocks:
+        self.feature_block = cfg.feature_block if cfg.feature_block is not None else default_feature_block(G)
+        if self.feature_block > num_blocks:
             resolutions = ", ".join(f"{i + 1}: {r}px" for i, r in enumerate(G.synthesis.block_resolutions))
-            raise DragConfigError(f"feature_block {cfg.feature_block} does not exist: this {self.resolution}px "
+            raise DragConfigError(f"feature_block {self.feature_block} does not exist: this {self.resolution}px "
                                   f"generator has {num_blocks} synthesis blocks ({resolutions})")
         if cfg.latent_space == "w+" and cfg.optimize_layers > self.num_ws:
             raise DragConfigError(f"optimize_layers {cfg.optimize_layers} exceeds the generator's "
@@ -505,7 +508,7 @@ class DragSession:
         with torch.no_grad():
             opt.prev_param.copy_(param)
         with self._autocast():
-            feat = synthesis_features(self.G, self._compose(param), self.config.feature_block,
+            feat = synthesis_features(self.G, self._compose(param), self.feature_block,
                                       self.config.noise_mode)
         feat = feat.float()
         tracked = track_points(feat.detach(), handles, opt.ref_features, self._window, self.resolution)
@@ -600,7 +603,7 @@ class DragSession:
         layers = 1 if cfg.latent_space == "w" else cfg.optimize_layers
         param = torch.zeros(1, layers, self.w_dim, device=self.device, requires_grad=True)
         with self._autocast():
-            feat0 = synthesis_features(self.G, self._base, cfg.feature_block, cfg.noise_mode)
+            feat0 = synthesis_features(self.G, self._base, self.feature_block, cfg.noise_mode)
         feat0 = feat0.float()
         ref = sample_features(feat0, self._handles, self.resolution)
         stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
