@@ -31,7 +31,7 @@ from PIL import Image
 from draggan import registry
 from draggan.checkpoints import CheckpointError
 from draggan.download import DownloadError, is_offline
-from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block, default_learning_rate
+from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag
@@ -270,7 +270,7 @@ class Studio:
         base = DragConfig()
         block = int(block) if block else default_feature_block(G)
         return DragConfig(
-            lr=float(lr) if lr else None,
+            lr=float(lr) if lr else base.lr,
             max_steps=int(max_steps) if max_steps else base.max_steps,
             r1=float(r1) if r1 else None, r2=float(r2) if r2 else None,
             lambda_mask=float(lambda_mask) if lambda_mask is not None else base.lambda_mask,
@@ -337,12 +337,12 @@ class Studio:
                 self.ui["reconstruction"]: gr.update(value=None, visible=False)}
 
     def param_updates(self, G) -> dict:
-        """Parameter widgets that depend on the model: feature blocks, learning rate and default radii."""
+        """Parameter widgets that depend on the model: feature blocks and default radii."""
         config = DragConfig()
         r1, r2 = config.radii(G.img_resolution)
         blocks = [(f"{b} · {G.block_resolution(b)} px", b) for b in range(1, G.num_blocks + 1)]
         return {self.ui["block"]: gr.update(choices=blocks, value=default_feature_block(G)),
-                self.ui["lr"]: default_learning_rate(G), self.ui["r1"]: round(r1, 2), self.ui["r2"]: round(r2, 2)}
+                self.ui["r1"]: round(r1, 2), self.ui["r2"]: round(r2, 2)}
 
     # ----------------------------------------------------------------- model and samples
 
@@ -823,7 +823,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
 
         view = [ui["canvas"], ui["status"], ui["points_text"]]
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
-        params = [ui["block"], ui["lr"], ui["r1"], ui["r2"]]
+        params = [ui["block"], ui["r1"], ui["r2"]]
         photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
 

@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per drag (targets are far: no early stop)")
     p.add_argument("--pairs", type=int, default=1, help="handle/target pairs")
     p.add_argument("--block", type=int, default=None, help="feature block (default: the app's choice)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the engine's for the model)")
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-fps", type=float, default=app.GPU_MAX_FPS)
     p.add_argument("--no-autocast", action="store_true", help="fp32 even where bf16 is fast")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the app's choice)")

@@ -104,8 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help='handle->target pairs in image pixels, separated by ";", e.g. "60,70->70,70;40,50->40,45"')
     edit.add_argument("--mask", metavar="PNG", help="mask image: white = may move, black = keep (resized to the image)")
     edit.add_argument("--steps", type=positive_int, default=300, help="maximum optimization steps (default 300)")
-    edit.add_argument("--lr", type=positive_float, default=None,
-                      help="Adam learning rate (default: 2e-3 from 512 px up, 1e-2 below)")
+    edit.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
     edit.add_argument("--r1", type=positive_float, help="motion supervision radius in pixels (default 3*R/512, >=1)")
     edit.add_argument("--r2", type=positive_float, help="tracking window radius in pixels (default 12*R/512, >=2)")
     edit.add_argument("--lambda-mask", type=float, default=20.0, help="weight of the mask term (default 20)")

@@ -52,8 +52,7 @@ class MaskError(ValueError):
 class DragConfig:
     """Settings of a drag. Distances and radii are in image pixels of the generator's R x R output.
 
-    lr              = None,    # Adam learning rate on the latent (None: default_learning_rate(G), 2e-3 from
-                               #   512 px up as in the paper, 1e-2 below).
+    lr              = 2e-3,    # Adam learning rate on the latent.
     max_steps       = 300,     # Steps per drag() call; a call ends earlier when every handle has arrived.
     r1              = None,    # Motion-supervision disk radius (None: 3 * R/512, at least 1 px).
     r2              = None,    # Point-tracking window radius (None: 12 * R/512, at least 2 px).
@@ -82,7 +81,7 @@ class DragConfig:
     steps and recaptured whenever points, mask or latent change.
     """
 
-    lr: float | None = None
+    lr: float = 2e-3
     max_steps: int = 300
     r1: float | None = None
     r2: float | None = None
@@ -98,8 +97,7 @@ class DragConfig:
     def __post_init__(self):
         self.latent_space = str(self.latent_space).lower()
         checks = [
-            (self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
-             f"lr must be a positive number, got {self.lr}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.r1 is None or self.r1 > 0, f"r1 must be positive, got {self.r1}"),
             (self.r2 is None or self.r2 >= 1, f"r2 must be at least 1 pixel, got {self.r2}"),
@@ -147,20 +145,6 @@ def default_feature_block(G) -> int:
         return min(6, len(resolutions))
     half = max(G.img_resolution // 2, resolutions[0])
     return max(min(3, len(resolutions)), resolutions.index(half) + 1)
-
-
-def default_learning_rate(G) -> float:
-    """Adam's learning rate for dragging on ``G``: the paper's 2e-3 from 512 px up, 1e-2 below.
-
-    Why 1e-2 below 512 px, from two ablations on the bundled 128 px model
-    (BENCHMARKS.md, 30 edits each): with feature block 6 on the H100, lr
-    1e-3 / 2e-3 / 5e-3 / 1e-2 gave a mean landmark distance of 2.46 / 2.32 /
-    2.35 / 2.30 px in 155 / 99 / 46 / 38 steps; with block 5 on the CPU,
-    2.73 / 2.64 / 2.61 / 2.57 px in 119 / 65 / 30 / 27 steps. As accurate,
-    in a third of the steps. No 512 px model can be ablated offline, so
-    those keep the paper's value.
-    """
-    return 2e-3 if G.img_resolution >= 512 else 1e-2
 
 
 @dataclass
@@ -247,7 +231,6 @@ class DragSession:
         cfg = self.config
         num_blocks = len(G.synthesis.block_resolutions)
         self.feature_block = cfg.feature_block if cfg.feature_block is not None else default_feature_block(G)
-        self.base_lr = cfg.lr if cfg.lr is not None else default_learning_rate(G)
         if self.feature_block > num_blocks:
             resolutions = ", ".join(f"{i + 1}: {r}px" for i, r in enumerate(G.synthesis.block_resolutions))
             raise DragConfigError(f"feature_block {self.feature_block} does not exist: this {self.resolution}px "
@@ -320,7 +303,7 @@ class DragSession:
     @property
     def lr(self) -> float:
         """The learning rate in use (halved by non-finite recoveries)."""
-        return self._opt.lr if self._opt is not None else self.base_lr
+        return self._opt.lr if self._opt is not None else self.config.lr
 
     # ------------------------------------------------------------------ editing
 
@@ -626,13 +609,13 @@ class DragSession:
         stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
         if self._use_cuda_graph():
             # A graph replays the optimizer step as captured: lr and step count live on the device.
-            lr_tensor = torch.tensor(self.base_lr, device=self.device)
+            lr_tensor = torch.tensor(cfg.lr, device=self.device)
             optimizer = torch.optim.Adam([param], lr=lr_tensor, capturable=True)
         else:
-            lr_tensor, optimizer = None, torch.optim.Adam([param], lr=self.base_lr)
+            lr_tensor, optimizer = None, torch.optim.Adam([param], lr=cfg.lr)
         self._opt = _Optimization(
             param=param, prev_param=param.detach().clone(), optimizer=optimizer,
-            lr=self.base_lr, feat0=feat0, ref_features=ref,
+            lr=cfg.lr, feat0=feat0, ref_features=ref,
             stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px,
             lr_tensor=lr_tensor)
 
@@ -653,4 +636,4 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 
 
 __all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PointError",
-           "default_feature_block", "default_learning_rate", "to_uint8"]
+           "default_feature_block", "to_uint8"]

@@ -284,3 +284,19 @@ def test_inversion_stages_chained_give_the_one_shot_tables_and_the_run_stage_nee
             assert ra["identity_distance"] is not None and ra["psnr"] == pytest.approx(rb["psnr"], abs=0.5)
     assert staged_result["by_loss"][1]["skipped"] and not one_shot["by_loss"][1].get("skipped")
     assert "not run" in eval_inversion.markdown_tables(staged_result)
+
+
+def test_ablation_identity_is_zero_for_an_unchanged_face_and_grows_with_the_edit(G_loaded, model_dir, tmp_path):
+    from bench import ablation_identity
+
+    grid = {"lr": [("still", {"lr": 1e-12}), ("fast", {"lr": 0.05})]}
+    work = ablate.prepare_ablation(G_loaded, grid, DragConfig(feature_block=4), 2, "edits", max_steps=3,
+                                   first_seed=0, model=str(model_dir), detector=fake_detector)
+    work.save(tmp_path / "work")
+    assert ablate.main(["--stage", "edit", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
+                        "--device", "cpu", "--warmup-steps", "1"]) == 0
+    loaded = staged.Work.load(tmp_path / "work", "ablate")
+    table = ablation_identity.identity_by_variant(loaded, staged.load_results(loaded, [tmp_path / "res"]),
+                                                  detector=fake_detector)
+    assert table["still"]["n"] == table["fast"]["n"] == 2
+    assert table["still"]["mean"] < 1e-6 < table["fast"]["mean"]

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import draggan.engine as engine
-from draggan.engine import (DragConfig, DragConfigError, DragSession, MaskError, default_feature_block,
-                            default_learning_rate)
+from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError, default_feature_block
 from draggan.features import resize_features, sample_features, synthesis_features
 from draggan.motion import disk_offsets, motion_loss
 from draggan.networks import GeneratorConfig
@@ -243,7 +242,7 @@ def test_non_finite_loss_restores_the_latent_and_halves_the_lr(G, monkeypatch):
     assert "halved" in states[2].warning
     assert torch.equal(latents[2], latents[1])                      # the bad step was undone
     np.testing.assert_array_equal(states[2].handles, states[1].handles)
-    assert s.lr == pytest.approx(default_learning_rate(G) / 2)
+    assert s.lr == pytest.approx(DragConfig().lr / 2)
     assert all(torch.isfinite(w).all() for w in latents)
     assert not torch.equal(latents[5], latents[2])                  # and the drag went on
     assert all(np.isfinite(st.loss) for st in states[3:])
@@ -381,13 +380,3 @@ def test_default_feature_block_is_block_6_from_512px_and_half_resolution_below()
             self.synthesis = GeneratorConfig(img_resolution=resolution)
     blocks = {r: default_feature_block(Stub(r)) for r in (32, 64, 128, 256, 512, 1024)}
     assert blocks == {32: 3, 64: 4, 128: 5, 256: 6, 512: 6, 1024: 6}
-
-
-def test_default_learning_rate_is_the_papers_from_512px_and_higher_below(G):
-    class Stub:
-        def __init__(self, resolution):
-            self.img_resolution = resolution
-    assert [default_learning_rate(Stub(r)) for r in (64, 128, 256, 512, 1024)] == [1e-2, 1e-2, 1e-2, 2e-3, 2e-3]
-    s = session(G)                                   # no lr given: the generator's default
-    assert s.lr == default_learning_rate(G)
-    assert session(G, lr=3e-3).lr == 3e-3           # an explicit lr wins

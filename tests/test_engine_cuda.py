@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import draggan.engine as engine
-from draggan.engine import DragConfig, DragConfigError, DragSession, default_learning_rate
+from draggan.engine import DragConfig, DragConfigError, DragSession
 from draggan.networks import Generator
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -88,7 +88,7 @@ def test_non_finite_step_inside_the_graph_is_undone_in_place(monkeypatch):
     assert state.warning and "halved" in state.warning
     torch.testing.assert_close(s.ws, before, atol=0, rtol=0)
     np.testing.assert_array_equal(s.handles, handles_before)
-    assert s._opt.lr_tensor.item() == pytest.approx(default_learning_rate(G) / 2)
+    assert s._opt.lr_tensor.item() == pytest.approx(DragConfig().lr / 2)
     poison.fill_(1.0)
     states = list(s.drag(max_steps=4, image_every=0))
     assert all(st.warning is None for st in states)
