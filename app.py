@@ -34,7 +34,7 @@ from draggan.download import DownloadError, is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
-from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag
+from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
 from inversion.pipeline import InversionCache
@@ -79,6 +79,8 @@ class StudioSettings:
     concurrency   : drags + inversions running at once per device.
     queue_size    : requests waiting at most (beyond: "queue full").
     autocast      : run drags under bf16 autocast (None: on GPUs and on CPUs with fast bf16).
+    threads       : torch CPU threads of each drag worker (None on a CPU: half the cores, see
+                    cpu_threads); an inversion, which runs alone, takes every core.
     """
 
     models: dict[str, str]
@@ -89,6 +91,7 @@ class StudioSettings:
     concurrency: int = 1
     queue_size: int = 16
     autocast: bool | None = None
+    threads: int | None = None
     store: SessionStore | None = None
     pool: ModelPool | None = None
     inversion_cache_items: int = 2
@@ -108,8 +111,9 @@ def registry_models() -> dict[str, str]:
 
 
 def cpu_threads() -> int:
-    """Torch threads on a CPU: half the cores, since a drag steps on one thread while another
-    draws frames (two threads of two-thread ops on two cores slow each other down badly)."""
+    """Torch threads of each drag worker on a CPU: half the cores, since a drag steps on one
+    thread while another draws frames (two threads of two-thread ops on two cores slow each
+    other down badly)."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 
@@ -207,6 +211,11 @@ class Studio:
         self.inversion_cache = InversionCache(max_items=settings.inversion_cache_items)
         self.autocast = fast_autocast(self.device) if settings.autocast is None else settings.autocast
         self.frame_interval = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
+        # torch's thread count is per OS thread, and Gradio runs handlers on pool threads
+        # that start with one per core: each heavy handler sets its own (sessions.torch_threads).
+        on_cpu = torch.device(self.device).type == "cpu"
+        self.drag_threads = (settings.threads or cpu_threads()) if on_cpu else None
+        self.inversion_threads = (os.cpu_count() or 1) if on_cpu else None
         self.ui: dict[str, gr.components.Component] = {}
 
     # ----------------------------------------------------------------- helpers
@@ -380,7 +389,7 @@ class Studio:
             R = G.img_resolution
             s.set_points([(R // 2, R // 2)], [(R // 2 + R // 8, R // 2)])
             s.sync_engine()
-            for _ in live_drag(s.drag, max_steps=2):
+            for _ in live_drag(s.drag, max_steps=2, worker_threads=self.drag_threads):
                 pass
             s.refresh_image()
         finally:
@@ -471,7 +480,8 @@ class Studio:
         s.busy = "invert"
         cancel = s.claim_inversion()
         try:
-            result = invert(photo, G, config, progress=bar, cancel=cancel, cache=self.inversion_cache)
+            with torch_threads(self.inversion_threads):
+                result = invert(photo, G, config, progress=bar, cancel=cancel, cache=self.inversion_cache)
             self.store.attach_tuned(s, result.generator)
             s.load_latent(result.generator, result.ws, self.drag_config(result.generator), model=label,
                           source="photo", inversion=result, tuned=True)
@@ -620,7 +630,7 @@ class Studio:
             s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block))
             s.sync_engine()
             live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
-                             frame_interval=self.frame_interval)
+                             frame_interval=self.frame_interval, worker_threads=self.drag_threads)
         except (DragConfigError, PointError, MaskError) as e:
             gr.Warning(str(e))
             return
@@ -889,7 +899,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model to start with: a registry name or a generator path (added to the list)")
     p.add_argument("--concurrency", type=int, default=1, help="drags + inversions at once per device")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait at most")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on a CPU: half the cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per drag worker (default on a CPU: half the cores; "
+                   "an inversion takes every core)")
     return p.parse_args(argv)
 
 
@@ -910,7 +921,8 @@ def main(argv=None) -> None:
                                  f"name ({', '.join(models)})")
             default = path.name
             models = {default: str(path), **models}
-    demo = build_app(models, default, device, concurrency=args.concurrency, queue_size=args.queue_size)
+    demo = build_app(models, default, device, concurrency=args.concurrency, queue_size=args.queue_size,
+                     threads=args.threads)
     try:  # load the default model and warm it up before the first visitor arrives
         demo.studio.warm_up(default)
     except CheckpointError as e:

@@ -124,6 +124,7 @@ def main(argv=None) -> None:
 
     autocast = False if args.no_autocast else None
     demo = app.build_app({"model": args.model}, "model", args.device, autocast=autocast, max_fps=args.max_fps,
+                         threads=args.threads,
                          store=app.SessionStore(export_root=tempfile.mkdtemp(prefix="bench-app-")))
     studio = demo.studio
     t0 = time.perf_counter()

@@ -104,6 +104,7 @@ def modulated_conv2d(
     demodulate: bool = True,      # Normalize each output channel (StyleGAN2 weight demodulation)
     fused: bool | None = None,    # Fold styles into per-sample weights (best for batch 1); None: auto
     reference: bool = False,      # Use the literal transposed-conv-then-filter path
+    fold: bool | None = None,     # up=2: fold the FIR filter into the kernel; None: fold_filter_default()
 ) -> torch.Tensor:
     n, cin = styles.shape
     cout, _, kh, kw = weight.shape
@@ -127,7 +128,7 @@ def modulated_conv2d(
             w = w * dcoefs[:, :, None, None, None]
         w = w.reshape(n * cout, cin, kh, kw)
         xg = x.reshape(1, n * cin, *x.shape[2:])
-        y = _conv(xg, w, up, padding, resample_filter, groups=n, reference=reference)
+        y = _conv(xg, w, up, padding, resample_filter, groups=n, reference=reference, fold=fold)
         y = y.reshape(n, cout, *y.shape[2:])
         if noise is not None:
             y = y + noise.to(y.dtype)
@@ -135,7 +136,7 @@ def modulated_conv2d(
 
     # Shared-weight path: scale activations, one conv for the whole batch, rescale.
     x = x * styles[:, :, None, None]
-    y = _conv(x, weight, up, padding, resample_filter, groups=1, reference=reference)
+    y = _conv(x, weight, up, padding, resample_filter, groups=1, reference=reference, fold=fold)
     if dcoefs is not None:
         y = y * dcoefs[:, :, None, None]
     if noise is not None:
@@ -143,8 +144,25 @@ def modulated_conv2d(
     return y
 
 
-def _conv(x, w, up, padding, f, groups, reference):
-    """Plain conv (up=1) or 2x upsampling conv for grouped weights ``[G*Cout, Cin, k, k]``."""
+def fold_filter_default(device: torch.device) -> bool:
+    """Whether an up-sampling conv folds its FIR filter into the kernel on ``device``.
+
+    Folding turns "3x3 transposed conv, then 4x4 blur" into one 6x6 transposed
+    conv: one kernel instead of two, which pays on a GPU, where a step is bound
+    by kernel launches (H100, BENCHMARKS.md). But the folded conv does 4x the
+    multiply-adds, and a CPU is bound by exactly those: on a 2-core AVX2 CPU
+    the unfolded pair renders a 128 px image in 0.29 s instead of 0.53 s (one
+    thread). So: fold on CUDA only.
+    """
+    return device.type == "cuda"
+
+
+def _conv(x, w, up, padding, f, groups, reference, fold=None):
+    """Plain conv (up=1) or 2x upsampling conv for grouped weights ``[G*Cout, Cin, k, k]``.
+
+    ``reference`` or ``fold=False``: transposed conv, then the FIR filter (the paper's
+    order); otherwise the filter folded into the kernel (same numbers, one kernel).
+    """
     if up == 1:
         return F.conv2d(x, w, padding=padding, groups=groups)
     if up != 2:
@@ -154,7 +172,9 @@ def _conv(x, w, up, padding, f, groups, reference):
     # Transposed conv wants [G*Cin, Cout, k, k].
     wt = w.reshape(groups, gcout // groups, cin, kh, kh).transpose(1, 2).reshape(groups * cin, gcout // groups, kh, kh)
     fw = f.shape[-1]
-    if reference:
+    if fold is None:
+        fold = fold_filter_default(x.device)
+    if reference or not fold:
         y = F.conv_transpose2d(x, wt, stride=2, groups=groups)
         # Padding that turns (2H + k - 2) samples into exactly 2H after the filter.
         p0 = padding + (fw + 1) // 2 - (kh - 1)

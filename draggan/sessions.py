@@ -419,8 +419,28 @@ class LiveEvent:
     text: str | None = None         # 'warning': what the engine recovered from
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the body with ``count`` torch intra-op threads on *this* OS thread (None: leave as is).
+
+    torch's CPU thread count (OpenMP's) belongs to the calling thread, and every new
+    thread starts with one per core, whatever the main thread set. Workers that share
+    the cores (a drag's stepper and renderer, a server's handler threads) must each
+    set their own, or two-core ops from two threads on two cores slow each other down.
+    """
+    if not count:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: float = 0.0,
-              join_timeout: float = 30.0) -> Iterator[LiveEvent]:
+              join_timeout: float = 30.0, worker_threads: int | None = None) -> Iterator[LiveEvent]:
     """Run ``drag.drag()`` and stream frames while it runs.
 
     A stepper thread takes the optimization steps; a renderer thread draws the
@@ -431,9 +451,10 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     (the caller draws the final image). Errors of either thread are raised
     here. Closing the iterator stops the drag.
 
-    On a CPU, run torch with one intra-op thread per core that is free for this
-    (``torch.set_num_threads``): two threads of two-thread ops on two cores fight
-    over them.
+    ``worker_threads``: torch intra-op threads of each of the two workers (None:
+    torch's default for a new thread, one per core). On a CPU give each half the
+    cores (see :func:`torch_threads`): two threads of two-thread ops on two cores
+    fight over them.
     """
     steps = drag.drag(max_steps=max_steps, image_every=0)   # set up here: errors surface at once
     events: queue.Queue = queue.Queue()
@@ -444,6 +465,8 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     def stepper():
         last = None
         try:
+            if worker_threads:  # per OS thread: see torch_threads
+                torch.set_num_threads(worker_threads)
             for state in steps:
                 last = state
                 if state.warning:
@@ -464,6 +487,8 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     def renderer():
         last_start = -float("inf")
         try:
+            if worker_threads:
+                torch.set_num_threads(worker_threads)
             while True:
                 with wake:
                     while not latest and not finished.is_set():
@@ -633,4 +658,4 @@ class SessionStore:
 
 
 __all__ = ["ModelPool", "UserSession", "SessionStore", "SessionError", "Frame", "module_bytes", "MAX_FRAMES",
-           "LiveEvent", "live_drag", "render_latent"]
+           "LiveEvent", "live_drag", "render_latent", "torch_threads"]

@@ -17,9 +17,11 @@ def test_folded_filter_equals_convolving_kernel_and_filter():
 
 @pytest.mark.parametrize("up", [1, 2])
 @pytest.mark.parametrize("demodulate", [True, False])
-def test_fused_and_activation_scaling_paths_agree_in_value_and_style_gradient(up, demodulate):
+@pytest.mark.parametrize("fold", [True, False])
+def test_fused_and_activation_scaling_paths_agree_in_value_and_style_gradient(up, demodulate, fold):
     # The drag step takes the activation-scaling path (styles need a gradient), rendering the
-    # fused one: both must be the same function of the styles.
+    # fused one: both must be the same function of the styles, with the FIR filter folded into
+    # the up-sampling kernel (the CUDA default) or applied after it (the CPU default).
     torch.manual_seed(1)
     x, weight = torch.randn(1, 6, 8, 8), torch.randn(4, 6, 3, 3)
     f = ops.setup_filter()
@@ -27,7 +29,7 @@ def test_fused_and_activation_scaling_paths_agree_in_value_and_style_gradient(up
     for fused in (True, False):
         styles = torch.randn(1, 6, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
         y = ops.modulated_conv2d(x, weight, styles, up=up, padding=1, resample_filter=f,
-                                 demodulate=demodulate, fused=fused)
+                                 demodulate=demodulate, fused=fused, fold=fold)
         (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
         results.append((y.detach(), styles.grad))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
