@@ -256,8 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="two variants per group")
     p.add_argument("--base", default=None, help="JSON dict of DragConfig overrides for the base configuration")
     p.add_argument("--tie", type=float, default=0.05, help="relative MD margin within which the fastest wins")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=None)
     add_drag_stage_arguments(p)
     return p
 
@@ -280,49 +278,34 @@ def main(argv=None) -> int:
         return 2
     grid = {g: grid_all[g] for g in groups}
     command = staged.command_line("bench.ablate", argv)
+    log = staged.log
 
-    def log(m):
-        print(m, file=sys.stderr, flush=True)
+    def run_all():
+        partial = None
+        if args.out:  # keep what is done so far, in case a long CPU run is stopped
+            def partial(variants):
+                write_json({"partial": True, "variants": variants, "recommended": recommend(variants, args.tie)},
+                           args.out.with_suffix(".partial.json"))
+        return ablate(load_model(args.model, device), grid, base, args.count, args.task, args.handles,
+                      args.max_steps, args.first_seed, args.truncation, args.tie, model=args.model, device=device,
+                      command=command, log=log, on_variant=partial, warmup_steps=args.warmup_steps)
 
-    try:
-        if args.stage == "all":
-            G = load_model(args.model, device)
-            partial = None
-            if args.out:  # keep what is done so far, in case a long CPU run is stopped
-                def partial(variants):
-                    write_json({"partial": True, "variants": variants, "recommended": recommend(variants, args.tie)},
-                               args.out.with_suffix(".partial.json"))
-            result = ablate(G, grid, base, args.count, args.task, args.handles, args.max_steps, args.first_seed,
-                            args.truncation, args.tie, model=args.model, device=device, command=command, log=log,
-                            on_variant=partial, warmup_steps=args.warmup_steps)
-        elif args.stage == "prepare":
-            G = load_model(args.model, device)
-            work = prepare_ablation(G, grid, base, args.count, args.task, args.handles, args.max_steps,
-                                    args.first_seed, args.truncation, args.tie, model=args.model, command=command,
-                                    log=log)
-            path = work.save(args.work)
-            log(f"wrote {path}: {len(work.data['tasks'])} tasks x {len(work.data['configs'])} distinct settings "
-                f"({len(work.data['variants'])} variants) = {len(work.items)} drags, "
-                f"{staged.folder_bytes(args.work) / 2**20:.2f} MiB")
-            return 0
-        elif args.stage in ("edit", "run"):
-            work = staged.Work.load(args.work, "ablate")
-            G = load_model(work.data["model"], device)
-            drag_stage(G, work, args, command, log)
-            return 0
-        else:
-            work = staged.Work.load(args.work, "ablate")
-            results = staged.load_results(work, args.results, args.allow_missing)
-            variants = score_ablation(work, staged.stored_outcomes(work, results), log=log)
-            result = {"meta": staged.staged_meta(work, results, command, ablation_meta), "variants": variants,
-                      "recommended": recommend(variants, work.data["tie"])}
-    except staged.StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(markdown_tables(result))
-    if args.out:
-        write_json(result, args.out)
-    return 0
+    def gpu(work):
+        drag_stage(load_model(work.data["model"], device), work, args, command, log)
+
+    def score(work, results):
+        variants = score_ablation(work, staged.stored_outcomes(work, results), log=log)
+        return {"meta": staged.staged_meta(work, results, command, ablation_meta), "variants": variants,
+                "recommended": recommend(variants, work.data["tie"])}
+
+    return staged.run_stages(staged.Stages(
+        name="ablate", run_all=run_all,
+        prepare=lambda: prepare_ablation(load_model(args.model, device), grid, base, args.count, args.task,
+                                         args.handles, args.max_steps, args.first_seed, args.truncation, args.tie,
+                                         model=args.model, command=command, log=log),
+        describe=lambda work: (f"{len(work.data['tasks'])} tasks x {len(work.data['configs'])} distinct settings "
+                               f"({len(work.data['variants'])} variants) = {len(work.items)} drags"),
+        gpu=gpu, score=score, table=markdown_tables), args)
 
 
 def ablation_meta(work: staged.Work, env: dict, command: str, wall_seconds: float) -> dict:

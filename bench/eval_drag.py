@@ -56,6 +56,8 @@ from draggan.engine import DragConfig, DragSession, to_uint8
 from . import staged
 from .landmarks import HANDLE_SETS, FaceMeasure, handle_points, measure_face
 
+write_json = staged.write_json      # where the other benchmarks import it from
+
 # DragGAN Table 1, 512 x 512 FFHQ, RTX 3090: handles -> (MD after drag, MD with no edit), seconds per edit.
 PAPER_RESOLUTION = 512
 PAPER_MD = {1: (2.44, 12.93), 5: (3.18, 11.66), 68: (4.73, 16.02)}
@@ -619,8 +621,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=DEFAULT_TRUNCATION)
     p.add_argument("--max-steps", type=int, default=None, help="step cap per edit (default: DragConfig's)")
     p.add_argument("--config", default=None, help="JSON dict of DragConfig overrides, e.g. '{\"feature_block\": 5}'")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     add_drag_stage_arguments(p)
     return p
 
@@ -646,38 +646,23 @@ def main(argv=None) -> int:
         print(f"error: --config must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
         return 2
     command = staged.command_line("bench.eval_drag", argv)
+    log = staged.log
 
-    def log(m):
-        print(m, file=sys.stderr, flush=True)
+    def gpu(work):
+        drag_stage(load_model(work.data["model"], device), work, args, command, log)
 
-    try:
-        if args.stage == "all":
-            G = load_model(args.model, device)
-            result = evaluate(G, args.pairs, counts, config, args.max_steps, args.first_seed, args.truncation,
-                              model=args.model, device=device, command=command, log=log)
-        elif args.stage == "prepare":
-            G = load_model(args.model, device)
-            work = prepare_protocol(G, args.pairs, counts, config, args.max_steps, args.first_seed, args.truncation,
-                                    model=args.model, command=command, log=log)
-            path = work.save(args.work)
-            log(f"wrote {path}: {len(work.items)} edits, {staged.folder_bytes(args.work) / 2**20:.2f} MiB")
-            return 0
-        elif args.stage in ("edit", "run"):
-            work = staged.Work.load(args.work, "eval_drag")
-            G = load_model(work.data["model"], device)
-            drag_stage(G, work, args, command, log)
-            return 0
-        else:
-            work = staged.Work.load(args.work, "eval_drag")
-            results = staged.load_results(work, args.results, args.allow_missing)
-            result = score_staged(work, results, command, log=log)
-    except staged.StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(markdown_table(result))
-    if args.out:
-        write_json(result, args.out)
-    return 0
+    return staged.run_stages(staged.Stages(
+        name="eval_drag",
+        run_all=lambda: evaluate(load_model(args.model, device), args.pairs, counts, config, args.max_steps,
+                                 args.first_seed, args.truncation, model=args.model, device=device,
+                                 command=command, log=log),
+        prepare=lambda: prepare_protocol(load_model(args.model, device), args.pairs, counts, config, args.max_steps,
+                                         args.first_seed, args.truncation, model=args.model, command=command,
+                                         log=log),
+        describe=lambda work: f"{len(work.items)} edits",
+        gpu=gpu,
+        score=lambda work, results: score_staged(work, results, command, log=log),
+        table=markdown_table), args)
 
 
 def evaluate(G, num_pairs: int, handle_counts, config: DragConfig, max_steps: int | None, first_seed: int = 0,
@@ -700,14 +685,7 @@ def score_staged(work: staged.Work, results: staged.ResultSet, command: str, det
     return out
 
 
-def write_json(result: dict, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
-    return path
-
-
-_json_default = staged._json_default
+write_json = staged.write_json
 
 
 if __name__ == "__main__":

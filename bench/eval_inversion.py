@@ -48,7 +48,7 @@ import torch
 from PIL import Image
 
 from . import bench_inversion, staged
-from .eval_drag import _fmt, environment, gpu_env, load_model, write_json
+from .eval_drag import _fmt, environment, gpu_env, load_model
 
 DEFAULT_BUDGETS = "30:0,30:25,100:50"
 DEFAULT_LOSSES = "l2,pyramid,lpips-random"
@@ -314,8 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-loss", default="pyramid", help="loss used for the budget table")
     p.add_argument("--losses", default=DEFAULT_LOSSES, help="comma list of losses for the loss table")
     p.add_argument("--loss-budget", default="30:25", help="W:PTI budget for the loss table")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", type=Path, default=None)
     staged.add_arguments(p, "run")
     return p
 
@@ -326,55 +324,41 @@ def main(argv=None) -> int:
         return 2
     args, device = parsed
     command = staged.command_line("bench.eval_inversion", argv)
+    log = staged.log
+    if args.stage in ("all", "prepare"):
+        try:
+            budgets = parse_budgets(args.budgets)
+            (loss_budget,) = parse_budgets(args.loss_budget)
+        except (BudgetError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        losses = [s.strip() for s in args.losses.split(",") if s.strip()]
+        from inversion.losses import LOSS_KINDS
+        bad = [x for x in losses + [args.budget_loss] if x not in LOSS_KINDS]
+        if bad:
+            print(f"error: unknown loss(es) {bad}; choose from {list(LOSS_KINDS)}", file=sys.stderr)
+            return 2
+        if not args.eval_dir.is_dir():
+            print(f"error: {args.eval_dir} is not a folder of eval faces", file=sys.stderr)
+            return 2
 
-    def log(m):
-        print(m, file=sys.stderr, flush=True)
+    def gpu(work):
+        run_stage(load_model(work.data["model"], device), work, args, command, log)
 
-    try:
-        if args.stage in ("all", "prepare"):
-            try:
-                budgets = parse_budgets(args.budgets)
-                (loss_budget,) = parse_budgets(args.loss_budget)
-            except (BudgetError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            losses = [s.strip() for s in args.losses.split(",") if s.strip()]
-            from inversion.losses import LOSS_KINDS
-            bad = [x for x in losses + [args.budget_loss] if x not in LOSS_KINDS]
-            if bad:
-                print(f"error: unknown loss(es) {bad}; choose from {list(LOSS_KINDS)}", file=sys.stderr)
-                return 2
-            if not args.eval_dir.is_dir():
-                print(f"error: {args.eval_dir} is not a folder of eval faces", file=sys.stderr)
-                return 2
-            if args.stage == "all":
-                result = evaluate(args.model, device, args.n, budgets, args.budget_loss, losses, loss_budget,
-                                  args.eval_dir, log=log, command=command)
-            else:
-                G = load_model(args.model, device)
-                work = prepare_inversion(G, args.model, args.n, budgets, args.budget_loss, losses, loss_budget,
-                                         args.eval_dir, command, log)
-                path = work.save(args.work)
-                log(f"wrote {path}: {len(work.data['faces'])} faces x {len(work.data['configs'])} configurations = "
-                    f"{len(work.items)} inversions, {staged.folder_bytes(args.work) / 2**20:.2f} MiB")
-                return 0
-        elif args.stage in ("edit", "run"):
-            work = staged.Work.load(args.work, "eval_inversion")
-            G = load_model(work.data["model"], device)
-            run_stage(G, work, args, command, log)
-            return 0
-        else:
-            work = staged.Work.load(args.work, "eval_inversion")
-            results = staged.load_results(work, args.results, args.allow_missing)
-            result = score_inversion(work, staged.stored_outcomes(work, results), log)
-            result["meta"] = staged.staged_meta(work, results, command, inversion_meta)
-    except staged.StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(markdown_tables(result))
-    if args.out:
-        write_json(result, args.out)
-    return 0
+    def score(work, results):
+        result = score_inversion(work, staged.stored_outcomes(work, results), log)
+        result["meta"] = staged.staged_meta(work, results, command, inversion_meta)
+        return result
+
+    return staged.run_stages(staged.Stages(
+        name="eval_inversion",
+        run_all=lambda: evaluate(args.model, device, args.n, budgets, args.budget_loss, losses, loss_budget,
+                                 args.eval_dir, log=log, command=command),
+        prepare=lambda: prepare_inversion(load_model(args.model, device), args.model, args.n, budgets,
+                                          args.budget_loss, losses, loss_budget, args.eval_dir, command, log),
+        describe=lambda work: (f"{len(work.data['faces'])} faces x {len(work.data['configs'])} configurations = "
+                               f"{len(work.items)} inversions"),
+        gpu=gpu, score=score, table=markdown_tables), args)
 
 
 if __name__ == "__main__":

@@ -481,7 +481,9 @@ def staged_meta(work: Work, results: ResultSet, command: str, meta_fn) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser, gpu_stage_name: str = "edit") -> None:
-    """The stage options every staged benchmark takes."""
+    """The stage options every staged benchmark takes (and --threads, --out)."""
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="write the results JSON here (all, score)")
     g = p.add_argument_group("staged runs (dlib here, generator on a GPU machine)")
     g.add_argument("--stage", choices=STAGES, default="all",
                    help=f"all: every stage in one process (default); prepare: dlib work into --work; "
@@ -540,6 +542,70 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, st
     return args, args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclasses.dataclass
+class Stages:
+    """What one staged benchmark does at each ``--stage``; :func:`run_stages` picks by the option.
+
+    name      : the benchmark's name in its work folder (``Work.load`` checks it).
+    run_all   : () -> result; every stage in one process.
+    prepare   : () -> Work; the dlib work, saved to ``--work`` by run_stages.
+    gpu       : (work) -> None; the generator work into ``--results`` (edit / run).
+    score     : (work, results) -> result.
+    table     : (result) -> markdown printed after ``all`` and ``score``.
+    describe  : (work) -> what the prepared work holds, for the log line after prepare.
+    """
+
+    name: str
+    run_all: Callable[[], dict]
+    prepare: Callable[[], "Work"]
+    gpu: Callable[["Work"], None]
+    score: Callable[["Work", "ResultSet"], dict]
+    table: Callable[[dict], str]
+    describe: Callable[["Work"], str] = lambda work: f"{len(work.items)} items"
+
+
+def log(message: str) -> None:
+    """Progress lines of the benchmarks go to stderr, so stdout keeps only the tables."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_stages(stages: Stages, args) -> int:
+    """The body of every staged benchmark's main(): the stage asked for, its errors as one line, the
+    table, and the JSON at ``--out``. Returns the exit code."""
+    import sys
+
+    try:
+        if args.stage == "all":
+            result = stages.run_all()
+        elif args.stage == "prepare":
+            work = stages.prepare()
+            path = work.save(args.work)
+            log(f"wrote {path}: {stages.describe(work)}, {folder_bytes(args.work) / 2**20:.2f} MiB")
+            return 0
+        elif args.stage in ("edit", "run"):
+            stages.gpu(Work.load(args.work, stages.name))
+            return 0
+        else:
+            work = Work.load(args.work, stages.name)
+            result = stages.score(work, load_results(work, args.results, args.allow_missing))
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(stages.table(result))
+    if getattr(args, "out", None):
+        write_json(result, args.out)
+    return 0
+
+
+def write_json(result: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    return path
+
+
 def command_line(prog: str, argv) -> str:
     import sys
 
@@ -556,7 +622,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-__all__ = ["ChunkWriter", "MAX_CHUNK_BYTES", "MAX_RESULT_FILES", "MAX_WORK_BYTES", "ResultSet", "ResultWriter",
+__all__ = ["Stages", "run_stages", "log", "write_json", "ChunkWriter", "MAX_CHUNK_BYTES", "MAX_RESULT_FILES", "MAX_WORK_BYTES", "ResultSet", "ResultWriter",
            "StageError", "TimeBudget", "Work", "add_arguments", "check_arguments", "check_model", "done_ids",
            "gpu_stage", "load_results", "model_fingerprint", "parse_shard", "select_items", "staged_meta",
            "stored_outcomes"]

@@ -292,3 +292,35 @@ def test_live_drag_throttles_frames(G):
     events = list(live_drag(drag, max_steps=30, frame_interval=60.0))
     # The first frame right away, then none until a minute has passed: the drag ended before that.
     assert [e.kind for e in events] == ["frame", "end"] and events[-1].state.step == 30
+
+
+def test_torch_threads_is_per_os_thread_and_restored():
+    # torch's intra-op thread count belongs to the calling OS thread: a worker must set its own.
+    from draggan.sessions import torch_threads
+    seen = {}
+
+    def worker():
+        before = torch.get_num_threads()
+        with torch_threads(1):
+            seen["inside"] = torch.get_num_threads()
+        seen["after"] = torch.get_num_threads() == before
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"inside": 1, "after": True}
+
+
+def test_live_drag_workers_run_with_the_thread_count_asked(G, monkeypatch):
+    import draggan.sessions
+    from draggan.sessions import live_drag
+    counts = set()
+    real = draggan.sessions.render_latent
+
+    def counting(*args):
+        counts.add(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(draggan.sessions, "render_latent", counting)
+    events = list(live_drag(live_session(G), max_steps=3, worker_threads=1))
+    assert events[-1].kind == "end" and counts == {1}
