@@ -37,7 +37,7 @@ from draggan.points import PointError, format_points, parse_points
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
-from inversion.pipeline import InversionCache
+from inversion.pipeline import QUALITIES, InversionCache
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
     import spaces
@@ -461,7 +461,7 @@ class Studio:
 
     # ----------------------------------------------------------------- photo inversion
 
-    def invert_photo(self, photo, label: str, request: gr.Request, progress=gr.Progress()):
+    def invert_photo(self, photo, label: str, quality: str, request: gr.Request, progress=gr.Progress()):
         s = self.session(request)
         if not photo:
             gr.Warning("Choose a photo first (drop it on the Photo box).")
@@ -474,6 +474,8 @@ class Studio:
             gr.Warning(str(e))
             return gr.skip()
         config = self.settings.inversion or InversionConfig()
+        if quality in QUALITIES:
+            config = dataclasses.replace(config, quality=quality)
         budget = config.resolved(torch.device(self.device))
         bar = InversionProgress(progress, {"project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
                                            "tune": budget.steps_pti})
@@ -777,6 +779,10 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                 with gr.Accordion("Your photo", open=True):
                     ui["photo"] = gr.Image(type="filepath", label="Photo (a face, looking at the camera)",
                                            sources=["upload", "clipboard"], height=180, elem_id="photo")
+                    ui["quality"] = gr.Radio(
+                        [("Fast", "fast"), ("Faithful (slower)", "faithful")], value="fast", show_label=False,
+                        info="Faithful tunes the model longer: closer to the photo, "
+                             + ("minutes" if torch.device(device).type == "cpu" else "seconds") + " more.")
                     with gr.Row():
                         ui["invert"] = gr.Button("Invert photo", variant="primary", elem_id="invert")
                         ui["cancel"] = gr.Button("Cancel", variant="stop")
@@ -853,7 +859,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **render)
 
         ui["invert"].click(studio.request_inversion, None, None, api_name=False, **light).then(
-            gpu(studio.invert_photo), [ui["photo"], ui["model"]], editor_view + params + photo_out,
+            gpu(studio.invert_photo), [ui["photo"], ui["model"], ui["quality"]], editor_view + params + photo_out,
             api_name="invert", show_progress_on=ui["canvas"], **heavy)
         ui["cancel"].click(studio.cancel_inversion, None, None, api_name="cancel_inversion", **light)
 

@@ -136,9 +136,10 @@ def default_feature_block(G) -> int:
     Why half, from the ablation on the bundled 128 px model (BENCHMARKS.md,
     H100, 30 edits): mean landmark distance 3.09 px with block 4 (32 px),
     2.63 with block 5 (64 px), 2.32 with block 6 (128 px, the last block); a
-    CPU step costs 100, 130 and 293 ms. Block 5 keeps most of the accuracy at
-    a step cost that leaves the 2-core CPU app above 5 frames per second;
-    block 6 stays one click away for the most accurate drags.
+    one-thread CPU step (Xeon, bf16) costs 100, 130 and 293 ms. Block 5 keeps
+    most of the accuracy at a step cost no higher than drawing the frame, so
+    the app's frame rate is set by the render, not by the step; block 6 stays
+    one click away for the most accurate drags.
     """
     resolutions = list(G.synthesis.block_resolutions)
     if G.img_resolution >= 512:

@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("photo", help="photo to invert (any format PIL reads)")
     p.add_argument("--model", required=True, help="model name (e.g. celeba128), URL, or generator folder/file")
     p.add_argument("--out", required=True, help="folder for the result")
+    p.add_argument("--quality", default="fast", choices=["fast", "faithful"],
+                   help="step budget preset for the device (fast: about a minute on a 2-core CPU)")
     p.add_argument("--steps-w", type=int, default=None, help="W projection steps (default: CPU/GPU preset)")
     p.add_argument("--steps-wplus", type=int, default=0, help="extra W+ projection steps (default 0)")
     p.add_argument("--steps-pti", type=int, default=None, help="maximum pivotal tuning steps (default: preset)")
@@ -67,7 +69,8 @@ def main(argv=None) -> int:
     alignment, known_dir = alignment_for_model(args.model)
     model_dir = known_dir or (str(model_dir) if model_dir else None)
     config = InversionConfig(
-        device=device, steps_w=args.steps_w, steps_wplus=args.steps_wplus, steps_pti=args.steps_pti, loss=args.loss,
+        device=device, quality=args.quality, steps_w=args.steps_w, steps_wplus=args.steps_wplus,
+        steps_pti=args.steps_pti, loss=args.loss,
         vgg16_path=args.vgg16, alignment=args.alignment or alignment, template=args.template, model_dir=model_dir,
         locality=args.locality, seed=args.seed)
 

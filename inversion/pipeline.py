@@ -32,20 +32,28 @@ from .photo import DEFAULT_MAX_PIXELS, Photo, read_photo
 from .project import ProgressFn, ProjectionSettings, bf16_is_fast_on_cpu, check_cancel, project, w_stats
 from .pti import TuningSettings, pivotal_tuning
 
-# Step budgets, from bench/bench_inversion.py with the bundled celeba128 model. Quality per
-# step does not depend on the device: PTI at lr 3e-3 (with a cosine ramp-down over the last
-# 30%) reaches in 50-100 steps what lr 3e-4 reaches in 150+, and projection beyond ~40 W
-# steps at lr 0.1 barely changes the tuned result. CPU: about a minute on two cores with
-# bf16 (~0.3 s per step). GPU: more of both, still a few seconds at 128 px.
-GPU_PRESET = dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000)
-CPU_PRESET = dict(steps_w=40, lr_w=0.1, steps_pti=100, lr_pti=3e-3, w_avg_samples=2000)
+# Step budgets (bench/eval_inversion.py, the bundled celeba128 model, held-out faces). Quality
+# per step does not depend on the device: PTI at lr 3e-3 (with a cosine ramp-down over the
+# last 30%) reaches in 100-200 steps what lr 3e-4 reaches in 350 (lr 1e-2 is worse), and
+# projection beyond ~40 W steps at lr 0.1 barely changes the tuned result. "fast" keeps a
+# 2-core CPU near a minute per photo; "faithful" spends what PSNR >= 27 dB takes (minutes on
+# such a CPU, seconds on a GPU).
+PRESETS = {
+    "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000),
+            "faithful": dict(steps_w=40, lr_w=0.1, steps_pti=200, lr_pti=3e-3, w_avg_samples=2000)},
+    "gpu": {"fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000),
+            "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000)},
+}
+QUALITIES = ("fast", "faithful")
+CPU_PRESET, GPU_PRESET = PRESETS["cpu"]["fast"], PRESETS["gpu"]["fast"]
 
 
 @dataclasses.dataclass
 class InversionConfig:
-    """Every knob of the pipeline. ``None`` means: the CPU or GPU preset for the device used."""
+    """Every knob of the pipeline. ``None`` means: the CPU or GPU preset (of ``quality``) for the device used."""
 
     device: str | None = None          # 'cpu', 'cuda', 'cuda:1', 'mps'; None = where G lives.
+    quality: str = "fast"              # Step budget preset: 'fast' or 'faithful' (see PRESETS).
     amp: str = "auto"                  # 'bf16', 'fp16', 'none'; auto = bf16 on GPUs and on CPUs with bf16 units.
     # Projection (W, then optional W+).
     steps_w: int | None = None         # W steps (PTI: 450).
@@ -83,7 +91,9 @@ class InversionConfig:
 
     def resolved(self, device: torch.device) -> "InversionConfig":
         """A copy with every ``None`` budget filled from the device's preset."""
-        preset = GPU_PRESET if device.type != "cpu" else CPU_PRESET
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {QUALITIES}, got {self.quality!r}")
+        preset = PRESETS["cpu" if device.type == "cpu" else "gpu"][self.quality]
         updates = {k: v for k, v in preset.items() if getattr(self, k) is None}
         if self.amp == "auto":
             fast_bf16 = device.type == "cuda" or (device.type == "cpu" and bf16_is_fast_on_cpu())

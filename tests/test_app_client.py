@@ -117,7 +117,7 @@ def test_stop_interrupts_a_running_drag_and_start_continues(server):
 def test_invert_then_export_pastes_back_into_the_photo(server, tmp_path):
     demo, url = server
     c = client(url)
-    out = c.predict(photo(tmp_path, 1), "tiny", api_name="/invert")
+    out = c.predict(photo(tmp_path, 1), "tiny", "fast", api_name="/invert")
     report = out[-1]
     assert "PSNR" in report and "centre crop" in report
     aligned = out[-3]                                        # an update: the figure is also made visible
@@ -133,7 +133,7 @@ def test_cancel_stops_an_inversion_and_keeps_the_image(server, tmp_path):
     demo, url = server
     c = client(url)
     before = read_image(c.predict("tiny", 5, 0.7, api_name="/sample")[0])
-    job = c.submit(photo(tmp_path, 2), "tiny", api_name="/invert")
+    job = c.submit(photo(tmp_path, 2), "tiny", "fast", api_name="/invert")
     s = session_of(demo, c)
     assert wait_for(lambda: s.busy == "invert")
     c.predict(api_name="/cancel_inversion")

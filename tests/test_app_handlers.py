@@ -351,7 +351,7 @@ def photo(tmp_path):
 def test_invert_shows_aligned_reconstruction_report_and_notices(studio, photo, messages, tmp_path):
     req = request()
     studio.on_load(req)
-    out = studio.invert_photo(photo, "tiny", req, progress=no_progress)
+    out = studio.invert_photo(photo, "tiny", "fast", req, progress=no_progress)
     ui, s = studio.ui, session(studio, req)
     for figure in (ui["aligned"], ui["reconstruction"]):
         assert out[figure]["visible"] and out[figure]["value"].shape == (R, R, 3)
@@ -364,15 +364,27 @@ def test_invert_shows_aligned_reconstruction_report_and_notices(studio, photo, m
     assert Image.open(files[0]).size == (80, 96)
 
 
+def test_the_quality_choice_reaches_the_pipeline(studio, photo, monkeypatch):
+    seen = []
+    real = app.invert
+    monkeypatch.setattr(app, "invert", lambda photo, G, config, **kw: seen.append(config.quality) or
+                        real(photo, G, config, **kw))
+    req = request()
+    studio.on_load(req)
+    for quality in ("faithful", "fast"):
+        studio.invert_photo(photo, "tiny", quality, req, progress=no_progress)
+    assert seen == ["faithful", "fast"]
+
+
 def test_broken_upload_is_a_warning_and_keeps_the_image(studio, tmp_path, messages):
     req = request()
     studio.on_load(req)
     before = session(studio, req).image.copy()
     bad = tmp_path / "broken.png"
     bad.write_bytes(photo_bytes()[:60])
-    assert studio.invert_photo(str(bad), "tiny", req, progress=no_progress) == gr.skip()
+    assert studio.invert_photo(str(bad), "tiny", "fast", req, progress=no_progress) == gr.skip()
     assert messages[-1][0] == "warning" and "cannot be used" in messages[-1][1]
-    assert studio.invert_photo(None, "tiny", req, progress=no_progress) == gr.skip()
+    assert studio.invert_photo(None, "tiny", "fast", req, progress=no_progress) == gr.skip()
     assert "Choose a photo" in messages[-1][1]
     s = session(studio, req)
     assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
@@ -387,7 +399,7 @@ def test_cancelled_inversion_keeps_the_previous_image(studio, photo, messages):
         if "Projecting" in desc:
             studio.cancel_inversion(req)
 
-    assert studio.invert_photo(photo, "tiny", req, progress=cancel_on_first_step) == gr.skip()
+    assert studio.invert_photo(photo, "tiny", "fast", req, progress=cancel_on_first_step) == gr.skip()
     assert messages[-1] == ("info", "Inversion cancelled; your previous image is unchanged.")
     s = session(studio, req)
     assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
@@ -399,12 +411,12 @@ def test_cancel_before_a_queued_inversion_starts(studio, photo, messages):
     studio.request_inversion(req)            # Invert clicked; the device is busy, so it waits
     studio.cancel_inversion(req)
     assert messages[-1] == ("info", "Cancelled: the inversion will not start.")
-    assert studio.invert_photo(photo, "tiny", req, progress=no_progress) == gr.skip()
+    assert studio.invert_photo(photo, "tiny", "fast", req, progress=no_progress) == gr.skip()
     assert messages[-1] == ("info", "Inversion cancelled; your previous image is unchanged.")
     assert session(studio, req).source == "sample"
     # A later inversion is not affected by the earlier Cancel.
     studio.request_inversion(req)
-    studio.invert_photo(photo, "tiny", req, progress=no_progress)
+    studio.invert_photo(photo, "tiny", "fast", req, progress=no_progress)
     assert session(studio, req).source == "photo"
 
 

@@ -243,3 +243,13 @@ def test_bundled_model_finds_its_template_without_being_told():
     # A generator that is not a stored model gets FFHQ alignment and a notice saying so.
     method, _, notices = resolve_alignment(InversionConfig(), tiny_generator())
     assert method == "ffhq" and "no alignment template" in notices[0]
+
+
+def test_quality_picks_the_step_budget_and_explicit_steps_win():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    fast, faithful = InversionConfig().resolved(cpu), InversionConfig(quality="faithful").resolved(cpu)
+    assert faithful.steps_pti > fast.steps_pti and faithful.steps_w >= fast.steps_w
+    assert InversionConfig(quality="faithful").resolved(gpu).steps_pti > InversionConfig().resolved(gpu).steps_pti
+    assert InversionConfig(quality="faithful", steps_pti=7).resolved(cpu).steps_pti == 7
+    with pytest.raises(ValueError, match="quality"):
+        InversionConfig(quality="best").resolved(cpu)
