@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import ablate, eval_drag
+from bench import ablate, eval_drag, staged
 from bench.landmarks import FaceMeasure, LandmarkError, handle_points, measure_face
 from draggan.engine import DragConfig
 from draggan.networks import Generator
@@ -156,7 +156,7 @@ def test_protocol_runs_end_to_end_on_a_tiny_generator(G):
     assert s["md_detector_noise"] >= 0
     table = eval_drag.markdown_table(result)
     assert "| 5 |" in table and "paper" in table
-    json.dumps(result, default=eval_drag._json_default)  # the result is JSON-serializable
+    json.dumps(result, default=staged._json_default)  # the result is JSON-serializable
 
 
 def test_an_edit_with_no_face_found_is_counted_not_averaged(G):
