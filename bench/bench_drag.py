@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from draggan import ops  # noqa: E402
 from draggan.engine import DragConfig, DragSession  # noqa: E402
 from draggan.networks import Generator, GeneratorConfig  # noqa: E402
 
@@ -121,9 +122,13 @@ def main(argv=None):
     p.add_argument("--autocast", action="store_true", help="bf16 autocast for the generator")
     p.add_argument("--graph", choices=["on", "off", "both"], default=None,
                    help="CUDA graph replay of the step (default: on for CUDA, off otherwise)")
+    p.add_argument("--upsample", choices=["auto", "fold", "filter"], default="auto",
+                   help="up-sampling convs: FIR filter folded into the kernel, or applied after it "
+                        "(auto: fold on CUDA only, see draggan.ops.fold_filter_default)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--steps", type=int, default=50, help="timed steps per case")
     args = p.parse_args(argv)
+    ops.FOLD_FILTER = {"auto": None, "fold": True, "filter": False}[args.upsample]
 
     device = torch.device(args.device)
     G, name = build_generator(args, device)
@@ -136,7 +141,8 @@ def main(argv=None):
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     block = min(args.feature_block, G.num_blocks)
     print(f"# drag step timing: {name}, {G.img_resolution}px, feature block {block} "
-          f"({G.block_resolution(block)}px), {args.space}, {'bf16 autocast' if args.autocast else 'fp32'}")
+          f"({G.block_resolution(block)}px), {args.space}, {'bf16 autocast' if args.autocast else 'fp32'}, "
+          f"up-sampling {args.upsample} (folded: {ops.fold_filter_default(device)})")
     print(f"# device {device} ({gpu}), torch {torch.__version__}, {datetime.date.today()}, "
           f"warmup {args.warmup}, median of {args.steps} steps")
     print(f"# command: {' '.join(sys.argv)}")

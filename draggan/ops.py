@@ -144,6 +144,10 @@ def modulated_conv2d(
     return y
 
 
+# Force the up-sampling path everywhere (benchmarks compare the two): None = by device.
+FOLD_FILTER: bool | None = None
+
+
 def fold_filter_default(device: torch.device) -> bool:
     """Whether an up-sampling conv folds its FIR filter into the kernel on ``device``.
 
@@ -152,9 +156,9 @@ def fold_filter_default(device: torch.device) -> bool:
     by kernel launches (H100, BENCHMARKS.md). But the folded conv does 4x the
     multiply-adds, and a CPU is bound by exactly those: on a 2-core AVX2 CPU
     the unfolded pair renders a 128 px image in 0.29 s instead of 0.53 s (one
-    thread). So: fold on CUDA only.
+    thread). So: fold on CUDA only, unless :data:`FOLD_FILTER` says otherwise.
     """
-    return device.type == "cuda"
+    return device.type == "cuda" if FOLD_FILTER is None else FOLD_FILTER
 
 
 def _conv(x, w, up, padding, f, groups, reference, fold=None):
