@@ -8,8 +8,9 @@ Rows (one per edit) are pooled per handle count and summarized again with
 truncation and drag configuration, and no pair may appear twice. Realism (the
 Fréchet distance of face embeddings) needs the embeddings, which the results do not
 keep: it is carried over from the first file with its sample size, and said so.
-Timings pool too: each row keeps its own seconds, and ``sources`` says which device
-ran which rows.
+Timings pool only within one device: where a handle count's rows come from different
+machines, its seconds per edit and per step are given per device (``timing_by_device``)
+and left out of the pooled summary.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def merge(results: list[dict]) -> dict:
         for key in SAME:
             if first["meta"].get(key) != other["meta"].get(key):
                 raise MergeError(f"the runs differ in {key}: {first['meta'].get(key)!r} vs {other['meta'].get(key)!r}")
-    seen, rows = set(), []
+    seen, rows, device_of = set(), [], {}
     for r in results:
+        device = r["meta"].get("env", {}).get("device")
         for row in r["rows"]:
+            device_of[id(row)] = device
             key = (row["handles"], row["seed_source"], row["seed_target"])
             if key in seen:
                 raise MergeError(f"pair {key[1:]} with {key[0]} handles is in more than one file")
@@ -45,7 +48,14 @@ def merge(results: list[dict]) -> dict:
     counts = sorted({row["handles"] for row in rows})
     settings = {}
     for n in counts:
-        summary = summarize([row for row in rows if row["handles"] == n])
+        pooled = [row for row in rows if row["handles"] == n]
+        summary = summarize(pooled)
+        devices = sorted({device_of[id(row)] for row in pooled}, key=str)
+        if len(devices) > 1:  # seconds from different machines do not average into anything
+            summary["timing_by_device"] = {
+                str(d): {k: summarize([row for row in pooled if device_of[id(row)] == d])[k]
+                         for k in ("edits", "seconds_per_edit", "ms_per_step")} for d in devices}
+            summary["seconds_per_edit"] = summary["ms_per_step"] = None
         # Each file's detector noise is a mean over its own pairs: weigh it by them.
         noise = [(r["settings"][str(n)].get("md_detector_noise"), r["settings"][str(n)]["edits"])
                  for r in results if str(n) in r["settings"]]

@@ -27,10 +27,19 @@ def test_merge_pools_rows_per_handle_count_and_weighs_detector_noise():
     s = m["settings"]["68"]
     assert s["edits"] == 4 and s["md_mean"] == pytest.approx(2.75)
     assert s["md_detector_noise"] == pytest.approx((3 * 0.3 + 0.7) / 4)
-    assert s["seconds_per_edit"] == pytest.approx(13.0 / 4)
+    # Seconds from two machines are kept apart, not averaged.
+    assert s["seconds_per_edit"] is None and s["ms_per_step"] is None
+    assert s["timing_by_device"]["H100"]["seconds_per_edit"] == pytest.approx(1.0)
+    assert s["timing_by_device"]["CPU"]["seconds_per_edit"] == pytest.approx(10.0)
     assert m["meta"]["pairs"] == 4
     assert [src["edits"]["68"] for src in m["meta"]["sources"]] == [3, 1]
     assert "first file only" in m["realism"]["68"]["note"]
+
+
+def test_merge_of_one_device_pools_timings():
+    m = merge([result([row(0, 1.0, seconds=1.0)]), result([row(2, 2.0, seconds=3.0)])])
+    assert m["settings"]["68"]["seconds_per_edit"] == pytest.approx(2.0)
+    assert "timing_by_device" not in m["settings"]["68"]
 
 
 def test_merge_refuses_the_same_pair_twice_and_different_settings():
