@@ -780,7 +780,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["photo"] = gr.Image(type="filepath", label="Photo (a face, looking at the camera)",
                                            sources=["upload", "clipboard"], height=180, elem_id="photo")
                     ui["quality"] = gr.Radio(
-                        [("Fast", "fast"), ("Faithful (slower)", "faithful")], value="fast", show_label=False,
+                        [("Fast", "fast"), ("Faithful (slower)", "faithful")], value="fast", label="Inversion quality",
                         info="Faithful tunes the model longer: closer to the photo, "
                              + ("minutes" if torch.device(device).type == "cpu" else "seconds") + " more.")
                     with gr.Row():
