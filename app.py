@@ -905,8 +905,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model to start with: a registry name or a generator path (added to the list)")
     p.add_argument("--concurrency", type=int, default=1, help="drags + inversions at once per device")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait at most")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per drag worker (default on a CPU: half the cores; "
-                   "an inversion takes every core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per drag worker (default on a CPU: half the cores; an inversion "
+                        "takes every core)")
     return p.parse_args(argv)
 
 

@@ -594,7 +594,7 @@ def run_stages(stages: Stages, args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(stages.table(result))
-    if getattr(args, "out", None):
+    if args.out:
         write_json(result, args.out)
     return 0
 

@@ -465,8 +465,6 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     def stepper():
         last = None
         try:
-            if worker_threads:  # per OS thread: see torch_threads
-                torch.set_num_threads(worker_threads)
             for state in steps:
                 last = state
                 if state.warning:
@@ -487,8 +485,6 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     def renderer():
         last_start = -float("inf")
         try:
-            if worker_threads:
-                torch.set_num_threads(worker_threads)
             while True:
                 with wake:
                     while not latest and not finished.is_set():
@@ -505,8 +501,14 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
         except BaseException as e:
             events.put(("error", e))
 
-    threads = [threading.Thread(target=stepper, name="drag-steps", daemon=True),
-               threading.Thread(target=renderer, name="drag-frames", daemon=True)]
+    def with_threads(work):  # torch's thread count is per OS thread: each worker sets its own
+        def run():
+            with torch_threads(worker_threads):
+                work()
+        return run
+
+    threads = [threading.Thread(target=with_threads(stepper), name="drag-steps", daemon=True),
+               threading.Thread(target=with_threads(renderer), name="drag-frames", daemon=True)]
     for t in threads:
         t.start()
     try:

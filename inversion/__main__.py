@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import InversionError, PhotoError
 from .losses import LOSS_KINDS
-from .pipeline import InversionConfig, alignment_for_model, invert
+from .pipeline import QUALITIES, InversionConfig, alignment_for_model, invert
 
 
 def load_model(name: str, device: str):
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("photo", help="photo to invert (any format PIL reads)")
     p.add_argument("--model", required=True, help="model name (e.g. celeba128), URL, or generator folder/file")
     p.add_argument("--out", required=True, help="folder for the result")
-    p.add_argument("--quality", default="fast", choices=["fast", "faithful"],
+    p.add_argument("--quality", default="fast", choices=QUALITIES,
                    help="step budget preset for the device (fast: about a minute on a 2-core CPU)")
     p.add_argument("--steps-w", type=int, default=None, help="W projection steps (default: CPU/GPU preset)")
     p.add_argument("--steps-wplus", type=int, default=0, help="extra W+ projection steps (default 0)")

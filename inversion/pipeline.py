@@ -33,19 +33,18 @@ from .project import ProgressFn, ProjectionSettings, bf16_is_fast_on_cpu, check_
 from .pti import TuningSettings, pivotal_tuning
 
 # Step budgets (bench/eval_inversion.py, the bundled celeba128 model, held-out faces). Quality
-# per step does not depend on the device: PTI at lr 3e-3 (with a cosine ramp-down over the
-# last 30%) reaches in 100-200 steps what lr 3e-4 reaches in 350 (lr 1e-2 is worse), and
-# projection beyond ~40 W steps at lr 0.1 barely changes the tuned result. "fast" keeps a
-# 2-core CPU near a minute per photo; "faithful" spends what PSNR >= 27 dB takes (minutes on
-# such a CPU, seconds on a GPU).
+# per step does not depend on the device: PTI at lr 3e-3 (cosine ramp-down over the last 30%)
+# reaches in 50-100 steps what PTI's lr 3e-4 reaches in 150+ (inversion/README.md; lr 1e-2 is
+# worse), and projection beyond ~40 W steps at lr 0.1 barely changes the tuned result.
+# CPU (2-core AVX2, 6 faces, BENCHMARKS.md): "fast" 59.5 s, 27.7 dB; "faithful" 140 s, 31.9 dB.
+# GPU: PTI's step counts; the "faithful" GPU budget is not measured yet.
 PRESETS = {
     "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000),
             "faithful": dict(steps_w=40, lr_w=0.1, steps_pti=200, lr_pti=3e-3, w_avg_samples=2000)},
     "gpu": {"fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000),
             "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000)},
 }
-QUALITIES = ("fast", "faithful")
-CPU_PRESET, GPU_PRESET = PRESETS["cpu"]["fast"], PRESETS["gpu"]["fast"]
+QUALITIES = tuple(PRESETS["cpu"])
 
 
 @dataclasses.dataclass
