@@ -18,6 +18,7 @@ bench/bench_inversion.py for how it compares with plain L2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -97,9 +98,15 @@ def _blur(x: torch.Tensor, k1d: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k1d.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+@functools.lru_cache(maxsize=None)
+def _binomial5(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Made once per device: a host-to-device copy may not happen inside a captured CUDA graph.
+    return (torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=dtype) / 16).to(device)
+
+
 def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Band-pass images (fine to coarse) and the final low-pass residual."""
-    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=x.device, dtype=x.dtype) / 16
+    k = _binomial5(x.device, x.dtype)
     bands = []
     for _ in range(levels):
         if min(x.shape[-2:]) < 8:

@@ -54,6 +54,7 @@ class InversionConfig:
     device: str | None = None          # 'cpu', 'cuda', 'cuda:1', 'mps'; None = where G lives.
     quality: str = "fast"              # Step budget preset: 'fast' or 'faithful' (see PRESETS).
     amp: str = "auto"                  # 'bf16', 'fp16', 'none'; auto = bf16 on GPUs and on CPUs with bf16 units.
+    cuda_graph: bool | None = None     # Replay projection/tuning steps as CUDA graphs (None: on for CUDA devices).
     # Projection (W, then optional W+).
     steps_w: int | None = None         # W steps (PTI: 450).
     steps_wplus: int = 0               # W+ refinement steps after W (0 = W pivot, most editable).
@@ -435,7 +436,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     settings = ProjectionSettings(
         steps_w=cfg.steps_w, steps_wplus=cfg.steps_wplus, lr=cfg.lr_w, w_noise=cfg.w_noise, noise_reg=cfg.noise_reg,
         l2_weight=cfg.project_l2_weight, perceptual_weight=cfg.perceptual_weight, w_avg_samples=cfg.w_avg_samples,
-        amp=amp, seed=cfg.seed)
+        amp=amp, cuda_graph=cfg.cuda_graph, seed=cfg.seed)
     with torch.no_grad():  # The starting point's error, for the report.
         w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
         mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
@@ -450,7 +451,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         steps=cfg.steps_pti, lr=cfg.lr_pti, lr_rampdown=cfg.pti_lr_rampdown, l2_weight=cfg.pti_l2_weight,
         perceptual_weight=cfg.perceptual_weight,
         stop_threshold=stop, locality=cfg.locality, locality_weight=cfg.locality_weight,
-        locality_alpha=cfg.locality_alpha, amp=amp, seed=cfg.seed)
+        locality_alpha=cfg.locality_alpha, amp=amp, cuda_graph=cfg.cuda_graph, seed=cfg.seed)
     G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
                                             noises=noises if cfg.keep_projected_noise else None,
                                             progress=progress, cancel=cancel)

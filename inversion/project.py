@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from draggan.cuda_graphs import StepGraph, adam, set_lr, wants_graph
+
 from .errors import Cancelled
 from .losses import ReconstructionLoss
 
@@ -44,6 +46,7 @@ class ProjectionSettings:
     perceptual_weight: float = 1.0
     w_avg_samples: int = 10000    # Z samples for the W mean / spread.
     amp: str | None = None        # 'bf16' / 'fp16' autocast for the generator and LPIPS (None = fp32).
+    cuda_graph: bool | None = None  # Replay each step as a CUDA graph (None: on for CUDA devices).
     seed: int = 0
 
 
@@ -93,7 +96,8 @@ def lr_schedule(t: float, s: ProjectionSettings) -> float:
 def autocast(device: torch.device, amp: str | None):
     """Mixed precision for the generator and the loss network; weights and optimizer stay fp32."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+    # No weight-cast cache: each weight is used once per step, and a captured graph must not hold the cache.
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)
 
 
 @contextlib.contextmanager
@@ -153,14 +157,12 @@ def project(G, target: torch.Tensor, loss: ReconstructionLoss, settings: Project
               for shape in G.synthesis.noise_shapes()]
 
     def run_phase(stage: str, steps: int, latent: torch.Tensor, broadcast: bool, w_noise: float):
-        opt = torch.optim.Adam([latent] + noises, betas=(0.9, 0.999), lr=settings.lr)
-        for step in range(steps):
-            check_cancel(cancel)
-            t = step / max(steps, 1)
-            for group in opt.param_groups:
-                group["lr"] = lr_schedule(t, settings)
-            w_noise_scale = w_std * w_noise * max(0.0, 1.0 - t / settings.w_noise_ramp) ** 2
-            ws = latent + torch.randn(latent.shape, generator=gen).to(device) * w_noise_scale
+        graphed = wants_graph(device, settings.cuda_graph)
+        opt = adam([latent] + noises, settings.lr, graphed, betas=(0.9, 0.999))
+        w_jitter = torch.zeros_like(latent)  # this step's exploration noise, refilled before each step
+
+        def step() -> torch.Tensor:  # static shapes, no host reads: capturable as a CUDA graph
+            ws = latent + w_jitter
             if broadcast:
                 ws = ws.expand(-1, G.num_ws, -1)
             with autocast(device, settings.amp):
@@ -175,13 +177,23 @@ def project(G, target: torch.Tensor, loss: ReconstructionLoss, settings: Project
                 for n in noises:
                     n -= n.mean()
                     n *= n.square().mean().rsqrt()
+                mse = (img.detach().float() - target).square().mean()
+                return torch.stack([rec.detach(), mse, perc.detach().mean(), reg.detach()]).float()
+
+        run_step = StepGraph(step, device, enabled=graphed)
+        for i in range(steps):
+            check_cancel(cancel)
+            t = i / max(steps, 1)
+            set_lr(opt, lr_schedule(t, settings))
+            w_noise_scale = w_std * w_noise * max(0.0, 1.0 - t / settings.w_noise_ramp) ** 2
+            w_jitter.copy_(torch.randn(latent.shape, generator=gen) * w_noise_scale)
+            info = run_step()
             if history is not None:
-                history.append({"stage": stage, "step": step, "loss": float(rec.detach()),
-                                "mse": float((img.detach().float() - target).square().mean()),
-                                "perceptual": float(perc.detach().mean()),
-                                "noise_reg": float(reg.detach())})
+                rec, mse, perc, reg = info.tolist()
+                history.append({"stage": stage, "step": i, "loss": rec, "mse": mse, "perceptual": perc,
+                                "noise_reg": reg})
             if progress:
-                progress(stage, step + 1, steps)
+                progress(stage, i + 1, steps)
 
     with flush_denormals(device):
         run_phase("project_w", settings.steps_w, w_opt, broadcast=True, w_noise=settings.w_noise)

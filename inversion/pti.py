@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from draggan.cuda_graphs import StepGraph, adam, set_lr, wants_graph
+
 from .losses import ReconstructionLoss
 from .project import ProgressFn, autocast, check_cancel, flush_denormals, objective
 
@@ -35,6 +37,7 @@ class TuningSettings:
     locality_alpha: float = 30.0  # Radius of the sampled sphere around the pivot, in W units.
     locality_interval: int = 1    # Apply the regularizer every N steps.
     amp: str | None = None        # 'bf16' / 'fp16' autocast (weights and Adam stay fp32).
+    cuda_graph: bool | None = None  # Replay each step as a CUDA graph (None: on for CUDA devices, without locality).
     seed: int = 0
 
 
@@ -90,30 +93,30 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, loss: Recons
     if settings.locality:
         G_orig = copy.deepcopy(G_tuned).eval().requires_grad_(False)
     params = [p for p in G_tuned.synthesis.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=settings.lr)
+    # Locality draws latents on the host each step, which a captured graph cannot replay.
+    graphed = wants_graph(device, settings.cuda_graph) and not settings.locality
+    opt = adam(params, settings.lr, graphed)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
     with flush_denormals(device):
-        steps_run = _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress, cancel, history)
+        steps_run = _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, graphed, progress, cancel,
+                          history)
     return G_tuned.eval().requires_grad_(False), steps_run
 
 
-def _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress, cancel, history) -> int:
-    """The tuning loop; returns the number of optimizer steps taken."""
+def _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, graphed, progress, cancel, history) -> int:
+    """The tuning loop; returns the number of optimizer steps taken.
+
+    The early stop reads the perceptual distance that a step measured before its update,
+    so it stops one update later than a check before each step would: the price of
+    keeping the step free of host reads (and so capturable as a CUDA graph).
+    """
     device = target.device
-    steps_run = 0
-    for step in range(settings.steps):
-        check_cancel(cancel)
-        if settings.lr_rampdown > 0:  # settle at the end instead of oscillating at the full lr
-            remaining = (settings.steps - step) / (settings.steps * settings.lr_rampdown)
-            for group in opt.param_groups:
-                group["lr"] = settings.lr * (0.5 - 0.5 * math.cos(math.pi * min(1.0, remaining)))
+
+    def step() -> torch.Tensor:
         with autocast(device, settings.amp):
             img = G_tuned.synthesis(ws_pivot, noise_mode="const")
             total, perc = objective(img, target, loss, settings.l2_weight, settings.perceptual_weight)
-        perc_value = float(perc.detach().mean())
-        if settings.stop_threshold is not None and loss.module is not None and perc_value <= settings.stop_threshold:
-            break  # Already close enough: no update on this step.
-        if settings.locality and step % settings.locality_interval == 0:
+        if settings.locality and step.count % settings.locality_interval == 0:
             ws_near = _locality_latents(G_orig, ws_pivot, settings.locality_alpha, gen)
             with autocast(device, settings.amp):
                 with torch.no_grad():
@@ -124,10 +127,28 @@ def _tune(G_tuned, G_orig, ws_pivot, target, loss, settings, opt, gen, progress,
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+        step.count += 1
+        with torch.no_grad():
+            mse = (img.detach().float() - target).square().mean()
+            return torch.stack([total.detach(), perc.detach().mean(), mse]).float()
+
+    step.count = 0
+    run_step = StepGraph(step, device, enabled=graphed)
+    stop = settings.stop_threshold if loss.module is not None else None
+    steps_run = 0
+    for i in range(settings.steps):
+        check_cancel(cancel)
+        if settings.lr_rampdown > 0:  # settle at the end instead of oscillating at the full lr
+            remaining = (settings.steps - i) / (settings.steps * settings.lr_rampdown)
+            set_lr(opt, settings.lr * (0.5 - 0.5 * math.cos(math.pi * min(1.0, remaining))))
+        info = run_step()
         steps_run += 1
-        if history is not None:
-            history.append({"stage": "tune", "step": step, "loss": float(total.detach()), "perceptual": perc_value,
-                            "mse": float((img.detach().float() - target).square().mean())})
+        if stop is not None or history is not None:
+            total, perc, mse = info.tolist()
+            if history is not None:
+                history.append({"stage": "tune", "step": i, "loss": total, "perceptual": perc, "mse": mse})
+            if stop is not None and perc <= stop:
+                break
         if progress:
-            progress("tune", step + 1, settings.steps)
+            progress("tune", i + 1, settings.steps)
     return steps_run
