@@ -159,6 +159,8 @@ class DragState:
     done      : every handle is within the stop distance (the latent was not changed by this step).
     loss      : the step's objective (motion + mask term).
     image     : HxWx3 uint8 image of the latent after the step, or None on steps that skip rendering.
+    partial_frame : with ``drag(partial_frames=True)``: what the step's own forward pass computed of
+                the image of the latent it started from (see :class:`PartialFrame`); else None.
     warning   : a human sentence when something was recovered from (non-finite loss), else None.
     """
 
@@ -169,7 +171,24 @@ class DragState:
     done: bool
     loss: float
     image: np.ndarray | None = None
+    partial_frame: "PartialFrame | None" = None
     warning: str | None = None
+
+
+@dataclass
+class PartialFrame:
+    """The first ``block`` synthesis blocks of a frame, as a drag step computed them.
+
+    A step runs the generator up to its feature block for the latent it starts from,
+    so :func:`finish_frame` draws that latent's image at the cost of the remaining
+    blocks only. The frame is one step behind the latent, and it is exactly the
+    image in which the step tracked the state's handles.
+    """
+
+    ws: torch.Tensor        # [1, num_ws, w_dim] the latent the step started from
+    block: int              # synthesis blocks already run (the feature block)
+    features: torch.Tensor  # [1, C, h, w] that block's output
+    skip: torch.Tensor      # [1, img_channels, h, w] the skip image up to that block
 
 
 @dataclass
@@ -189,6 +208,9 @@ class _Optimization:
     graph: object | None = None             # torch.cuda.CUDAGraph once captured
     graph_info: torch.Tensor | None = None  # the graph's static output (see DragSession._step)
     eager_steps: int = 0                    # warm-up steps taken before capturing
+    partial_frames: bool = False            # the step keeps its features and skip image (see PartialFrame)
+    frame_features: torch.Tensor | None = None  # those, written in place by every step
+    frame_skip: torch.Tensor | None = None
 
 
 @dataclass
@@ -386,7 +408,8 @@ class DragSession:
 
     # ------------------------------------------------------------------ dragging
 
-    def drag(self, max_steps: int | None = None, image_every: int = 1) -> Iterator[DragState]:
+    def drag(self, max_steps: int | None = None, image_every: int = 1,
+             partial_frames: bool = False) -> Iterator[DragState]:
         """Run the optimization, yielding a DragState after every step.
 
         Ends when every handle is within the stop distance (``done``), after
@@ -394,7 +417,10 @@ class DragSession:
         after :meth:`stop`. A new call continues from the current latent and
         handles (with the same optimizer state). ``image_every=k`` renders the
         image every k-th step and on the final state; 0 never renders (call
-        :meth:`render`).
+        :meth:`render`). ``partial_frames=True`` fills every state's
+        ``partial_frame``, from which :func:`finish_frame` draws a frame for
+        the cost of the blocks after the feature block (what makes frames
+        affordable on a CPU).
         """
         max_steps = self.config.max_steps if max_steps is None else int(max_steps)
         if max_steps < 0:
@@ -407,6 +433,7 @@ class DragSession:
                 raise PointError("no points to drag: call set_points(handles, targets) first")
             self._stop.clear()
             self._prepare()
+            self._set_partial_frames(bool(partial_frames))
             version = self._version
         return self._drag_steps(max_steps, image_every, version)
 
@@ -460,6 +487,9 @@ class DragSession:
         state = DragState(step=self._step_count, handles=self._handles_np.copy(), targets=self._targets_np.copy(),
                           distances=self._distances_np.copy(), done=done_flag, loss=float(info[3 * n]),
                           warning=warning)
+        if opt.partial_frames:  # copies: the next step overwrites the buffers in place
+            state.partial_frame = PartialFrame(self._compose(opt.prev_param).detach().clone(), self.feature_block,
+                                               opt.frame_features.clone(), opt.frame_skip.clone())
         return state, (warning is None and not done_flag)
 
     def _run_step(self) -> torch.Tensor:
@@ -509,8 +539,18 @@ class DragSession:
         with torch.no_grad():
             opt.prev_param.copy_(param)
         with self._autocast():
-            feat = synthesis_features(self.G, self._compose(param), self.feature_block,
-                                      self.config.noise_mode)
+            out = synthesis_features(self.G, self._compose(param), self.feature_block, self.config.noise_mode,
+                                     with_image=opt.partial_frames)
+        if opt.partial_frames:
+            feat, skip = out
+            with torch.no_grad():
+                if opt.frame_features is None:          # allocated in an eager step, before any capture
+                    opt.frame_features, opt.frame_skip = feat.detach().clone(), skip.detach().clone()
+                else:
+                    opt.frame_features.copy_(feat.detach())
+                    opt.frame_skip.copy_(skip.detach())
+        else:
+            feat = out
         feat = feat.float()
         tracked = track_points(feat.detach(), handles, opt.ref_features, self._window, self.resolution)
         dist = (self._targets - tracked).norm(dim=1)
@@ -542,6 +582,12 @@ class DragSession:
                 for value in state.values():
                     if torch.is_tensor(value):
                         value.zero_()
+
+    def _set_partial_frames(self, on: bool) -> None:
+        """Keep the step's partial frame or not; a captured graph is recaptured (Adam's state is kept)."""
+        opt = self._opt
+        if opt.partial_frames != on:
+            opt.partial_frames, opt.graph, opt.graph_info, opt.eager_steps = on, None, None, 0
 
     def _set_lr(self, lr: float) -> None:
         opt = self._opt
@@ -627,6 +673,15 @@ class DragSession:
         return self.config.stop_distance_for(self.resolution, n)
 
 
+def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
+    """The full image of a :class:`PartialFrame`, HxWx3 uint8 (the blocks after ``frame.block`` only)."""
+    amp = (torch.autocast(device_type=frame.ws.device.type, dtype=torch.bfloat16) if config.autocast
+           else contextlib.nullcontext())
+    with torch.no_grad(), amp:
+        img = G.synthesis.finish(frame.features, frame.skip, frame.ws, frame.block, noise_mode=config.noise_mode)
+    return to_uint8(img)
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8."""
     x = (img[0].detach().float().clamp(-1, 1) + 1) * 127.5
@@ -636,5 +691,5 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return x
 
 
-__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PointError",
-           "default_feature_block", "to_uint8"]
+__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PartialFrame", "PointError",
+           "default_feature_block", "finish_frame", "to_uint8"]

@@ -47,7 +47,14 @@ def resize_features(feat: torch.Tensor, image_size: int) -> torch.Tensor:
     return F.interpolate(feat, size=(image_size, image_size), mode="bilinear", align_corners=False)
 
 
-def synthesis_features(G, ws: torch.Tensor, block: int, noise_mode: str = "const") -> torch.Tensor:
-    """Output of synthesis block ``block`` (1-based) for latents ``ws`` [1, num_ws, w_dim]."""
-    _, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block)
-    return features[block - 1]
+def synthesis_features(G, ws: torch.Tensor, block: int, noise_mode: str = "const", with_image: bool = False):
+    """Output of synthesis block ``block`` (1-based) for latents ``ws`` [1, num_ws, w_dim].
+
+    ``with_image``: return (features, skip image at that block's resolution), the
+    generator's own low-resolution rendering of the same latent (a free preview).
+    """
+    if not with_image:
+        _, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block)
+        return features[block - 1]
+    img, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block, partial_image=True)
+    return features[block - 1], img

@@ -253,7 +253,7 @@ class SynthesisNetwork(nn.Module):
         return [(b.resolution, b.resolution) for b in self.blocks() for _ in range(b.num_conv)]
 
     def forward(self, ws, noise_mode="const", return_features=False, last_block=None, reference=False,
-                noise_inputs=None):
+                noise_inputs=None, partial_image=False):
         """Run the synthesis network.
 
         ws              : W+ latents [N, num_ws, w_dim].
@@ -261,6 +261,8 @@ class SynthesisNetwork(nn.Module):
         return_features : also return the list of each block's output feature map.
         last_block      : stop after this block (1-based, e.g. 6 for DragGAN's features);
                           the image is then not computed and returned as None.
+        partial_image   : with ``last_block``, still compute the skip image up to that block
+                          (at its resolution): a cheap preview of the full image.
         reference       : use the literal (slow) resampling path; for tests.
         noise_inputs    : optional explicit noise maps [N, 1, R, R], one per layer (see noise_shapes()).
         """
@@ -270,20 +272,36 @@ class SynthesisNetwork(nn.Module):
         n_run = len(blocks) if last_block is None else last_block
         if not 1 <= n_run <= len(blocks):
             raise ValueError(f"last_block must be in 1..{len(blocks)}, got {last_block}")
-        full = n_run == len(blocks)
+        with_rgb = n_run == len(blocks) or partial_image
         x = img = None
         features = []
         w_idx = 0
         n_idx = 0
         for block in blocks[:n_run]:
             block_noise = noise_inputs[n_idx:n_idx + block.num_conv] if noise_inputs is not None else None
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=full,
+            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb,
                            reference=reference, noise_inputs=block_noise)
             w_idx += block.num_conv
             n_idx += block.num_conv
             features.append(x)
         if return_features:
             return img, features
+        return img
+
+    def finish(self, x, img, ws, after_block, noise_mode="const"):
+        """Run the blocks after ``after_block`` and return the image.
+
+        ``x`` and ``img`` are that block's features and skip image, as
+        ``forward(ws, return_features=True, last_block=after_block, partial_image=True)``
+        gives them: together the two calls equal one full ``forward(ws)``.
+        """
+        blocks = self.blocks()
+        if not 1 <= after_block < len(blocks):
+            raise ValueError(f"after_block must be in 1..{len(blocks) - 1}, got {after_block}")
+        w_idx = sum(b.num_conv for b in blocks[:after_block])
+        for block in blocks[after_block:]:
+            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode)
+            w_idx += block.num_conv
         return img
 
 

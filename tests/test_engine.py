@@ -380,3 +380,43 @@ def test_default_feature_block_is_block_6_from_512px_and_half_resolution_below()
             self.synthesis = GeneratorConfig(img_resolution=resolution)
     blocks = {r: default_feature_block(Stub(r)) for r in (32, 64, 128, 256, 512, 1024)}
     assert blocks == {32: 3, 64: 4, 128: 5, 256: 6, 512: 6, 1024: 6}
+
+
+# --------------------------------------------------------------------------- partial frames
+
+
+def test_finish_after_a_partial_forward_equals_the_full_forward(G):
+    ws = G.ws_from_seed(4)
+    with torch.no_grad():
+        full = G.synthesis(ws)
+        for block in (1, BLOCK, len(G.synthesis.blocks()) - 1):
+            skip, feats = G.synthesis(ws, return_features=True, last_block=block, partial_image=True)
+            torch.testing.assert_close(G.synthesis.finish(feats[-1], skip, ws, block), full)
+    with pytest.raises(ValueError, match="after_block"):
+        G.synthesis.finish(feats[-1], skip, ws, len(G.synthesis.blocks()))
+
+
+def test_partial_frames_draw_the_latent_each_step_started_from(G):
+    s = session(G)
+    ws_before = [s.ws.clone()]
+    states = []
+    for state in s.drag(max_steps=4, image_every=0, partial_frames=True):
+        states.append(state)
+        ws_before.append(s.ws.clone())
+    assert len(states) == 4
+    for state, ws in zip(states, ws_before):
+        frame = state.partial_frame
+        assert frame.block == BLOCK and state.image is None
+        torch.testing.assert_close(frame.ws, ws)
+        np.testing.assert_array_equal(engine.finish_frame(G, frame, s.config), engine.to_uint8(G.synthesis(ws)))
+    # the drag moved the latent, so the frames change over the steps
+    assert not torch.equal(states[-1].partial_frame.features, states[0].partial_frame.features)
+
+
+def test_partial_frames_can_be_switched_mid_drag_without_changing_the_drag(G):
+    a, b = session(G), session(G)
+    run(a, max_steps=3)
+    run(a, max_steps=3, partial_frames=True)
+    run(b, max_steps=6)
+    torch.testing.assert_close(a.ws, b.ws)   # the same optimization with and without frames
+    assert all(st.partial_frame is None for st in run(a, max_steps=1))

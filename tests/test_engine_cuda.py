@@ -93,3 +93,25 @@ def test_non_finite_step_inside_the_graph_is_undone_in_place(monkeypatch):
     states = list(s.drag(max_steps=4, image_every=0))
     assert all(st.warning is None for st in states)
     assert not torch.equal(s.ws, before)             # the same graph goes on dragging
+
+
+@cuda
+def test_partial_frames_inside_the_graph_match_eager():
+    G = generator("cuda")
+    runs = {}
+    for graphed in (False, True):
+        s = DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, cuda_graph=graphed))
+        s.set_points(*POINTS)
+        first = list(s.drag(max_steps=4, image_every=0))                        # captured without frames
+        second = list(s.drag(max_steps=6, image_every=0, partial_frames=True))  # recaptured with them
+        runs[graphed] = (first, second, s)
+    s = runs[True][2]
+    assert s._opt.graph is not None and s._opt.partial_frames
+    assert all(st.partial_frame is None for st in runs[True][0])
+    for a, b in zip(runs[False][1], runs[True][1]):
+        torch.testing.assert_close(b.partial_frame.features, a.partial_frame.features, atol=5e-3, rtol=1e-3)
+        frame = engine.finish_frame(G, b.partial_frame, s.config)
+        with torch.no_grad():
+            full = engine.to_uint8(G.synthesis(b.partial_frame.ws))
+        assert np.abs(frame.astype(int) - full.astype(int)).max() <= 1
+    assert not torch.equal(runs[True][1][-1].partial_frame.ws, runs[True][1][0].partial_frame.ws)
