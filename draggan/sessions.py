@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .engine import DragConfig, DragSession, DragState, to_uint8
+from .engine import DragConfig, DragSession, DragState, finish_frame, to_uint8
 from .points import PointError, validate_points
 
 MAX_FRAMES = 400          # recorded video frames per session; beyond this, every other frame is dropped
@@ -440,36 +440,54 @@ def torch_threads(count: int | None):
 
 
 def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: float = 0.0,
-              join_timeout: float = 30.0, worker_threads: int | None = None) -> Iterator[LiveEvent]:
+              join_timeout: float = 30.0, worker_threads: int | None = None,
+              frames: str = "auto") -> Iterator[LiveEvent]:
     """Run ``drag.drag()`` and stream frames while it runs.
 
     A stepper thread takes the optimization steps; a renderer thread draws the
-    latest step's latent whenever it is free (and at most once per
+    latest step's frame whenever it is free (and at most once per
     ``frame_interval`` seconds), so the frame rate is bounded by the slower of
     the two, not by their sum. A frame is yielded as soon as it is drawn, the
     engine's recovery messages as ``warning`` events; the last event is ``end``
     (the caller draws the final image). Errors of either thread are raised
     here. Closing the iterator stops the drag.
 
+    ``frames``: ``'full'`` renders the latent after the step; ``'partial'``
+    finishes the step's own forward pass (:func:`~draggan.engine.finish_frame`:
+    the blocks after the feature block only, about half a render on the
+    bundled model), which shows the latent the step started from, the very
+    image its handles were tracked in. Its first frame would repeat the image
+    on screen, so it is skipped. ``'auto'``: partial on CPUs, where a render
+    costs as much as a step; full on GPUs, where both are cheap.
+
     ``worker_threads``: torch intra-op threads of each of the two workers (None:
     torch's default for a new thread, one per core). On a CPU give each half the
     cores (see :func:`torch_threads`): two threads of two-thread ops on two cores
     fight over them.
     """
-    steps = drag.drag(max_steps=max_steps, image_every=0)   # set up here: errors surface at once
+    if frames == "auto":
+        frames = "full" if drag.device.type == "cuda" else "partial"
+    if frames not in ("full", "partial"):
+        raise ValueError(f"frames must be 'auto', 'full' or 'partial', got {frames!r}")
+    partial = frames == "partial"
+    # Set up here, so that errors surface at once.
+    steps = drag.drag(max_steps=max_steps, image_every=0, partial_frames=partial)
     events: queue.Queue = queue.Queue()
-    latest: list = []                  # [(state, ws)] waiting to be drawn; newer replaces older
+    latest: list = []                  # [(state, ws or PartialFrame)] waiting to be drawn; newer replaces older
     wake = threading.Condition()
     finished = threading.Event()
 
     def stepper():
         last = None
         try:
-            for state in steps:
+            for i, state in enumerate(steps):
                 last = state
                 if state.warning:
                     events.put(("warning", state.warning))
-                snapshot = drag.ws          # between steps the session's lock is free
+                if partial and i == 0:
+                    continue                # the start image: already on screen
+                # Between steps the session's lock is free.
+                snapshot = state.partial_frame if partial else drag.ws
                 with wake:
                     latest[:] = [(state, snapshot)]
                     wake.notify()
@@ -495,9 +513,10 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 if delay > 0 and finished.wait(delay):
                     return
                 with wake:                      # the newest step, after any wait
-                    state, ws = latest.pop()
+                    state, what = latest.pop()
                 last_start = time.perf_counter()
-                events.put(("frame", state, render_latent(drag.G, ws, drag.config)))
+                image = finish_frame(drag.G, what, drag.config) if partial else render_latent(drag.G, what, drag.config)
+                events.put(("frame", state, image))
         except BaseException as e:
             events.put(("error", e))
 

@@ -240,15 +240,31 @@ def live_session(G):
     return drag
 
 
-def test_live_drag_streams_rendered_frames_then_ends(G):
+@pytest.mark.parametrize("frames", ["full", "partial"])
+def test_live_drag_streams_rendered_frames_then_ends(G, frames):
     from draggan.sessions import live_drag, render_latent
     drag = live_session(G)
-    events = list(live_drag(drag, max_steps=6))
+    latents = {}
+    original_advance = drag._advance
+
+    def advance():  # remember the latent every step started from
+        start = drag.ws
+        state, changed = original_advance()
+        latents[state.step] = start
+        return state, changed
+
+    drag._advance = advance
+    events = list(live_drag(drag, max_steps=6, frames=frames))
     assert events[-1].kind == "end" and events[-1].state.step == 6
-    frames = [e for e in events if e.kind == "frame"]
-    assert frames and all(e.image.shape == (32, 32, 3) for e in frames)
-    steps = [e.state.step for e in frames]
+    frames_ = [e for e in events if e.kind == "frame"]
+    assert frames_ and all(e.image.shape == (32, 32, 3) for e in frames_)
+    steps = [e.state.step for e in frames_]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    if frames == "partial":
+        # Each frame is the image its handles were tracked in: the latent its step started from.
+        assert steps[0] >= 2                         # step 1 started from the image already on screen
+        for e in frames_:
+            assert np.array_equal(e.image, render_latent(drag.G, latents[e.state.step], drag.config))
     # The frame after the last step, drawn without the session's lock, is the session's own image.
     assert np.array_equal(render_latent(drag.G, drag.ws, drag.config), drag.render())
 
@@ -272,8 +288,10 @@ def test_live_drag_raises_errors_from_its_threads(G, monkeypatch):
         raise RuntimeError("render failed")
 
     monkeypatch.setattr(draggan.sessions, "render_latent", broken)
-    with pytest.raises(RuntimeError, match="render failed"):
-        list(live_drag(live_session(G), max_steps=50))
+    monkeypatch.setattr(draggan.sessions, "finish_frame", broken)
+    for frames in ("full", "partial"):
+        with pytest.raises(RuntimeError, match="render failed"):
+            list(live_drag(live_session(G), max_steps=50, frames=frames))
     assert not [t for t in threading.enumerate() if t.name in ("drag-steps", "drag-frames")]
 
 
@@ -322,5 +340,5 @@ def test_live_drag_workers_run_with_the_thread_count_asked(G, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(draggan.sessions, "render_latent", counting)
-    events = list(live_drag(live_session(G), max_steps=3, worker_threads=1))
+    events = list(live_drag(live_session(G), max_steps=3, worker_threads=1, frames="full"))
     assert events[-1].kind == "end" and counts == {1}
