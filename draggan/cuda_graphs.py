@@ -45,6 +45,7 @@ class StepGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.output: torch.Tensor | None = None
         self.eager_steps = 0
+        self.failed = False  # capture was tried and failed: eager from then on
 
     @property
     def captured(self) -> bool:
@@ -71,7 +72,7 @@ class StepGraph:
         except Exception as exc:
             warnings.warn(f"CUDA graph capture failed ({exc}); continuing without CUDA graphs", RuntimeWarning)
             torch.cuda.synchronize(self.device)
-            self.enabled = False
+            self.enabled, self.failed = False, True
             return self.step()
         self.graph, self.output = graph, out
         graph.replay()

@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from .cuda_graphs import StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
 from .motion import disk_offsets, motion_supervision_loss
 from .points import PointError, validate_points
@@ -204,10 +204,7 @@ class _Optimization:
     stop_distance: torch.Tensor  # scalar, pixels
     stop_distance_px: float
     nonfinite_streak: int = 0
-    lr_tensor: torch.Tensor | None = None   # the optimizer's lr as a device tensor (CUDA graphs only)
-    graph: object | None = None             # torch.cuda.CUDAGraph once captured
-    graph_info: torch.Tensor | None = None  # the graph's static output (see DragSession._step)
-    eager_steps: int = 0                    # warm-up steps taken before capturing
+    runner: StepGraph | None = None         # takes DragSession._step, eagerly or as a replayed CUDA graph
     partial_frames: bool = False            # the step keeps its features and skip image (see PartialFrame)
     frame_features: torch.Tensor | None = None  # those, written in place by every step
     frame_skip: torch.Tensor | None = None
@@ -494,35 +491,10 @@ class DragSession:
 
     def _run_step(self) -> torch.Tensor:
         """Take one step, eagerly or by replaying the captured graph; returns the step's info tensor."""
-        opt = self._opt
-        if opt.lr_tensor is None:                      # no CUDA graph for this session
-            return self._step()
-        if opt.graph is not None:
-            opt.graph.replay()
-            return opt.graph_info
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        if opt.eager_steps < GRAPH_WARMUP_STEPS:
-            # Warm-up steps are real steps, taken on a side stream as capture requires
-            # (it lets autograd and the optimizer allocate their state outside the graph).
-            with torch.cuda.stream(stream):
-                info = self._step()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            opt.eager_steps += 1
-            return info
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-                info = self._step()
-        except Exception as exc:  # capture is an optimization: fall back to eager steps, and say so once
-            warnings.warn(f"CUDA graph capture failed ({exc}); continuing without CUDA graphs", RuntimeWarning)
+        runner = self._opt.runner
+        info = runner()
+        if runner.failed:             # capture failed (it warned once): no graphs for later points either
             self._graph_failed = True
-            torch.cuda.synchronize(self.device)
-            opt.lr_tensor = None
-            self._set_lr(opt.lr)
-            return self._step()
-        opt.graph, opt.graph_info = graph, info
-        graph.replay()                                 # capturing recorded the step; replaying runs it
         return info
 
     def _step(self) -> torch.Tensor:
@@ -587,15 +559,12 @@ class DragSession:
         """Keep the step's partial frame or not; a captured graph is recaptured (Adam's state is kept)."""
         opt = self._opt
         if opt.partial_frames != on:
-            opt.partial_frames, opt.graph, opt.graph_info, opt.eager_steps = on, None, None, 0
+            opt.partial_frames = on
+            opt.runner = StepGraph(self._step, self.device, enabled=opt.runner.enabled,
+                                   warmup_steps=GRAPH_WARMUP_STEPS)
 
     def _set_lr(self, lr: float) -> None:
-        opt = self._opt
-        if opt.lr_tensor is not None:
-            opt.lr_tensor.fill_(lr)
-        else:
-            for group in opt.optimizer.param_groups:
-                group["lr"] = lr
+        set_lr(self._opt.optimizer, lr)
 
     # ------------------------------------------------------------------ internals
 
@@ -654,17 +623,14 @@ class DragSession:
         feat0 = feat0.float()
         ref = sample_features(feat0, self._handles, self.resolution)
         stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
-        if self._use_cuda_graph():
-            # A graph replays the optimizer step as captured: lr and step count live on the device.
-            lr_tensor = torch.tensor(cfg.lr, device=self.device)
-            optimizer = torch.optim.Adam([param], lr=lr_tensor, capturable=True)
-        else:
-            lr_tensor, optimizer = None, torch.optim.Adam([param], lr=cfg.lr)
+        graphed = self._use_cuda_graph()
+        # A graph replays the optimizer step as captured: lr and step count live on the device.
+        optimizer = adam([param], cfg.lr, graphed)
         self._opt = _Optimization(
             param=param, prev_param=param.detach().clone(), optimizer=optimizer,
             lr=cfg.lr, feat0=feat0, ref_features=ref,
             stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px,
-            lr_tensor=lr_tensor)
+            runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))
 
     @property
     def stop_distance(self) -> float:

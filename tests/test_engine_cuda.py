@@ -46,7 +46,7 @@ def test_graph_replay_computes_the_eager_drag(space):
     G = generator("cuda")
     eager, eager_states = drag_trace(G, latent_space=space, cuda_graph=False)
     graph, graph_states = drag_trace(G, latent_space=space, cuda_graph=True)
-    assert graph._opt.graph is not None and eager._opt.graph is None
+    assert graph._opt.runner.graph is not None and eager._opt.runner.graph is None
     assert len(graph_states) == len(eager_states)
     for a, b in zip(eager_states, graph_states):
         np.testing.assert_allclose(a.handles, b.handles, atol=1e-4)
@@ -62,14 +62,14 @@ def test_graph_replay_computes_the_eager_drag(space):
 def test_new_points_and_mask_recapture_the_graph():
     G = generator("cuda")
     s, _ = drag_trace(G, steps=5, cuda_graph=True)
-    first = s._opt.graph
+    first = s._opt.runner.graph
     assert first is not None
     s.set_points([(30, 40)], [(30, 52)])
     mask = np.zeros((R, R), bool)
     mask[20:60, 15:45] = True
     s.set_mask(mask)
     states = list(s.drag(max_steps=30, image_every=0))
-    assert s._opt.graph is not None and s._opt.graph is not first
+    assert s._opt.runner.graph is not None and s._opt.runner.graph is not first
     assert states[-1].distances[0] < states[0].distances[0] + 1e-6
     assert np.isfinite([st.loss for st in states]).all()
 
@@ -81,14 +81,14 @@ def test_non_finite_step_inside_the_graph_is_undone_in_place(monkeypatch):
     real = engine.motion_supervision_loss
     monkeypatch.setattr(engine, "motion_supervision_loss", lambda *a, **k: real(*a, **k) * poison)
     s, _ = drag_trace(G, steps=6, cuda_graph=True)
-    assert s._opt.graph is not None
+    assert s._opt.runner.graph is not None
     before, handles_before = s.ws, s.handles
     poison.fill_(float("nan"))
     state = next(s.drag(max_steps=1, image_every=0))
     assert state.warning and "halved" in state.warning
     torch.testing.assert_close(s.ws, before, atol=0, rtol=0)
     np.testing.assert_array_equal(s.handles, handles_before)
-    assert s._opt.lr_tensor.item() == pytest.approx(DragConfig().lr / 2)
+    assert float(s._opt.optimizer.param_groups[0]["lr"]) == pytest.approx(DragConfig().lr / 2)
     poison.fill_(1.0)
     states = list(s.drag(max_steps=4, image_every=0))
     assert all(st.warning is None for st in states)
@@ -106,7 +106,7 @@ def test_partial_frames_inside_the_graph_match_eager():
         second = list(s.drag(max_steps=6, image_every=0, partial_frames=True))  # recaptured with them
         runs[graphed] = (first, second, s)
     s = runs[True][2]
-    assert s._opt.graph is not None and s._opt.partial_frames
+    assert s._opt.runner.graph is not None and s._opt.partial_frames
     assert all(st.partial_frame is None for st in runs[True][0])
     for a, b in zip(runs[False][1], runs[True][1]):
         torch.testing.assert_close(b.partial_frame.features, a.partial_frame.features, atol=5e-3, rtol=1e-3)
