@@ -5,10 +5,10 @@
 #
 #   bench/gpu_figures.sh OUT_DIR [TRAIN_DATA_DIR] [EVAL_FACES_DIR]
 #
-# 1. the engine's CUDA tests (CUDA-graph replay == eager drag, recapture, NaN recovery);
+# 1. the engine's and inversion's CUDA tests (CUDA-graph replay == eager, recapture, NaN recovery);
 # 2. drag ms/step at 512 px (FFHQ-512 architecture, random weights) and for the bundled
 #    128 px model, eager and CUDA-graph, fp32 and bf16;
-# 3. training s/kimg (needs TRAIN_DATA_DIR with train-*.zip shards);
+# 3. training s/kimg at batch 64 and 128 (needs TRAIN_DATA_DIR with train-*.zip shards);
 # 4. inversion s/photo at 512 px (random weights, timing only; needs EVAL_FACES_DIR).
 # Everything is logged to OUT_DIR/gpu_figures.log.
 set -u
@@ -19,13 +19,15 @@ log="$out/gpu_figures.log"
 run() { echo "\$ $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; }
 
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$log"
-run python3 -m pytest -q -p no:cacheprovider tests/test_engine_cuda.py tests/test_ops.py tests/test_engine.py
+run python3 -m pytest -q -p no:cacheprovider tests/test_engine_cuda.py tests/test_inversion_cuda.py tests/test_ops.py tests/test_engine.py
 for precision in "" "--autocast"; do
   run python3 -m bench.bench_drag --arch ffhq512 --device cuda --handles 1,5 --graph both $precision
 done
 run python3 -m bench.bench_drag --model celeba128 --feature-block 4 --device cuda --handles 1,5,68 --graph both --autocast
 if [ -n "$data" ]; then
-  run timeout 300 python3 -m training.train --data "$data" --out /tmp/train_bench --batch 64 --benchmark-iters 30
+  for batch in 64 128; do
+    run timeout 300 python3 -m training.train --data "$data" --out /tmp/train_bench --batch $batch --benchmark-iters 30
+  done
 fi
 if [ -n "$faces" ]; then
   run timeout 300 python3 bench/bench_inversion.py --model random:512 --device cuda -n 3 --eval-dir "$faces" \
