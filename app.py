@@ -632,7 +632,8 @@ class Studio:
             s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block))
             s.sync_engine()
             live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
-                             frame_interval=self.frame_interval, worker_threads=self.drag_threads)
+                             frame_interval=self.frame_interval, worker_threads=self.drag_threads,
+                             first_frame_threads=self.inversion_threads)
         except (DragConfigError, PointError, MaskError) as e:
             gr.Warning(str(e))
             return

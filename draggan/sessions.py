@@ -441,7 +441,7 @@ def torch_threads(count: int | None):
 
 def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: float = 0.0,
               join_timeout: float = 30.0, worker_threads: int | None = None,
-              frames: str = "auto") -> Iterator[LiveEvent]:
+              frames: str = "auto", first_frame_threads: int | None = None) -> Iterator[LiveEvent]:
     """Run ``drag.drag()`` and stream frames while it runs.
 
     A stepper thread takes the optimization steps; a renderer thread draws the
@@ -463,7 +463,9 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     ``worker_threads``: torch intra-op threads of each of the two workers (None:
     torch's default for a new thread, one per core). On a CPU give each half the
     cores (see :func:`torch_threads`): two threads of two-thread ops on two cores
-    fight over them.
+    fight over them. ``first_frame_threads``: the stepper's threads until it hands
+    over the first frame (until then the renderer has nothing to draw, so the
+    stepper may take every core and the first frame comes sooner).
     """
     if frames == "auto":
         frames = "full" if drag.device.type == "cuda" else "partial"
@@ -479,6 +481,9 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
 
     def stepper():
         last = None
+        first_pending = bool(first_frame_threads)
+        if first_pending:
+            torch.set_num_threads(int(first_frame_threads))   # with_threads restores it on exit
         try:
             for i, state in enumerate(steps):
                 last = state
@@ -491,6 +496,9 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 with wake:
                     latest[:] = [(state, snapshot)]
                     wake.notify()
+                if first_pending:          # the renderer starts now: share the cores from here on
+                    first_pending = False
+                    torch.set_num_threads(int(worker_threads or first_frame_threads))
         except BaseException as e:         # handed to the consumer
             events.put(("error", e))
         finally:

@@ -342,3 +342,21 @@ def test_live_drag_workers_run_with_the_thread_count_asked(G, monkeypatch):
     monkeypatch.setattr(draggan.sessions, "render_latent", counting)
     events = list(live_drag(live_session(G), max_steps=3, worker_threads=1, frames="full"))
     assert events[-1].kind == "end" and counts == {1}
+
+
+@pytest.mark.parametrize("frames,fast_steps", [("full", 1), ("partial", 2)])
+def test_live_drag_steps_with_every_thread_until_the_first_frame(G, frames, fast_steps):
+    from draggan.sessions import live_drag
+    drag = live_session(G)
+    per_step = []
+    original_advance = drag._advance
+
+    def advance():
+        per_step.append(torch.get_num_threads())
+        return original_advance()
+
+    drag._advance = advance
+    events = list(live_drag(drag, max_steps=5, worker_threads=1, first_frame_threads=2, frames=frames))
+    assert events[-1].kind == "end"
+    # the first frame is handed over after step 1 (full) or 2 (partial: step 1 starts from the shown image)
+    assert per_step == [2] * fast_steps + [1] * (5 - fast_steps)
