@@ -293,11 +293,13 @@ class SynthesisNetwork(nn.Module):
 
         ``x`` and ``img`` are that block's features and skip image, as
         ``forward(ws, return_features=True, last_block=after_block, partial_image=True)``
-        gives them: together the two calls equal one full ``forward(ws)``.
+        gives them: together the two calls equal one full ``forward(ws)``. After the
+        last block there is nothing left to run and ``img`` is returned as it is.
         """
         blocks = self.blocks()
-        if not 1 <= after_block < len(blocks):
-            raise ValueError(f"after_block must be in 1..{len(blocks) - 1}, got {after_block}")
+        if not 1 <= after_block <= len(blocks):
+            raise ValueError(f"after_block must be in 1..{len(blocks)}, got {after_block}")
+        # After the last block, ``img`` is already the image (DragGAN on the last block's features).
         w_idx = sum(b.num_conv for b in blocks[:after_block])
         for block in blocks[after_block:]:
             x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode)

@@ -389,15 +389,18 @@ def test_finish_after_a_partial_forward_equals_the_full_forward(G):
     ws = G.ws_from_seed(4)
     with torch.no_grad():
         full = G.synthesis(ws)
-        for block in (1, BLOCK, len(G.synthesis.blocks()) - 1):
+        last = len(G.synthesis.blocks())
+        for block in (1, BLOCK, last - 1, last):
             skip, feats = G.synthesis(ws, return_features=True, last_block=block, partial_image=True)
             torch.testing.assert_close(G.synthesis.finish(feats[-1], skip, ws, block), full)
     with pytest.raises(ValueError, match="after_block"):
-        G.synthesis.finish(feats[-1], skip, ws, len(G.synthesis.blocks()))
+        G.synthesis.finish(feats[-1], skip, ws, last + 1)
 
 
-def test_partial_frames_draw_the_latent_each_step_started_from(G):
-    s = session(G)
+@pytest.mark.parametrize("block", [BLOCK, 5])  # 5: the 64 px generator's last block, where the skip image is the image
+def test_partial_frames_draw_the_latent_each_step_started_from(G, block):
+    assert len(G.synthesis.blocks()) == 5
+    s = session(G, feature_block=block)
     ws_before = [s.ws.clone()]
     states = []
     for state in s.drag(max_steps=4, image_every=0, partial_frames=True):
@@ -406,9 +409,11 @@ def test_partial_frames_draw_the_latent_each_step_started_from(G):
     assert len(states) == 4
     for state, ws in zip(states, ws_before):
         frame = state.partial_frame
-        assert frame.block == BLOCK and state.image is None
+        assert frame.block == block and state.image is None
         torch.testing.assert_close(frame.ws, ws)
-        np.testing.assert_array_equal(engine.finish_frame(G, frame, s.config), engine.to_uint8(G.synthesis(ws)))
+        frame_image = engine.finish_frame(G, frame, s.config).astype(int)
+        # equal up to one level of rounding (the step ran its part with autograd on)
+        assert np.abs(frame_image - engine.to_uint8(G.synthesis(ws)).astype(int)).max() <= 1
     # the drag moved the latent, so the frames change over the steps
     assert not torch.equal(states[-1].partial_frame.features, states[0].partial_frame.features)
 
