@@ -577,10 +577,7 @@ class DragSession:
         return bool(wanted) and not self._graph_failed
 
     def _autocast(self):
-        if not self.config.autocast:
-            return contextlib.nullcontext()
-        # No weight-cast cache: it would hold tensors from outside a captured graph.
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+        return generator_autocast(self.config, self.device)
 
     def _compose(self, param: torch.Tensor | None) -> torch.Tensor:
         """Base latent plus the optimized offset -> W+ [1, num_ws, w_dim]."""
@@ -639,11 +636,17 @@ class DragSession:
         return self.config.stop_distance_for(self.resolution, n)
 
 
+def generator_autocast(config: DragConfig, device: torch.device):
+    """bf16 autocast for the generator when ``config.autocast``, else a no-op context."""
+    if not config.autocast:
+        return contextlib.nullcontext()
+    # No weight-cast cache: it would hold tensors from outside a captured graph.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
     """The full image of a :class:`PartialFrame`, HxWx3 uint8 (the blocks after ``frame.block`` only)."""
-    amp = (torch.autocast(device_type=frame.ws.device.type, dtype=torch.bfloat16) if config.autocast
-           else contextlib.nullcontext())
-    with torch.no_grad(), amp:
+    with torch.no_grad(), generator_autocast(config, frame.ws.device):
         img = G.synthesis.finish(frame.features, frame.skip, frame.ws, frame.block, noise_mode=config.noise_mode)
     return to_uint8(img)
 

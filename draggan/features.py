@@ -50,8 +50,8 @@ def resize_features(feat: torch.Tensor, image_size: int) -> torch.Tensor:
 def synthesis_features(G, ws: torch.Tensor, block: int, noise_mode: str = "const", with_image: bool = False):
     """Output of synthesis block ``block`` (1-based) for latents ``ws`` [1, num_ws, w_dim].
 
-    ``with_image``: return (features, skip image at that block's resolution), the
-    generator's own low-resolution rendering of the same latent (a free preview).
+    ``with_image``: return (features, skip image up to that block), the two inputs
+    :meth:`SynthesisNetwork.finish` continues from to draw the full image.
     """
     if not with_image:
         _, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block)

@@ -262,7 +262,7 @@ class SynthesisNetwork(nn.Module):
         last_block      : stop after this block (1-based, e.g. 6 for DragGAN's features);
                           the image is then not computed and returned as None.
         partial_image   : with ``last_block``, still compute the skip image up to that block
-                          (at its resolution): a cheap preview of the full image.
+                          (at its resolution), which :meth:`finish` continues from.
         reference       : use the literal (slow) resampling path; for tests.
         noise_inputs    : optional explicit noise maps [N, 1, R, R], one per layer (see noise_shapes()).
         """

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .engine import DragConfig, DragSession, DragState, finish_frame, to_uint8
+from .engine import DragConfig, DragSession, DragState, finish_frame, generator_autocast, to_uint8
 from .points import PointError, validate_points
 
 MAX_FRAMES = 400          # recorded video frames per session; beyond this, every other frame is dropped
@@ -401,10 +401,7 @@ def render_latent(G, ws: torch.Tensor, config: DragConfig) -> np.ndarray:
     Unlike DragSession.render it does not take the session's lock, so it can run
     on another thread while the session computes its next step.
     """
-    device = ws.device
-    amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.autocast
-           else contextlib.nullcontext())
-    with amp:
+    with generator_autocast(config, ws.device):
         img = G.synthesis(ws, noise_mode=config.noise_mode)
     return to_uint8(img)
 
