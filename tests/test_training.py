@@ -73,6 +73,22 @@ def test_train_writes_snapshot_and_resumes(shards, tmp_path):
     assert json.loads((out / "state" / "meta.json").read_text())["cur_nimg"] == 96
 
 
+def test_discriminator_warmup_after_resume_does_not_train_G(shards, tmp_path):
+    out = tmp_path / "run"
+    run_train(["--data", str(shards), "--out", str(out), "--kimg", "0.064", "--batch", "8", *TINY])
+    before = json.loads((out / "state" / "meta.json").read_text())
+    G_before = Generator.from_pretrained(out / "latest")
+    # 4 D-only minibatches, then exactly one G step (0.072 kimg = 64 + 8 images).
+    run_train(["--data", str(shards), "--out", str(out), "--kimg", "0.072", "--batch", "8", "--resume",
+               str(out / "state"), "--d-warmup-kimg", "0.032", *TINY])
+    after = json.loads((out / "state" / "meta.json").read_text())
+    assert after["cur_nimg"] == 72 and after["step"] == before["step"] + 1
+    assert any(r.get("event") == "d_warmup_done" and r["kimg"] == 0.064 for r in read_log(out))
+    G_after = Generator.from_pretrained(out / "latest")
+    changed = [not torch.equal(a, b) for a, b in zip(G_before.state_dict().values(), G_after.state_dict().values())]
+    assert any(changed)  # the one G step moved G_ema
+
+
 def test_two_process_gloo_matches_one_process(shards, tmp_path):
     """Same seed, same global batch: 1 and 2 processes log the same losses step by step."""
     common = ["--data", str(shards), "--kimg", "0.032", "--batch", "8", "--tick-kimg", "0.008",

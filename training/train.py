@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compile", action="store_true", help="torch.compile G and the non-R1 D passes")
     a("--seed", type=int, default=0)
     a("--resume", default=None, help="state directory to resume from (full or compact)")
+    a("--d-warmup-kimg", type=float, default=0,
+      help="after --resume, train only D for this many kimg (for a D older than the G it resumes with)")
     a("--tick-kimg", type=float, default=4)
     a("--snap-kimg", type=float, default=50)
     a("--max-minutes", type=float, default=None, help="save and stop after this wall time")
@@ -259,32 +261,37 @@ def train(args) -> dict:
     stats = {"loss_G": [], "loss_D": [], "r1": [], "pl": []}
     bench_t0 = None
     done = False
+    # D-only warm-up after a resume: its images are not counted in cur_nimg (the generator's training).
+    d_warmup_left = args.d_warmup_kimg * 1000 if args.resume else 0
+    d_step = step  # the lazy-R1 clock, which also ticks during the warm-up
     while not done:
-        # ---- G main: make D call fakes real.
-        G.requires_grad_(True)
-        with autocast():
-            img, _ = fakes()
-            logits = D_run(aug(img))
-        loss_G = F.softplus(-logits.float()).mean()
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        G.requires_grad_(False)
-        # ---- G path-length regularization (lazy).
-        if args.pl_weight > 0 and step % args.pl_interval == 0:
+        warming = d_warmup_left > 0
+        if not warming:
+            # ---- G main: make D call fakes real.
             G.requires_grad_(True)
             with autocast():
-                img, ws = fakes()
-            noise = torch.randn_like(img.float()) / math.sqrt(img.shape[2] * img.shape[3])
-            (grad,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
-            lengths = grad.square().sum(2).mean(1).sqrt()
-            pl_mean.copy_(pl_mean.lerp(lengths.mean().detach(), 0.01))
-            loss_pl = (lengths - pl_mean).square().mean() * args.pl_weight * args.pl_interval
-            loss_pl.backward()
-            stats["pl"].append(loss_pl.detach())
+                img, _ = fakes()
+                logits = D_run(aug(img))
+            loss_G = F.softplus(-logits.float()).mean()
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
             G.requires_grad_(False)
-        all_reduce_grads(G, world)
-        sanitize_grads(G)
-        opt_G.step()
+            # ---- G path-length regularization (lazy).
+            if args.pl_weight > 0 and step % args.pl_interval == 0:
+                G.requires_grad_(True)
+                with autocast():
+                    img, ws = fakes()
+                noise = torch.randn_like(img.float()) / math.sqrt(img.shape[2] * img.shape[3])
+                (grad,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
+                lengths = grad.square().sum(2).mean(1).sqrt()
+                pl_mean.copy_(pl_mean.lerp(lengths.mean().detach(), 0.01))
+                loss_pl = (lengths - pl_mean).square().mean() * args.pl_weight * args.pl_interval
+                loss_pl.backward()
+                stats["pl"].append(loss_pl.detach())
+                G.requires_grad_(False)
+            all_reduce_grads(G, world)
+            sanitize_grads(G)
+            opt_G.step()
 
         # ---- D main: fakes are fake, reals are real.
         D.requires_grad_(True)
@@ -299,7 +306,7 @@ def train(args) -> dict:
         loss_D.backward()
         ada.accumulate(torch.sign(logits_real.detach().float()).sum().item() if args.aug == "ada" else 0.0, local)
         # ---- D R1 (lazy), on the un-compiled D because it needs a double backward.
-        if step % args.r1_interval == 0:
+        if d_step % args.r1_interval == 0:
             real = reals().detach().requires_grad_(True)
             with autocast():
                 logits = D(aug(real))
@@ -311,6 +318,12 @@ def train(args) -> dict:
         all_reduce_grads(D, world)
         sanitize_grads(D)
         opt_D.step()
+        d_step += 1
+        if warming:
+            d_warmup_left -= args.batch
+            if d_warmup_left <= 0:
+                log({"event": "d_warmup_done", "kimg": cur_nimg / 1000, "d_kimg": args.d_warmup_kimg})
+            continue
 
         # ---- bookkeeping
         cur_nimg += args.batch
