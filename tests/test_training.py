@@ -79,8 +79,12 @@ def test_discriminator_warmup_after_resume_does_not_train_G(shards, tmp_path):
     before = json.loads((out / "state" / "meta.json").read_text())
     G_before = Generator.from_pretrained(out / "latest")
     # 4 D-only minibatches, then exactly one G step (0.072 kimg = 64 + 8 images).
+    # The compact snapshot (fp16 G_ema + D, what a remote machine hands back) resumes too.
+    compact = out / "compact"
+    assert json.loads((compact / "meta.json").read_text())["compact"] is True
+    assert not (compact / "optim.pt").exists() and not list(compact.glob("G-*"))
     run_train(["--data", str(shards), "--out", str(out), "--kimg", "0.072", "--batch", "8", "--resume",
-               str(out / "state"), "--d-warmup-kimg", "0.032", *TINY])
+               str(compact), "--d-warmup-kimg", "0.032", *TINY])
     after = json.loads((out / "state" / "meta.json").read_text())
     assert after["cur_nimg"] == 72 and after["step"] == before["step"] + 1
     assert any(r.get("event") == "d_warmup_done" and r["kimg"] == 0.064 for r in read_log(out))

@@ -107,6 +107,8 @@ def export_compact(state_dir, out_dir, max_bytes=15 * 2 ** 20):
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("G_ema", "D"):
         state = load_sharded(state_dir, name)
+        if state is None:
+            raise SystemExit(f"{state_dir}: no {name}-*.safetensors shards (is this a training state folder?)")
         save_sharded({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out_dir, name, max_bytes)
     meta = json.loads((state_dir / "meta.json").read_text())
     (out_dir / "meta.json").write_text(json.dumps({**meta, "compact": True}, indent=1))

@@ -377,8 +377,11 @@ def train(args) -> dict:
             kimg = int(cur_nimg // 1000)
             sample_grid(G_ema, grid_z, out / f"grid-{kimg:06d}.png")
             G_ema.save_pretrained(out / "latest", metadata={"kimg": kimg, "step": step})
-            checkpoint.save_training_state(out / "state", G, D, G_ema, opt_G, opt_D,
-                                           {"cur_nimg": cur_nimg, "step": step, "aug_p": ada.p, "args": vars(args)})
+            meta = {"cur_nimg": cur_nimg, "step": step, "aug_p": ada.p, "args": vars(args)}
+            checkpoint.save_training_state(out / "state", G, D, G_ema, opt_G, opt_D, meta)
+            # The compact copy (fp16 G_ema + D, files <= 15 MiB) is what a short-lived remote machine
+            # hands back after every snapshot, so a lost machine loses one snapshot interval at most.
+            checkpoint.save_training_state(out / "compact", G, D, G_ema, opt_G, opt_D, meta, compact=True)
             next_snap += args.snap_kimg * 1000
             log({"event": "snapshot", "kimg": kimg})
     if world > 1:
