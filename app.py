@@ -110,6 +110,17 @@ def registry_models() -> dict[str, str]:
     return {name: name for name in registry.model_names()}
 
 
+def default_model_for(device: str) -> str:
+    """The model a visitor starts with: on a CPU without fast bf16 (e.g. AVX2 only) the distilled
+    celeba128-lite, whose drag streams 5 frames/s on 2 cores where celeba128 manages about 3
+    (BENCHMARKS.md); otherwise, or when it is missing, celeba128. Both stay in the dropdown."""
+    lite = registry.get_model("celeba128-lite")
+    if (lite is not None and torch.device(device).type == "cpu" and not fast_autocast(device)
+            and (registry.REPO_ROOT / lite.path / "model.safetensors").is_file()):
+        return lite.name
+    return next(iter(registry.model_names()))
+
+
 def cpu_threads() -> int:
     """Torch threads of each drag worker on a CPU: half the cores, since a drag steps on one
     thread while another draws frames (two threads of two-thread ops on two cores slow each
@@ -918,7 +929,7 @@ def main(argv=None) -> None:
     if args.threads or torch.device(device).type == "cpu":
         torch.set_num_threads(args.threads or cpu_threads())
     models = registry_models()
-    default = next(iter(models))
+    default = default_model_for(device)
     if args.model:
         if registry.get_model(args.model) is not None and not Path(args.model).exists():
             default = registry.get_model(args.model).name

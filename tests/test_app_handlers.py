@@ -508,3 +508,16 @@ def test_a_model_download_reports_progress(tiny_model_dir):
     G = demo.studio.load_model("remote", progress=lambda value, desc: seen.append((value, desc)))
     assert G.img_resolution == R
     assert seen[-1][0] == 1.0 and "Downloading remote" in seen[-1][1]
+
+
+def test_default_model_is_the_lite_one_on_cpus_without_fast_bf16(monkeypatch, tmp_path):
+    monkeypatch.setattr(app.registry, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(app, "fast_autocast", lambda device: False)
+    assert app.default_model_for("cpu") == "celeba128"  # the lite model's files are missing
+    lite = tmp_path / "checkpoints" / "celeba128-lite"
+    lite.mkdir(parents=True)
+    (lite / "model.safetensors").write_bytes(b"")
+    assert app.default_model_for("cpu") == "celeba128-lite"
+    assert app.default_model_for("cuda") == "celeba128"
+    monkeypatch.setattr(app, "fast_autocast", lambda device: True)  # bf16 matrix units: the full model is fast
+    assert app.default_model_for("cpu") == "celeba128"
