@@ -178,3 +178,18 @@ def test_resume_from_shipped_model_folder(tmp_path):
     torch.testing.assert_close(G_ema2.synthesis.b16.conv1.weight, ref)
     torch.testing.assert_close(G2.synthesis.b16.conv1.weight, ref)  # G restarts from its average
     torch.testing.assert_close(D2.b4.out.weight, D.b4.out.weight.half().float())
+
+
+def test_collect_hands_back_the_compact_state_log_and_newest_grid(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "out"
+    (run / "compact").mkdir(parents=True)
+    (run / "compact" / "meta.json").write_text("{}")
+    (run / "state").mkdir()
+    (run / "state" / "optim.pt").write_bytes(b"x" * 10)
+    (run / "log.jsonl").write_text('{"kimg": 1}\n')
+    for k in ("000050", "000100"):
+        (run / f"grid-{k}.png").write_bytes(b"png")
+    subprocess.run(["bash", str(Path(__file__).parents[1] / "training" / "collect.sh"), str(run), str(out)],
+                   check=True, capture_output=True)
+    assert sorted(p.name for p in out.iterdir()) == ["compact", "grid-000100.png", "log.jsonl"]
+    assert (out / "compact" / "meta.json").exists()
