@@ -23,8 +23,8 @@ The result is a model folder (``save_pretrained``) that ``load_generator`` reads
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -32,15 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from draggan.checkpoints import load_generator
+from draggan.features import synthesis_features
 from draggan.networks import Generator, GeneratorConfig
 
 
 def slim_config(cfg: GeneratorConfig, channel_base: int) -> GeneratorConfig:
-    d = cfg.to_dict()
-    d.pop("architecture", None)
-    d.pop("metadata", None)
-    d["channel_base"] = channel_base
-    return GeneratorConfig.from_dict(d)
+    return dataclasses.replace(cfg, channel_base=channel_base)
 
 
 def shared_blocks(teacher: Generator, student: Generator) -> int:
@@ -151,14 +148,14 @@ def distill(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_generator(args.teacher, device=device).eval().requires_grad_(False)
-    student = Generator(slim_config(teacher.cfg, args.channel_base)).to(device)
     meta_file = out / "student" / "distill.json"
-    done_nimg = 0
     if args.resume and meta_file.exists():
         student = Generator.from_pretrained(out / "student").to(device)
         done_nimg = json.loads(meta_file.read_text())["nimg"]
         n_shared = shared_blocks(teacher, student)
     else:
+        student = Generator(slim_config(teacher.cfg, args.channel_base)).to(device)
+        done_nimg = 0
         n_shared = prune_into(teacher, student)
     if n_shared == len(student.synthesis.blocks()):
         raise SystemExit("the student has the teacher's shape everywhere: lower --channel-base")
@@ -186,8 +183,7 @@ def distill(args) -> dict:
     while nimg < args.kimg * 1000:
         with torch.no_grad():
             ws = sample_ws(teacher, args.batch, gen, device)
-            img, features = teacher.synthesis(ws, return_features=True, last_block=n_shared, partial_image=True)
-            x = features[-1]
+            x, img = synthesis_features(teacher, ws, n_shared, with_image=True)
             target = teacher.synthesis.finish(x, img, ws, n_shared)
         pred = student.synthesis.finish(x, img, ws, n_shared)
         l1 = F.l1_loss(pred, target)

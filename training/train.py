@@ -264,34 +264,40 @@ def train(args) -> dict:
     # D-only warm-up after a resume: its images are not counted in cur_nimg (the generator's training).
     d_warmup_left = args.d_warmup_kimg * 1000 if args.resume else 0
     d_step = step  # the lazy-R1 clock, which also ticks during the warm-up
+
+    def train_G_step():
+        """One generator update, with lazy path-length regularization; returns loss_G."""
+        # ---- G main: make D call fakes real.
+        G.requires_grad_(True)
+        with autocast():
+            img, _ = fakes()
+            logits = D_run(aug(img))
+        loss_G = F.softplus(-logits.float()).mean()
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        G.requires_grad_(False)
+        # ---- G path-length regularization (lazy).
+        if args.pl_weight > 0 and step % args.pl_interval == 0:
+            G.requires_grad_(True)
+            with autocast():
+                img, ws = fakes()
+            noise = torch.randn_like(img.float()) / math.sqrt(img.shape[2] * img.shape[3])
+            (grad,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
+            lengths = grad.square().sum(2).mean(1).sqrt()
+            pl_mean.copy_(pl_mean.lerp(lengths.mean().detach(), 0.01))
+            loss_pl = (lengths - pl_mean).square().mean() * args.pl_weight * args.pl_interval
+            loss_pl.backward()
+            stats["pl"].append(loss_pl.detach())
+            G.requires_grad_(False)
+        all_reduce_grads(G, world)
+        sanitize_grads(G)
+        opt_G.step()
+        return loss_G
+
     while not done:
         warming = d_warmup_left > 0
         if not warming:
-            # ---- G main: make D call fakes real.
-            G.requires_grad_(True)
-            with autocast():
-                img, _ = fakes()
-                logits = D_run(aug(img))
-            loss_G = F.softplus(-logits.float()).mean()
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            G.requires_grad_(False)
-            # ---- G path-length regularization (lazy).
-            if args.pl_weight > 0 and step % args.pl_interval == 0:
-                G.requires_grad_(True)
-                with autocast():
-                    img, ws = fakes()
-                noise = torch.randn_like(img.float()) / math.sqrt(img.shape[2] * img.shape[3])
-                (grad,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
-                lengths = grad.square().sum(2).mean(1).sqrt()
-                pl_mean.copy_(pl_mean.lerp(lengths.mean().detach(), 0.01))
-                loss_pl = (lengths - pl_mean).square().mean() * args.pl_weight * args.pl_interval
-                loss_pl.backward()
-                stats["pl"].append(loss_pl.detach())
-                G.requires_grad_(False)
-            all_reduce_grads(G, world)
-            sanitize_grads(G)
-            opt_G.step()
+            loss_G = train_G_step()
 
         # ---- D main: fakes are fake, reals are real.
         D.requires_grad_(True)
