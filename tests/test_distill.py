@@ -74,3 +74,16 @@ def test_distill_lowers_the_loss_and_leaves_shared_layers_frozen(tmp_path, monke
     args.kimg, args.resume = 0.8, True
     assert distill(args)["nimg"] == 800
     assert json.loads((out / "student" / "distill.json").read_text())["nimg"] == 800
+
+
+def test_image_fidelity_ranks_a_pruned_student_above_a_random_one():
+    from bench.distill_fidelity import image_fidelity
+
+    teacher = tiny_teacher()
+    pruned = Generator(slim_config(teacher.cfg, 128)).eval()
+    prune_into(teacher, pruned)
+    random = Generator(slim_config(teacher.cfg, 128)).eval()
+    a, b = image_fidelity(pruned, teacher, num=4), image_fidelity(random, teacher, num=4)
+    assert a["l1_mean"] < b["l1_mean"] and a["psnr_mean_db"] > b["psnr_mean_db"]
+    assert len(a["psnr_db"]) == 4
+    assert image_fidelity(teacher, teacher, num=2)["l1_mean"] == 0.0
