@@ -79,10 +79,16 @@ def test_discriminator_warmup_after_resume_does_not_train_G(shards, tmp_path):
     before = json.loads((out / "state" / "meta.json").read_text())
     G_before = Generator.from_pretrained(out / "latest")
     # 4 D-only minibatches, then exactly one G step (0.072 kimg = 64 + 8 images).
-    # The compact snapshot (fp16 G_ema + D, what a remote machine hands back) resumes too.
+    # The compact snapshot (fp16 G, G_ema and D, what a remote machine hands back) resumes too,
+    # and its G is the trained generator, not its average.
     compact = out / "compact"
     assert json.loads((compact / "meta.json").read_text())["compact"] is True
-    assert not (compact / "optim.pt").exists() and not list(compact.glob("G-*"))
+    assert not (compact / "optim.pt").exists()
+    from training.checkpoint import load_sharded
+    g, g_ema = load_sharded(compact, "G"), load_sharded(compact, "G_ema")
+    assert g is not None and g.keys() == g_ema.keys()
+    assert any(not torch.equal(g[k], g_ema[k]) for k in g if g[k].is_floating_point())
+    assert all(v.dtype == torch.float16 for v in g.values() if v.is_floating_point())
     run_train(["--data", str(shards), "--out", str(out), "--kimg", "0.072", "--batch", "8", "--resume",
                str(compact), "--d-warmup-kimg", "0.032", *TINY])
     after = json.loads((out / "state" / "meta.json").read_text())
@@ -193,3 +199,22 @@ def test_collect_hands_back_the_compact_state_log_and_newest_grid(tmp_path):
                    check=True, capture_output=True)
     assert sorted(p.name for p in out.iterdir()) == ["compact", "grid-000100.png", "log.jsonl"]
     assert (out / "compact" / "meta.json").exists()
+
+
+def test_export_compact_keeps_G_and_halves_every_module(tmp_path):
+    from training.checkpoint import export_compact, load_sharded, save_training_state
+
+    G = torch.nn.Linear(4, 4)
+    G_ema, D = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+    opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    save_training_state(tmp_path / "state", G, D, G_ema, opt_G, opt_D, {"cur_nimg": 8})
+    export_compact(tmp_path / "state", tmp_path / "compact")
+    for name, module in (("G", G), ("G_ema", G_ema), ("D", D)):
+        state = load_sharded(tmp_path / "compact", name)
+        assert state["weight"].dtype == torch.float16
+        assert torch.allclose(state["weight"].float(), module.weight, atol=1e-3)
+    assert not (tmp_path / "compact" / "optim.pt").exists()
+    assert json.loads((tmp_path / "compact" / "meta.json").read_text()) == {"cur_nimg": 8, "compact": True}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="is this a training state folder"):
+        export_compact(tmp_path / "empty", tmp_path / "out")

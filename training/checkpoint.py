@@ -1,9 +1,11 @@
 """Training state on disk: safetensors shards small enough to travel.
 
 A *full* state (fp32 G, D, G_ema + Adam moments) resumes a run exactly. A
-*compact* state (fp16 G_ema and D, no optimizer) is what fits through narrow
-pipes (e.g. 16 MiB per file); resuming from it starts G from G_ema and
-re-warms Adam's moments, which costs a few hundred iterations of slight drift.
+*compact* state (fp16 G, G_ema and D, no optimizer) is what fits through narrow
+pipes (e.g. 16 MiB per file); resuming from it re-warms Adam's moments, which
+costs a few hundred iterations of slight drift. A compact state without G (the
+older layout, and a shipped model's resume/ folder) starts G from G_ema: D then
+faces a generator it has never seen, so resume those with ``--d-warmup-kimg``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def save_training_state(directory, G, D, G_ema, opt_G, opt_D, meta: dict, compac
     tmp = directory.with_name(directory.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if compact else None
-    modules = {"G_ema": G_ema, "D": D} if compact else {"G": G, "D": D, "G_ema": G_ema}
+    modules = {"G": G, "D": D, "G_ema": G_ema}
     for name, module in modules.items():
         save_sharded(_cpu_state(module, dtype), tmp, name, max_bytes)
     if not compact:
@@ -105,8 +107,10 @@ def export_compact(state_dir, out_dir, max_bytes=15 * 2 ** 20):
     """Convert a full state into a compact one (fp16, no optimizer) for transfer."""
     state_dir, out_dir = Path(state_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("G_ema", "D"):
+    for name in MODULES:
         state = load_sharded(state_dir, name)
+        if state is None and name == "G":
+            continue  # an older compact state: G_ema stands in for G on resume
         if state is None:
             raise SystemExit(f"{state_dir}: no {name}-*.safetensors shards (is this a training state folder?)")
         save_sharded({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out_dir, name, max_bytes)

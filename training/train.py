@@ -385,7 +385,7 @@ def train(args) -> dict:
             G_ema.save_pretrained(out / "latest", metadata={"kimg": kimg, "step": step})
             meta = {"cur_nimg": cur_nimg, "step": step, "aug_p": ada.p, "args": vars(args)}
             checkpoint.save_training_state(out / "state", G, D, G_ema, opt_G, opt_D, meta)
-            # The compact copy (fp16 G_ema + D, files <= 15 MiB) is what a short-lived remote machine
+            # The compact copy (fp16 G, G_ema, D, files <= 15 MiB) is what a short-lived remote machine
             # hands back after every snapshot, so a lost machine loses one snapshot interval at most.
             checkpoint.save_training_state(out / "compact", G, D, G_ema, opt_G, opt_D, meta, compact=True)
             next_snap += args.snap_kimg * 1000
