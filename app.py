@@ -112,7 +112,7 @@ def registry_models() -> dict[str, str]:
 
 def default_model_for(device: str) -> str:
     """The model a visitor starts with: on a CPU without fast bf16 (e.g. AVX2 only) the distilled
-    celeba128-lite, whose drag streams 5 frames/s on 2 cores where celeba128 manages about 3
+    celeba128-lite, whose drag streams about 6 frames/s on 2 AVX2 cores where celeba128 manages about 3
     (BENCHMARKS.md); otherwise, or when it is missing, celeba128. Both stay in the dropdown."""
     lite = registry.get_model("celeba128-lite")
     if (lite is not None and torch.device(device).type == "cpu" and not fast_autocast(device)
