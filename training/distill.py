@@ -38,6 +38,8 @@ from draggan.checkpoints import load_generator
 from draggan.features import synthesis_features
 from draggan.networks import Generator, GeneratorConfig
 
+from .jsonlog import log_jsonl
+
 
 def slim_config(cfg: GeneratorConfig, channel_base: int) -> GeneratorConfig:
     return dataclasses.replace(cfg, channel_base=channel_base)
@@ -170,12 +172,8 @@ def distill(args) -> dict:
     perceptual = make_loss(args.perceptual, device=device)
     gen = torch.Generator(device=device)
     gen.manual_seed(args.seed * 1000003 + done_nimg)
-    log_file = (out / "log.jsonl").open("a")
-
-    def log(rec):
-        print(json.dumps(rec), flush=True)
-        log_file.write(json.dumps(rec) + "\n")
-        log_file.flush()
+    def log(record):
+        log_jsonl(out / "log.jsonl", record)
 
     log({"event": "start", "teacher": args.teacher, "channel_base": args.channel_base, "shared_blocks": n_shared,
          "trained_params_M": round(sum(p.numel() for p in trained) / 1e6, 2), "perceptual": perceptual.name,
@@ -211,7 +209,6 @@ def distill(args) -> dict:
             save_student(student, out / "student", args, nimg, n_shared)
         if stop:
             break
-    log_file.close()
     return {"nimg": nimg, "shared_blocks": n_shared}
 
 

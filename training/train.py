@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import time
@@ -34,6 +33,7 @@ from . import checkpoint
 from .augment import AdaptiveP, augment
 from .dataset import load_images
 from .discriminator import Discriminator
+from .jsonlog import log_jsonl
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,10 +187,7 @@ def train(args) -> dict:
 
     def log(record):
         if rank == 0:
-            line = json.dumps(record)
-            print(line, flush=True)
-            with open(log_path, "a") as f:
-                f.write(line + "\n")
+            log_jsonl(log_path, record)
 
     # Data: everything on the device as uint8.
     t0 = time.time()
