@@ -201,6 +201,22 @@ def test_collect_hands_back_the_compact_state_log_and_newest_grid(tmp_path):
     assert (out / "compact" / "meta.json").exists()
 
 
+def test_collect_waits_for_the_run_to_end_and_fails_fast_on_a_fresh_machine(tmp_path):
+    collect = str(Path(__file__).parents[1] / "training" / "collect.sh")
+    run, out = tmp_path / "run", tmp_path / "out"
+    missing = subprocess.run(["bash", collect, str(run), str(out), "60"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    run.mkdir()
+    # A stand-in for the training process: its command line names training.train and --out RUN,
+    # and it writes the log only as it ends, so the log comes back only if collect waited.
+    fake = subprocess.Popen(["bash", "-c", 'sleep 2; echo "{}" > "$2/log.jsonl"', "training.train", "--out", str(run)])
+    try:
+        subprocess.run(["bash", collect, str(run), str(out), "60"], check=True, capture_output=True)
+    finally:
+        fake.wait()
+    assert (out / "log.jsonl").read_text() == "{}\n"
+
+
 def test_export_compact_keeps_G_and_halves_every_module(tmp_path):
     from training.checkpoint import export_compact, load_sharded, save_training_state
 

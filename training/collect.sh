@@ -3,9 +3,20 @@
 # state of the last snapshot (fp16 G, G_ema and D in files <= 15 MiB, resumable with --resume),
 # the log and the newest sample grid. Make every polling call end with it, so that a machine
 # lost between calls costs one snapshot interval, not the run.
-# Usage: training/collect.sh RUN_DIR OUT_DIR
+# Usage: training/collect.sh RUN_DIR OUT_DIR [WAIT_SECONDS]
+# WAIT_SECONDS: first wait (at most that long) for the run writing RUN_DIR to end, so that
+# the final snapshot comes back. A missing RUN_DIR fails at once: the machine is a fresh one
+# (the previous one went back) and waiting would only burn device time.
 set -u
-run=$1; out=$2
+run=$1; out=$2; wait_s=${3:-0}
+if [ ! -d "$run" ]; then
+  echo "collect: $run does not exist (a fresh machine? the run went with the last one)" >&2
+  exit 2
+fi
+# "[t]" keeps pgrep from matching this script's own command line.
+while [ "$wait_s" -gt 0 ] && pgrep -f "[t]raining[.]train .*--out $run( |$)" >/dev/null; do
+  sleep 5; wait_s=$((wait_s - 5))
+done
 mkdir -p "$out"
 [ -d "$run/compact" ] && cp -r "$run/compact" "$out/"
 cp "$run/log.jsonl" "$out/" 2>/dev/null
