@@ -186,6 +186,23 @@ def test_resume_from_shipped_model_folder(tmp_path):
     torch.testing.assert_close(D2.b4.out.weight, D.b4.out.weight.half().float())
 
 
+def test_the_shipped_resume_state_loads_with_its_own_trained_generator():
+    """checkpoints/celeba128/resume is what the next GPU run starts from: it must load strictly."""
+    from draggan.checkpoints import load_generator
+    from training.checkpoint import load_training_state
+
+    shipped = load_generator("celeba128")
+    meta_args = json.loads((ROOT / "checkpoints" / "celeba128" / "resume" / "meta.json").read_text())["args"]
+    G, G_ema = (Generator(shipped.cfg) for _ in range(2))
+    D = Discriminator(shipped.cfg.img_resolution, channel_base=meta_args["channel_base"],
+                      channel_max=meta_args["channel_max"])
+    opt = torch.optim.Adam(G.parameters())
+    meta = load_training_state(ROOT / "checkpoints" / "celeba128" / "resume", G, D, G_ema, opt, opt, "cpu")
+    assert meta["cur_nimg"] >= 406_592  # never older than the shipped model
+    # A trained generator, not a copy of its average: resuming continues the run that made it.
+    assert not torch.equal(G.synthesis.b128.conv1.weight, G_ema.synthesis.b128.conv1.weight)
+
+
 def test_collect_hands_back_the_compact_state_log_and_newest_grid(tmp_path):
     run, out = tmp_path / "run", tmp_path / "out"
     (run / "compact").mkdir(parents=True)
