@@ -55,14 +55,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    torch.set_grad_enabled(False)
     reals = torch.from_numpy(np.stack(list(train_images(limit=args.num)))).permute(0, 3, 1, 2).float() / 127.5 - 1
     fakes = {}
     for name in args.model:
         G = load_generator(name)
         z = torch.from_numpy(np.random.RandomState(args.seed).randn(args.num, G.z_dim).astype(np.float32))
         torch.manual_seed(args.seed)
-        fakes[name] = G(z, noise_mode="random")
+        with torch.no_grad():
+            fakes[name] = G(z, noise_mode="random")
     results = []
     for state in args.state:
         D = load_discriminator(state)

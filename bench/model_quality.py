@@ -104,7 +104,6 @@ def main(argv=None):
 
     from draggan.checkpoints import load_generator
 
-    torch.set_grad_enabled(False)
     t0 = time.time()
     G = load_generator(args.model, device=args.device)
     rate, gen_desc = embed_all(generated_images(G, args.num, args.truncation, device=args.device))
