@@ -233,6 +233,10 @@ def test_model_pool_loads_each_model_once_even_concurrently():
 # --------------------------------------------------------------------------- live drag
 
 
+def max_level_difference(a, b):
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
 def live_session(G):
     from draggan.engine import DragSession
     drag = DragSession(G, G.ws_from_seed(3, 0.7), config())
@@ -263,8 +267,12 @@ def test_live_drag_streams_rendered_frames_then_ends(G, frames):
     if frames == "partial":
         # Each frame is the image its handles were tracked in: the latent its step started from.
         assert steps[0] >= 2                         # step 1 started from the image already on screen
+        # The step's forward pass ran with autograd on, so a pixel may round one level apart from a
+        # fresh render; the latent after the step is further off than that.
         for e in frames_:
-            assert np.array_equal(e.image, render_latent(drag.G, latents[e.state.step], drag.config))
+            after = latents.get(e.state.step + 1, drag.ws)
+            assert max_level_difference(e.image, render_latent(drag.G, latents[e.state.step], drag.config)) <= 1
+            assert max_level_difference(e.image, render_latent(drag.G, after, drag.config)) > 1
     # The frame after the last step, drawn without the session's lock, is the session's own image.
     assert np.array_equal(render_latent(drag.G, drag.ws, drag.config), drag.render())
 
