@@ -1,4 +1,5 @@
-"""Builders the test files share: the tiny generator, its saved model folder, one torch thread, a served app.
+"""Builders the test files share: the tiny generator, its saved model folder, one torch thread, a served app,
+and how far apart two uint8 images are.
 
 Plain functions, so that fixtures of any scope (and tests/e2e) can use them; the
 fixtures themselves live in conftest.py.
@@ -7,6 +8,7 @@ fixtures themselves live in conftest.py.
 import contextlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from draggan.networks import Generator
@@ -57,3 +59,8 @@ def serve(demo):
             yield url
         finally:
             demo.close()
+
+
+def max_level_difference(a: np.ndarray, b: np.ndarray) -> int:
+    """The largest per-pixel difference of two uint8 images, in levels (0-255)."""
+    return int(np.abs(a.astype(int) - b.astype(int)).max())

@@ -10,7 +10,7 @@ import torch
 from draggan.engine import DragConfig
 from draggan.points import PointError
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, module_bytes
-from helpers import tiny_generator
+from helpers import max_level_difference, tiny_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -231,10 +231,6 @@ def test_model_pool_loads_each_model_once_even_concurrently():
 
 
 # --------------------------------------------------------------------------- live drag
-
-
-def max_level_difference(a, b):
-    return int(np.abs(a.astype(int) - b.astype(int)).max())
 
 
 def live_session(G):
