@@ -212,10 +212,17 @@ def test_collect_hands_back_the_compact_state_log_and_newest_grid(tmp_path):
     (run / "log.jsonl").write_text('{"kimg": 1}\n')
     for k in ("000050", "000100"):
         (run / f"grid-{k}.png").write_bytes(b"png")
-    subprocess.run(["bash", str(Path(__file__).parents[1] / "training" / "collect.sh"), str(run), str(out)],
-                   check=True, capture_output=True)
+    collect = ["bash", str(Path(__file__).parents[1] / "training" / "collect.sh"), str(run), str(out)]
+    first = subprocess.run(collect, check=True, capture_output=True, text=True)
     assert sorted(p.name for p in out.iterdir()) == ["compact", "grid-000100.png", "log.jsonl"]
     assert (out / "compact" / "meta.json").exists()
+    assert "at most 8" not in first.stderr
+    # More than the device hands back per call (8 files): say so, since the rest would be lost silently.
+    (out / "lite").mkdir()
+    for i in range(6):
+        (out / "lite" / f"part-{i}").write_text("x")
+    crowded = subprocess.run(collect, check=True, capture_output=True, text=True)
+    assert "holds 9 files" in crowded.stderr and "at most 8" in crowded.stderr
 
 
 def test_collect_waits_for_the_run_to_end_and_fails_fast_on_a_fresh_machine(tmp_path):
