@@ -54,7 +54,7 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in [
               "DragGAN Studio's own 128x128 face model, trained on aligned CelebA (bundled)",
               path="checkpoints/celeba128", format="project"),
     ModelInfo("celeba128-lite", 128, CELEBA,
-              "an earlier celeba128 (406.6 kimg) distilled for CPUs: fewer channels at 32-128 px, about "
+              "celeba128 distilled for CPUs: fewer channels at 32-128 px, about "
               "twice as fast to drag, softer detail (bundled)",
               path="checkpoints/celeba128-lite", format="project"),
     ModelInfo("stylegan2-ffhq-512x512", 512, NVIDIA_NC, "Human faces (FFHQ), NVIDIA StyleGAN2",
