@@ -1,9 +1,9 @@
 """Distil a generator into a cheaper one with fewer channels in its top blocks.
 
-    python -m training.distill --teacher celeba128 --out runs/lite --channel-base 6144 --batch 32 --kimg 83.168
+    python -m training.distill --teacher celeba128 --out runs/lite --channel-base 6144 --batch 32 --kimg 100
 
-(the recipe of the shipped celeba128-lite: 1.8 minutes on an H200; on a 2-core CPU use ``--batch 8``
-and expect about 9 minutes per kimg).
+(about 2.3 minutes on an H200). The shipped celeba128-lite was made on a 2-core CPU with
+``--batch 8 --lr 2e-3 --threads 2 --max-minutes 45`` (10.2 k latents at about 4.4 minutes per kimg).
 
 Why: on a 2-core AVX2 CPU a drag step of the bundled 128 px model costs about
 12 G multiply-adds, most of them in the 64 and 128 px blocks. Halving
