@@ -4,8 +4,9 @@ A *full* state (fp32 G, D, G_ema + Adam moments) resumes a run exactly. A
 *compact* state (fp16 G, G_ema and D, no optimizer) is what fits through narrow
 pipes (e.g. 16 MiB per file); resuming from it re-warms Adam's moments, which
 costs a few hundred iterations of slight drift. A compact state without G (the
-older layout, and a shipped model's resume/ folder) starts G from G_ema: D then
-faces a generator it has never seen, so resume those with ``--d-warmup-kimg``.
+older layout) starts G from G_ema: D then faces a generator it has never seen, so
+resume those with ``--d-warmup-kimg``. A shipped model's resume/ folder holds G and
+D only: its G_ema is the model itself, ``../model.safetensors``.
 """
 
 from __future__ import annotations

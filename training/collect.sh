@@ -24,6 +24,7 @@ cp "$run/log.jsonl" "$out/" 2>/dev/null
 grid=$(ls "$run"/grid-*.png 2>/dev/null | tail -1)
 [ -n "$grid" ] && cp "$grid" "$out/"
 tail -2 "$run/log.jsonl" 2>/dev/null
+max_files=8  # what one device call returns
 n=$(find "$out" -type f | wc -l)
-[ "$n" -gt 8 ] && echo "collect: $out holds $n files; the device returns at most 8 per call" >&2
+[ "$n" -gt "$max_files" ] && echo "collect: $out holds $n files; the device returns at most $max_files per call" >&2
 exit 0
