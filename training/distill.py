@@ -2,8 +2,8 @@
 
     python -m training.distill --teacher celeba128 --out runs/lite --channel-base 6144 --batch 32 --kimg 100
 
-(about 2.3 minutes on an H200). The shipped celeba128-lite was made on a 2-core CPU with
-``--batch 8 --lr 2e-3 --threads 2 --max-minutes 45`` (10.2 k latents at about 4.4 minutes per kimg).
+(the recipe of the shipped celeba128-lite: 2.6 minutes on an H200, then saved in fp16). On a 2-core CPU use
+``--batch 8 --lr 2e-3 --threads 2 --max-minutes 45`` (about 10 k latents at about 4.4 minutes per kimg).
 
 Why: on a 2-core AVX2 CPU a drag step of the bundled 128 px model costs about
 12 G multiply-adds, most of them in the 64 and 128 px blocks. Halving
