@@ -54,6 +54,9 @@ DEFAULT_TRUNCATION = 0.7
 NO_IMAGE = "There is no image yet: pick a model and press **New face**, or upload a photo."
 HELP = ("**Click the image** to place a handle (red), then its target (blue); repeat for more pairs. "
         "Optionally paint the region that may move on the **Mask** tab. Then press **Start**.")
+# DragConfig.region, as the drag settings offer it.
+REGION_CHOICES = [("Local: around the points, or the painted mask", "auto"),
+                  ("Whole image (the DragGAN paper)", "global")]
 
 # Gradio maps a click to image pixels assuming the image is never shown larger than its
 # natural size (its scale factor is capped at 1), so the view must never be upscaled by the
@@ -285,7 +288,7 @@ class Studio:
         return f"{info.description}. Licence: {info.licence}."
 
     def drag_config(self, G, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None,
-                    block=None) -> DragConfig:
+                    block=None, region=None) -> DragConfig:
         """A DragConfig from the UI's values (empty or 0 radii: the paper's defaults scaled to the model)."""
         base = DragConfig()
         block = int(block) if block else default_feature_block(G)
@@ -294,7 +297,7 @@ class Studio:
             max_steps=int(max_steps) if max_steps else base.max_steps,
             r1=float(r1) if r1 else None, r2=float(r2) if r2 else None,
             lambda_mask=float(lambda_mask) if lambda_mask is not None else base.lambda_mask,
-            feature_block=min(block, G.num_blocks),
+            feature_block=min(block, G.num_blocks), region=region or base.region,
             latent_space=(space or base.latent_space).lower(), autocast=self.autocast)
 
     def view(self, s: UserSession, handles=None, image=None) -> np.ndarray | None:
@@ -625,7 +628,7 @@ class Studio:
         self.session(request).request_drag()
         return self.paint_mask(editor, request)
 
-    def drag(self, lr, max_steps, r1, r2, lambda_mask, space, block, request: gr.Request):
+    def drag(self, lr, max_steps, r1, r2, lambda_mask, space, block, region="auto", request: gr.Request = None):
         """Stream frames while the handles move; ends on arrival, after max steps, or on Stop."""
         s = self.session(request)
         ticket = s.claim_ticket()
@@ -640,7 +643,7 @@ class Studio:
         if s.pending is not None:
             gr.Info(f"Handle {len(s.handles) + 1} has no target yet; it is left out of this drag.")
         try:
-            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block))
+            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block, region))
             s.sync_engine()
             live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
                              frame_interval=self.frame_interval, worker_threads=self.drag_threads,
@@ -740,7 +743,8 @@ class Studio:
             except (InversionError, ValueError) as e:
                 gr.Warning(f"Could not paste the edit back into the photo: {e}")
         latent = folder / f"latent-{stamp}.pt"
-        torch.save({"ws": s.drag.ws.detach().float().cpu(), "model": s.model, "source": s.source,
+        # ws plus the canvas of local edits (EditState): together they redraw exactly this image.
+        torch.save({**s.drag.state().to_dict(), "model": s.model, "source": s.source,
                     "seed": s.seed, "truncation": s.truncation}, latent)
         files.append(str(latent))
         if s.frames:
@@ -805,6 +809,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                                                         buttons=[], min_width=100, visible=False)
                     ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report")
                 with gr.Accordion("Drag settings", open=False):
+                    ui["region"] = gr.Radio(REGION_CHOICES, value=config.region, label="What may change")
                     ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)
                     ui["max_steps"] = gr.Slider(1, 1000, value=config.max_steps, step=1,
                                                 label="Max steps per Start")
@@ -853,7 +858,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
         photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
-        drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
+        drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"],
+                       ui["region"]]
 
         demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
                   concurrency_limit=None)
