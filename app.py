@@ -34,6 +34,7 @@ from draggan.download import DownloadError, is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
+from draggan.runtime import fast_autocast, runtime_for
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
@@ -131,17 +132,6 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def fast_autocast(device: str) -> bool:
-    """bf16 autocast pays off on GPUs and on CPUs with bf16 matrix units."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return True
-    if dev.type == "cpu":
-        from inversion.project import bf16_is_fast_on_cpu
-        return bf16_is_fast_on_cpu()
-    return False
-
-
 # --------------------------------------------------------------------------- formatting
 
 
@@ -223,7 +213,8 @@ class Studio:
         self.store = settings.store if settings.store is not None else SessionStore()
         self.pool = settings.pool if settings.pool is not None else ModelPool(prepare=self.prepare_model)
         self.inversion_cache = InversionCache(max_items=settings.inversion_cache_items)
-        self.autocast = fast_autocast(self.device) if settings.autocast is None else settings.autocast
+        self.runtime = runtime_for(self.device, settings.autocast)
+        self.autocast = self.runtime.autocast
         self.frame_interval = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
         # torch's thread count is per OS thread, and Gradio runs handlers on pool threads
         # that start with one per core: each heavy handler sets its own (sessions.torch_threads).
@@ -235,10 +226,7 @@ class Studio:
     # ----------------------------------------------------------------- helpers
 
     def prepare_model(self, G):
-        """On a CPU, channels-last convolutions draw and drag 15-25% faster (same images)."""
-        if torch.device(self.device).type == "cpu":
-            G = G.to(memory_format=torch.channels_last)
-        return G
+        return self.runtime.prepare(G)
 
     def session(self, request) -> UserSession:
         session_id = getattr(request, "session_hash", None) or "local"

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine import PRESETS, DragConfig
+from .runtime import DeviceError, default_device, runtime_for
 from .points import PointError, parse_points
 
 EXIT_USAGE = 2
@@ -146,17 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def pick_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CLIError(f"unknown device {name!r}: use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was asked for, but no CUDA GPU is available to PyTorch; use --device cpu")
-    return device
+        return default_device(name)
+    except DeviceError as e:
+        raise CLIError(f"--device: {e}") from None
 
 
 def load_model(source: str, device):
@@ -271,7 +265,11 @@ def cmd_edit(args) -> int:
 
     chosen = {"lr": args.lr, "max_steps": args.steps, "r1": args.r1, "r2": args.r2, "lambda_mask": args.lambda_mask,
               "feature_block": args.feature_block, "latent_space": args.space, "region_radius": args.region_radius}
-    config = DragConfig.preset(args.preset, **{k: v for k, v in chosen.items() if v is not None})
+    # The app's runtime policy (bf16 where it is fast), so the same points give the same drag in both.
+    runtime = runtime_for(device)
+    G = runtime.prepare(G)
+    config = DragConfig.preset(args.preset, autocast=runtime.autocast,
+                               **{k: v for k, v in chosen.items() if v is not None})
     session = DragSession(G, ws, config, device=device)
     session.set_points(handles, targets)
     if args.mask:
