@@ -272,15 +272,15 @@ class EditState:
         if self.blend is not None:
             raise ValueError("fold the running blend first (DragSession.state() does)")
         canvas = None if self.canvas is None else {"block": self.canvas.block,
-                                                   "features": self.canvas.features.detach().float().cpu(),
-                                                   "skip": self.canvas.skip.detach().float().cpu()}
+                                                   "features": self.canvas.features.detach().cpu(),
+                                                   "skip": self.canvas.skip.detach().cpu()}
         return {"ws": self.ws.detach().float().cpu(), "canvas": canvas}
 
     @classmethod
     def from_dict(cls, d: dict, device=None) -> "EditState":
         c = d.get("canvas")
-        canvas = None if c is None else Canvas(int(c["block"]), torch.as_tensor(c["features"]).float().to(device),
-                                               torch.as_tensor(c["skip"]).float().to(device))
+        canvas = None if c is None else Canvas(int(c["block"]), torch.as_tensor(c["features"]).to(device),
+                                               torch.as_tensor(c["skip"]).to(device))
         return cls(torch.as_tensor(d["ws"]).float().to(device), canvas)
 
 
@@ -770,7 +770,7 @@ class DragSession:
         with self._autocast():
             x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, self.config.noise_mode,
                                                      with_image=True))
-        return Canvas(blend.block, x.float(), img.float())
+        return Canvas(blend.block, x.detach(), img.detach())
 
     @torch.no_grad()
     def _prepare_blend(self) -> LocalBlend | None:
@@ -792,14 +792,14 @@ class DragSession:
         noise = self.config.noise_mode
         with self._autocast():
             x, img = synthesis_features(self.G, self._base, block, noise, with_image=True)
-        reference = Canvas(block, x.float(), img.float())
+        reference = Canvas(block, x, img)
         if canvas is None:
             canvas = reference
         elif canvas.block < block:   # carry the canvas up to the blend block: exact, the blocks read the same ws
             with self._autocast():
                 x, img = self.G.synthesis.finish(canvas.features, canvas.skip, self._base, canvas.block, noise,
                                                  last_block=block)
-            canvas = Canvas(block, x.float(), img.float())
+            canvas = Canvas(block, x, img)
         if self.blend_block is None:
             region = np.ones((self.resolution, self.resolution), np.float32)
         else:

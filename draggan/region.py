@@ -37,7 +37,7 @@ class Canvas:
     """An image as the synthesis network holds it after ``block``: its features and skip image."""
 
     block: int
-    features: torch.Tensor   # [1, C, h, w]
+    features: torch.Tensor   # [1, C, h, w], in the dtype the forward pass made (bf16 under autocast)
     skip: torch.Tensor       # [1, img_channels, h, w]
 
     def detach(self) -> "Canvas":
@@ -57,9 +57,11 @@ class LocalBlend:
         return self.reference.block
 
     def apply(self, features: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.mask
-        x = self.canvas.features + m * (features - self.reference.features).to(self.canvas.features.dtype)
-        img = self.canvas.skip + m * (skip - self.reference.skip).to(self.canvas.skip.dtype)
+        # In the canvas's dtype (bf16 under autocast), so that where the mask is 0 the blocks after
+        # this one see exactly what the unedited image's forward pass gave them: the same pixels.
+        m, c = self.mask, self.canvas
+        x = (c.features + m * (features - self.reference.features)).to(c.features.dtype)
+        img = (c.skip + m * (skip - self.reference.skip)).to(c.skip.dtype)
         return x, img
 
 

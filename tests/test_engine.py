@@ -472,13 +472,14 @@ def test_feathered_mask_is_one_inside_and_eases_to_zero_outside():
     assert (feathered_mask(np.ones((8, 8), bool), 0.1) == 1).all()
 
 
-def test_local_drag_changes_nothing_far_from_the_points_and_the_paper_drag_does(G):
+@pytest.mark.parametrize("autocast", [False, True])   # bf16: the blend keeps the forward pass's dtype
+def test_local_drag_changes_nothing_far_from_the_points_and_the_paper_drag_does(G, autocast):
     handle, target = (20, 20), (25, 20)
     far = far_from([handle, target], 32)
     assert far.sum() > 100
     images = {}
     for region in ("auto", "global"):
-        s = session(G, points=([handle], [target]), region=region)
+        s = session(G, points=([handle], [target]), region=region, autocast=autocast)
         before = s.render()
         states = run(s, max_steps=20)
         after = s.render()
