@@ -28,9 +28,9 @@ import torch
 
 from .cuda_graphs import StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
-from .motion import disk_offsets, motion_supervision_loss
+from .motion import disk_offsets, motion_supervision_loss, warp_supervision_loss
 from .points import PointError, validate_points
-from .region import Canvas, LocalBlend, edit_region, to_block
+from .region import Canvas, LocalBlend, edit_region, resize_mask, to_block
 from .tracking import track_points, window_offsets
 
 LATENT_SPACES = ("w", "w+")
@@ -67,6 +67,9 @@ class DragConfig:
     region_feather  = 0.05,    # Width of the region's soft edge, as a fraction of the image side.
     blend_block     = None,    # "auto": the synthesis block whose output is blended into the unedited image
                                #   (None: the block below the feature block; at most the feature block).
+    lambda_warp     = 0.0,     # Weight of the dense term that keeps the features close to the first ones,
+                               #   smoothly displaced with the handles (motion.warp_supervision_loss).
+    warp_sigma      = 0.0625,  # Width (Gaussian sigma) of that displacement, as a fraction of the image side.
     feature_block   = None,    # Synthesis block (1-based) whose output is F (None: default_feature_block(G),
                                #   block 6 = 128 px features from 512 px up, the half-resolution block below).
     latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
@@ -100,6 +103,8 @@ class DragConfig:
     region_radius: float = 0.1
     region_feather: float = 0.05
     blend_block: int | None = None
+    lambda_warp: float = 0.0
+    warp_sigma: float = 0.0625
     feature_block: int | None = None
     latent_space: str = "w+"
     optimize_layers: int = 6
@@ -129,6 +134,8 @@ class DragConfig:
                                           f"got {self.region_radius}"),
             (0 <= self.region_feather <= 1, f"region_feather must be in [0, 1], got {self.region_feather}"),
             (self.blend_block is None or self.blend_block >= 1, f"blend_block must be >= 1, got {self.blend_block}"),
+            (self.lambda_warp >= 0, f"lambda_warp must be >= 0, got {self.lambda_warp}"),
+            (self.warp_sigma > 0, f"warp_sigma must be positive, got {self.warp_sigma}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -246,6 +253,8 @@ class _Optimization:
     stop_distance: torch.Tensor  # scalar, pixels
     stop_distance_px: float
     blend: LocalBlend | None = None         # the local edit's blend (region.py); None: the whole image may change
+    handles0: torch.Tensor | None = None    # [N, 2] the handles when the points were set (warp supervision)
+    warp_weight: torch.Tensor | None = None  # [1, 1, h, w] the region at the feature block (None: everywhere)
     nonfinite_streak: int = 0
     runner: StepGraph | None = None         # takes DragSession._step, eagerly or as a replayed CUDA graph
     partial_frames: bool = False            # the step keeps its features and skip image (see PartialFrame)
@@ -621,6 +630,10 @@ class DragSession:
         active = dist > opt.stop_distance
         loss = motion_supervision_loss(feat, tracked, self._targets, self._disk, self.resolution, active=active,
                                        feat0=opt.feat0, fixed=self._fixed, lambda_mask=self.config.lambda_mask)
+        if self.config.lambda_warp:
+            loss = loss + self.config.lambda_warp * warp_supervision_loss(
+                feat, opt.feat0, opt.handles0, tracked, self._targets, self.resolution,
+                self.config.warp_sigma * self.resolution, opt.warp_weight)
         opt.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=[param])  # only the latent gets a gradient; G stays untouched
         opt.optimizer.step()
@@ -728,6 +741,8 @@ class DragSession:
             param=param, prev_param=param.detach().clone(), optimizer=optimizer,
             lr=cfg.lr, feat0=feat0, ref_features=ref,
             stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px, blend=blend,
+            handles0=self._handles.clone(),
+            warp_weight=None if blend is None else resize_mask(blend.mask, feat0.shape[-1]),
             runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))
 
     def _apply_config(self, cfg: DragConfig) -> None:

@@ -83,3 +83,52 @@ def motion_supervision_loss(feat: torch.Tensor, handles: torch.Tensor, targets: 
             raise ValueError("the mask term needs the initial features feat0")
         loss = loss + lambda_mask * fixed_region_loss(feat, feat0, fixed, image_size)
     return loss
+
+
+def displacement_field(points: torch.Tensor, moves: torch.Tensor, size: int, image_size: int,
+                       sigma: float) -> torch.Tensor:
+    """A smooth backward displacement field [size, size, 2] (image pixels) on a ``size x size`` grid.
+
+    ``points`` [N, 2] are where content should end up and ``moves`` [N, 2] how far it came from: the
+    field at a grid pixel q is the Gaussian-weighted (``sigma`` px) mean move of the nearby points, so
+    content near point i comes from ``q - moves[i]`` and far from every point from ``q`` itself.
+    Overlapping Gaussians are averaged (not summed), so many handles do not overshoot.
+    """
+    ax = (torch.arange(size, dtype=torch.float32, device=points.device) + 0.5) * (image_size / size) - 0.5
+    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
+    q = torch.stack([xx, yy], dim=-1)                                            # [s, s, 2]
+    d2 = (q[:, :, None, :] - points[None, None]).square().sum(-1)                # [s, s, N]
+    w = torch.exp(-d2 / (2 * sigma * sigma))
+    total = w.sum(-1, keepdim=True)
+    return (w[..., None] * moves[None, None]).sum(-2) / total.clamp_min(1.0)     # [s, s, 2]
+
+
+def warp_supervision_loss(feat: torch.Tensor, feat0: torch.Tensor, handles0: torch.Tensor, handles: torch.Tensor,
+                          targets: torch.Tensor, image_size: int, sigma: float,
+                          weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense supervision towards the first features, smoothly displaced: ``mean w |F(q) - sg(F0(q - u(q)))|``.
+
+    Motion supervision says where each handle goes; this says what the rest should look like
+    meanwhile: the image at the start, moved by the smallest smooth deformation (``u``, a
+    Gaussian field of ``sigma`` px) that takes every handle's first position one step past
+    where it is now. It keeps content that need not change from being redrawn (an eye,
+    when a brow moves) without holding back the content that must move.
+
+    feat, feat0 : [1, C, h, w] features now (with grad) and when the points were set.
+    handles0    : [N, 2] the handles' first positions; handles: [N, 2] tracked now; targets [N, 2].
+    weight      : optional [1, 1, h, w] weights of the feature pixels (e.g. the edit region).
+    """
+    h = feat.shape[-1]
+    step = unit_directions(handles, targets)
+    moves = handles + step - handles0                                             # [N, 2]
+    u = displacement_field(handles + step, moves, h, image_size, sigma)
+    ax = (torch.arange(h, dtype=torch.float32, device=feat.device) + 0.5) * (image_size / h) - 0.5
+    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
+    source = torch.stack([xx, yy], dim=-1) - u                                   # [h, h, 2] image px
+    grid = ((2.0 * source + 1.0) / image_size - 1.0)[None].to(feat0.dtype)
+    target = torch.nn.functional.grid_sample(feat0, grid, mode="bilinear", padding_mode="border",
+                                             align_corners=False)
+    diff = (feat.float() - target.detach().float()).abs().mean(dim=1, keepdim=True)  # [1, 1, h, w]
+    if weight is None:
+        return diff.mean()
+    return (diff * weight).sum() / weight.sum().clamp_min(1e-8)

@@ -120,6 +120,15 @@ def edit_region(resolution: int, handles, targets, movable: np.ndarray | None, r
     return soft_region(resolution, handles, targets, radius, feather)
 
 
+def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A [1, 1, h, w] mask at ``size x size``: averaged down, or bilinearly up."""
+    if mask.shape[-1] == size:
+        return mask
+    if mask.shape[-1] > size:
+        return F.adaptive_avg_pool2d(mask, size)
+    return F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def to_block(mask: np.ndarray, size: int, device=None) -> torch.Tensor:
     """An [R, R] mask averaged down to a block's ``size x size`` grid, as [1, 1, size, size]."""
     m = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None]
@@ -129,4 +138,4 @@ def to_block(mask: np.ndarray, size: int, device=None) -> torch.Tensor:
 
 
 __all__ = ["Canvas", "LocalBlend", "edit_region", "feathered_mask", "path_distance", "region_radius_px",
-           "smooth_falloff", "soft_region", "to_block"]
+           "resize_mask", "smooth_falloff", "soft_region", "to_block"]
