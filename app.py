@@ -243,7 +243,7 @@ def queue_headline(ahead: int) -> str:
     """The status line of a drag that waits for the device."""
     work = "drag or inversion" if ahead == 1 else "drags or inversions"
     return (f"Waiting for the device: {ahead} other {work} running. Yours starts when one ends; its place in the "
-            "queue is shown on this panel. **Stop** cancels it.")
+            "queue is shown on the image. **Stop** cancels it.")
 
 
 STAGE_NAMES = {"read": "Reading the photo", "align": "Finding and aligning the face",
@@ -1010,7 +1010,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         upload_out = photo_check + photo_out + [ui["files"], ui["status"]]
         # Reading a photo may take a second and a few hundred MB: a render slot, not the device's.
         ui["photo"].upload(studio.upload_photo, [ui["photo"]], upload_out, api_name="upload_photo",
-                           **{**render, "show_progress": "minimal", "show_progress_on": ui["photo_note"]})
+                           **{**render, "show_progress": "minimal", "show_progress_on": ui["photo"]})
         ui["photo"].clear(studio.upload_photo, [ui["photo"]], upload_out, api_name=False, **light)
         ui["invert"].click(studio.request_inversion, None, None, api_name=False, **light).then(
             gpu(studio.invert_photo), [ui["photo"], ui["model"], ui["quality"]],
@@ -1033,12 +1033,12 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         # Gradio drops the first stroke's change event anyway).
         mask_tab.select(studio.show_mask_editor, None, [ui["editor"]], api_name=False, **light)
         points_tab.select(studio.paint_mask, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False, **light)
-        # "minimal": while the drag waits for the device, its place in the queue shows on the status
-        # panel (Gradio hides it again once frames stream).
+        # "minimal": while the drag waits for the device, its place in the queue ("queue: 2/3") shows
+        # over the image, without a spinner; Gradio hides it once frames stream.
         ui["start"].click(studio.request_drag, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
                           **light).then(
             gpu(studio.drag), drag_params, view, api_name="drag", show_progress="minimal",
-            show_progress_on=ui["status"], **heavy)
+            show_progress_on=ui["canvas"], **heavy)
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
         ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **render)
         ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **render)
