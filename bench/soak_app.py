@@ -318,8 +318,12 @@ class Session:
 # --------------------------------------------------------------------------- replay
 
 
-def replay(exports: list[Export], model: str, limit: int, seed: int) -> dict:
-    """Replay up to ``limit`` exports through the app's own handlers in this process; compare latents."""
+def replay(exports: list[Export], models: dict[str, str], model: str, limit: int, seed: int = 0,
+           threads: int | None = None, **settings) -> dict:
+    """Replay up to ``limit`` exports through the app's own handlers in this process; compare latents.
+
+    ``models``, ``model`` and ``settings``: as the served app was built (app.build_app); ``threads``: torch
+    threads as app.main() sets them (None: leave them)."""
     import numpy as np
     import torch
 
@@ -327,8 +331,9 @@ def replay(exports: list[Export], model: str, limit: int, seed: int) -> dict:
 
     if not exports:
         return {"replayed": 0}
-    torch.set_num_threads(app.cpu_threads())   # as app.main() does
-    demo = app.build_app(app.registry_models(), model, "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    demo = app.build_app(models, model, "cpu", **settings)
     studio = demo.studio
     chosen = random.Random(seed).sample(exports, min(limit, len(exports)))
     expected, exported = [], []
@@ -388,13 +393,18 @@ def memory_summary(samples, warmup_s: float) -> dict:
 
 
 def cpu_name() -> str:
+    """The processor's name and the flags that decide the app's speed here (bf16 matrix units or not)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    units = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
+    return f"{name} ({', '.join(units)})" if units else name
 
 
 def tuned_bound_mb(model: str) -> float | None:
@@ -472,7 +482,9 @@ def main(argv=None) -> None:
     server_log = log_path.read_text(errors="replace").splitlines()
 
     print("soak: replaying exports locally ...", flush=True)
-    replayed = replay(shared.exports, args.model, args.replay, seed=0)
+    import app
+
+    replayed = replay(shared.exports, app.registry_models(), args.model, args.replay, threads=app.cpu_threads())
 
     by_endpoint: dict[str, list[float]] = {}
     failed: dict[str, int] = {}
