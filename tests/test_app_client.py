@@ -6,6 +6,7 @@ same server also shows that two users do not see each other's work.
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,3 +243,24 @@ def test_a_waiting_drag_learns_its_place_in_the_queue(server):
     assert "step" in job_b.result(timeout=60)[1]
     fns = {fn.name: fn for fn in demo.fns.values()}
     assert fns["drag"].show_progress == "minimal"            # the browser shows that position on the status panel
+
+
+def test_the_readme_example_runs(server, tmp_path):
+    """README's gradio_client example, as printed there, against this server (its tiny model, a small photo)."""
+    demo, url = server
+    readme = (Path(app.__file__).parent / "README.md").read_text()
+    example = readme.split("### Scripting the app (gradio_client)")[1].split("```python\n")[1].split("```")[0]
+    face = tmp_path / "face.jpg"
+    Image.fromarray((np.random.default_rng(3).random((72, 64, 3)) * 255).astype(np.uint8)).save(face)
+    code = (example.replace("http://127.0.0.1:7860", url).replace('"celeba128"', '"tiny"')
+            .replace('"face.jpg"', repr(str(face))))
+    assert code.count('"tiny"') == 2 and code.count(repr(str(face))) == 2
+    printed = []
+    namespace = {"print": printed.append}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert "Paused at step 40" in printed[0] or "Arrived" in printed[0]
+    assert "Stopped at step" in namespace["status"]
+    assert [Path(f).suffix for f in namespace["files"]] == [".png", ".pt", ".gif"]
+    assert printed[1].startswith("Photo read: 64×72 pixels")
+    s = session_of(demo, namespace["c"])
+    assert s.source == "photo" and s.tuned
