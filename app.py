@@ -35,6 +35,7 @@ from draggan.download import DownloadError, is_offline
 from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
 from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.points import PointError, format_points, parse_points
+from draggan.runtime import fast_autocast, runtime_for
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
@@ -56,6 +57,9 @@ DEFAULT_TRUNCATION = 0.7
 NO_IMAGE = "There is no image yet: pick a model and press **New face**, or upload a photo."
 HELP = ("**Click the image** to place a handle (red), then its target (blue); repeat for more pairs. "
         "Optionally paint the region that may move on the **Mask** tab. Then press **Start**.")
+# DragConfig.region, as the drag settings offer it.
+REGION_CHOICES = [("Local: around the points, or the painted mask", "auto"),
+                  ("Whole image (the DragGAN paper)", "global")]
 
 PHOTO_PREVIEW_SIZE = 512    # the uploaded photo is shown, as read, at most this large
 MAX_FEATURE_BLOCK = 9       # a 1024 px generator's last block (block b's features are 2^(b+1) px)
@@ -131,17 +135,6 @@ def cpu_threads() -> int:
     thread while another draws frames (two threads of two-thread ops on two cores slow each
     other down badly)."""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-def fast_autocast(device: str) -> bool:
-    """bf16 autocast pays off on GPUs and on CPUs with bf16 matrix units."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return True
-    if dev.type == "cpu":
-        from inversion.project import bf16_is_fast_on_cpu
-        return bf16_is_fast_on_cpu()
-    return False
 
 
 # --------------------------------------------------------------------------- feature block menu
@@ -292,7 +285,8 @@ class Studio:
         self.store = settings.store if settings.store is not None else SessionStore()
         self.pool = settings.pool if settings.pool is not None else ModelPool(prepare=self.prepare_model)
         self.inversion_cache = InversionCache(max_items=settings.inversion_cache_items)
-        self.autocast = fast_autocast(self.device) if settings.autocast is None else settings.autocast
+        self.runtime = runtime_for(self.device, settings.autocast)
+        self.autocast = self.runtime.autocast
         self.frame_interval = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
         # torch's thread count is per OS thread, and Gradio runs handlers on pool threads
         # that start with one per core: each heavy handler sets its own (sessions.torch_threads).
@@ -304,10 +298,7 @@ class Studio:
     # ----------------------------------------------------------------- helpers
 
     def prepare_model(self, G):
-        """On a CPU, channels-last convolutions draw and drag 15-25% faster (same images)."""
-        if torch.device(self.device).type == "cpu":
-            G = G.to(memory_format=torch.channels_last)
-        return G
+        return self.runtime.prepare(G)
 
     def session(self, request) -> UserSession:
         session_id = getattr(request, "session_hash", None) or "local"
@@ -357,7 +348,7 @@ class Studio:
         return f"{info.description}. Licence: {info.licence}."
 
     def drag_config(self, G, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None,
-                    block=None) -> DragConfig:
+                    block=None, region=None) -> DragConfig:
         """A DragConfig from the UI's values (empty or 0 radii: the paper's defaults scaled to the model)."""
         base = DragConfig()
         block = parse_feature_block(block) or default_feature_block(G)
@@ -366,7 +357,7 @@ class Studio:
             max_steps=int(max_steps) if max_steps else base.max_steps,
             r1=float(r1) if r1 else None, r2=float(r2) if r2 else None,
             lambda_mask=float(lambda_mask) if lambda_mask is not None else base.lambda_mask,
-            feature_block=min(block, G.num_blocks),
+            feature_block=min(block, G.num_blocks), region=region or base.region,
             latent_space=(space or base.latent_space).lower(), autocast=self.autocast)
 
     def view(self, s: UserSession, handles=None, image=None) -> np.ndarray | None:
@@ -749,7 +740,7 @@ class Studio:
         return out
 
     def drag(self, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None, block=None,
-             request: gr.Request = None):
+             region="auto", request: gr.Request = None):
         """Stream frames while the handles move; ends on arrival, after max steps, or on Stop.
 
         None (or 0) for r1, r2 and block: the model's defaults; block is a number or the menu's label."""
@@ -766,7 +757,7 @@ class Studio:
         if s.pending is not None:
             gr.Info(f"Handle {len(s.handles) + 1} has no target yet; it is left out of this drag.")
         try:
-            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block))
+            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block, region))
             s.sync_engine()
             live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
                              frame_interval=self.frame_interval, worker_threads=self.drag_threads,
@@ -866,7 +857,8 @@ class Studio:
             except (InversionError, ValueError) as e:
                 gr.Warning(f"Could not paste the edit back into the photo: {e}")
         latent = folder / f"latent-{stamp}.pt"
-        torch.save({"ws": s.drag.ws.detach().float().cpu(), "model": s.model, "source": s.source,
+        # ws plus the canvas of local edits (EditState): together they redraw exactly this image.
+        torch.save({**s.drag.state().to_dict(), "model": s.model, "source": s.source,
                     "seed": s.seed, "truncation": s.truncation}, latent)
         files.append(str(latent))
         if s.frames:
@@ -937,6 +929,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                                                         buttons=[], min_width=100, visible=False)
                     ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report", label="Quality report")
                 with gr.Accordion("Drag settings", open=False):
+                    ui["region"] = gr.Radio(REGION_CHOICES, value=config.region, label="What may change")
                     ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)
                     ui["max_steps"] = gr.Slider(1, 1000, value=config.max_steps, step=1,
                                                 label="Max steps per Start")
@@ -986,7 +979,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
         photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
-        drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
+        drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"],
+                       ui["region"]]
 
         demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
                   concurrency_limit=None, api_name=False)   # scripts call /sample

@@ -16,10 +16,18 @@ Groups (``--groups``):
 * ``r1``: motion-supervision disk radius (px); ``r2``: tracking window radius (px);
 * ``lr``: Adam learning rate on the latent;
 * ``latent``: W (one w for every layer) vs W+ (first 6 layers) vs W+ (all layers);
-* ``stop_distance``: the distance (px) at which a handle counts as arrived.
+* ``stop_distance``: the distance (px) at which a handle counts as arrived;
+* ``region``: the paper's global drag vs local drags (region.py) with soft regions of
+  several radii; ``blend_block``: the synthesis block at which a local drag is blended.
 
-The recommendation per group is the variant with the lowest mean MD; variants within
-``--tie`` (relative) of it are tied and the fastest of those wins.
+Every variant reports, beside MD and time, what a user keeps: dlib's identity distance
+between the face before and after the edit, and the PSNR / mean change of the pixels far
+from every handle and target (:func:`bench.eval_drag.locality`).
+
+The recommendation per group: among the variants whose mean MD is within ``--tie``
+(relative) of the best MD, the one with the lowest identity distance; ties on identity
+(within 0.01) go to the fastest. MD alone rewards an edit that moves the points by
+redrawing the whole face.
 
     .venv/bin/python -m bench.ablate --model celeba128 -n 12 --max-steps 60 --out bench/results/ablations.json
 
@@ -51,7 +59,7 @@ from draggan.engine import DragConfig, default_feature_block
 
 from . import staged
 from .eval_drag import (EDITS, DragTask, _fmt, add_drag_stage_arguments, drag_items, drag_stage,
-                        drag_work, edit_task, environment, load_model, measure, pair_task, run_from_record,
+                        drag_work, edit_task, environment, fmt_psnr, load_model, measure, pair_task, run_from_record,
                         sample_faces, sample_pairs, summarize, work_tasks, write_json)
 from .landmarks import measure_face
 
@@ -67,6 +75,10 @@ FULL_GRID: dict[str, list[tuple[str, dict]]] = {
                ("W+ (all layers)", {"latent_space": "w+", "optimize_layers": None})],
     "stop_distance": [("stop 0.5 px", {"stop_distance": 0.5}), ("stop 1 px", {"stop_distance": 1.0}),
                       ("stop 2 px", {"stop_distance": 2.0})],
+    "region": [("global (paper)", {"region": "global"}), ("local, radius 0.06", {"region_radius": 0.06}),
+               ("local, radius 0.1", {"region_radius": 0.1}), ("local, radius 0.15", {"region_radius": 0.15})],
+    "blend_block": [("blend at block 3 (16 px)", {"blend_block": 3}), ("blend at block 4 (32 px)", {"blend_block": 4}),
+                    ("blend at block 5 (64 px)", {"blend_block": 5})],
 }
 # --quick: two settings per group, the default and its most informative alternative.
 QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
@@ -76,6 +88,8 @@ QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
     "lr": [FULL_GRID["lr"][1], FULL_GRID["lr"][3]],
     "latent": [FULL_GRID["latent"][0], FULL_GRID["latent"][1]],
     "stop_distance": [FULL_GRID["stop_distance"][1], FULL_GRID["stop_distance"][2]],
+    "region": [FULL_GRID["region"][0], FULL_GRID["region"][2]],
+    "blend_block": [FULL_GRID["blend_block"][1], FULL_GRID["blend_block"][2]],
 }
 
 
@@ -97,17 +111,29 @@ def config_key(config: DragConfig, resolution: int, num_handles: int) -> tuple:
     return tuple(sorted(d.items()))
 
 
+IDENTITY_TIE = 0.01  # identity distances closer than this are a tie (dlib's own spread is larger)
+
+
 def recommend(variants: list[dict], tie: float = 0.05) -> dict:
-    """Per group: the lowest mean MD; among those within ``tie`` of it (relative), the fastest."""
+    """Per group: among the variants within ``tie`` (relative) of the best mean MD, the lowest identity
+    distance; identities within IDENTITY_TIE of it are tied and the fastest of those wins."""
     out = {}
     for group in dict.fromkeys(v["group"] for v in variants):
         scored = [v for v in variants if v["group"] == group and v["summary"]["md_mean"] is not None]
         if not scored:
             continue
         best = min(v["summary"]["md_mean"] for v in scored)
-        tied = [v for v in scored if v["summary"]["md_mean"] <= best * (1 + tie) + 1e-9]
+        accurate = [v for v in scored if v["summary"]["md_mean"] <= best * (1 + tie) + 1e-9]
+
+        def identity(v):
+            value = v["summary"].get("identity_to_source_mean")
+            return float("inf") if value is None else value
+
+        best_identity = min(identity(v) for v in accurate)
+        tied = [v for v in accurate if identity(v) <= best_identity + IDENTITY_TIE]
         pick = min(tied, key=lambda v: v["summary"]["seconds_per_edit"])
         out[group] = {"label": pick["label"], "overrides": pick["overrides"], "md_mean": pick["summary"]["md_mean"],
+                      "identity_to_source_mean": pick["summary"].get("identity_to_source_mean"),
                       "seconds_per_edit": pick["summary"]["seconds_per_edit"],
                       "tied_with": [v["label"] for v in tied if v is not pick]}
     return out
@@ -223,8 +249,9 @@ def markdown_tables(result: dict) -> str:
              f"load avg {meta['env']['loadavg'][0]}", ""]
     for group in dict.fromkeys(v["group"] for v in result["variants"]):
         lines += [f"**{group}**", "",
-                  "| variant | MD (px) | MD no edit | face re-detected | steps | reached stop | s / edit | ms / step |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| variant | MD (px) | MD no edit | identity dist. | far PSNR (dB, median) | far change (levels) "
+                  "| face re-detected | steps | reached stop | s / edit | ms / step |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         rec = result["recommended"].get(group, {}).get("label")
         for v in result["variants"]:
             if v["group"] != group:
@@ -232,7 +259,8 @@ def markdown_tables(result: dict) -> str:
             s = v["summary"]
             mark = " **(pick)**" if v["label"] == rec else ""
             lines.append(f"| {v['label']}{mark} | {_fmt(s['md_mean'])} | {_fmt(s['md_no_edit_mean'])} | "
-                         f"{s['faces_found']}/{s['edits']} | {_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | "
+                         f"{_fmt(s.get('identity_to_source_mean'), 3)} | {fmt_psnr(s)} | "
+                         f"{_fmt(s.get('far_mae_mean'))} | {s['faces_found']}/{s['edits']} | {_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | "
                          f"{_fmt(s['seconds_per_edit'], 1)} | {_fmt(s['ms_per_step'], 0)} |")
         lines.append("")
     missing = meta.get("missing_items")

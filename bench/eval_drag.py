@@ -262,14 +262,18 @@ class DragTask:
         return np.asarray(landmarks68, np.float64)[self.landmarks]
 
 
-# Deliberate edits on landmarks: (name, landmark indices, offsets in pixels at 128 px).
+# The named edits a user makes: (name, dlib landmark indices, offsets in pixels at 128 px), 4-6 px each.
 # Protocol pairs of aligned faces are only 1-3 px apart at 128 px, the same order as the
-# detector's noise; these move landmarks by 5-7 px, well above it.
+# detector's noise; these are well above it.
 EDITS = [
-    ("wider mouth", [48, 54], [(-5, 0), (5, 0)]),
-    ("turn nose right", [30], [(7, 0)]),
-    ("chin and lower lip down", [8, 57], [(0, 6), (0, 6)]),
+    ("smile", [48, 54], [(-2, -4), (2, -4)]),          # mouth corners up and out
+    ("chin down", [8], [(0, 5)]),
+    ("nose right", [30], [(5, 0)]),
+    ("brows up", [19, 24], [(0, -5), (0, -5)]),         # the middle of each brow
 ]
+# Locality is measured on the pixels farther than this (a fraction of the image side) from
+# every handle and target: what a user expects a small drag to leave alone.
+LOCALITY_RADIUS = 40 / 128
 
 
 def pair_task(pair: FacePair, num_handles: int, resolution: int) -> DragTask:
@@ -286,8 +290,30 @@ def edit_task(face: FaceSample, edit: tuple, resolution: int) -> DragTask:
     return DragTask(face, clip_points(handles, resolution), clip_points(targets, resolution), list(indices), name)
 
 
+def far_pixels(resolution: int, points, radius: float = LOCALITY_RADIUS) -> np.ndarray:
+    """[R, R] bool: pixels farther than ``radius`` (a fraction of the side) from every point."""
+    yy, xx = np.mgrid[0:resolution, 0:resolution]
+    far = np.ones((resolution, resolution), bool)
+    r2 = (radius * resolution) ** 2
+    for x, y in np.asarray(points, np.float64).reshape(-1, 2):
+        far &= (xx - x) ** 2 + (yy - y) ** 2 > r2
+    return far
+
+
+def locality(before: np.ndarray, after: np.ndarray, points, radius: float = LOCALITY_RADIUS) -> dict:
+    """What changed far from the edit: PSNR (dB; None when identical) and mean absolute change (grey levels)
+    over the pixels farther than ``radius`` of the side from every point, and how many there are."""
+    far = far_pixels(before.shape[0], points, radius)
+    diff = before.astype(np.float64)[far] - after.astype(np.float64)[far]
+    if diff.size == 0:
+        return {"far_psnr": None, "far_mae": None, "far_pixels": 0}
+    mse = float((diff ** 2).mean())
+    return {"far_psnr": None if mse == 0 else round(10 * np.log10(255.0 ** 2 / mse), 3),
+            "far_mae": round(float(np.abs(diff).mean()), 4), "far_pixels": int(far.sum())}
+
+
 def measure(task: DragTask, run: DragRun, detector: Detector = measure_face) -> dict:
-    """Re-detect landmarks on the result; one row of a results table."""
+    """Re-detect landmarks on the result; one row of a results table (with identity and locality)."""
     face = detector(run.image, embed=True)
     md = None if face is None else mean_distance(task.select(face.landmarks), task.targets)
     source_embedding = task.face.face.embedding
@@ -297,6 +323,8 @@ def measure(task: DragTask, run: DragRun, detector: Detector = measure_face) -> 
             "seconds_drag": run.seconds_drag, "ms_per_step": 1000 * run.seconds_drag / max(run.steps, 1),
             "identity_to_source": None if face is None or face.embedding is None or source_embedding is None else
             float(np.linalg.norm(face.embedding - source_embedding)),
+            **(locality(task.face.image, run.image, np.concatenate([task.handles, task.targets]))
+               if task.face.image is not None else {"far_psnr": None, "far_mae": None, "far_pixels": 0}),
             "_embedding": None if face is None else face.embedding}
 
 
@@ -339,20 +367,24 @@ def drag_work(benchmark: str, G, tasks: list[DragTask], configs: list[DragConfig
             "faces": [face_record(f) for f in by_seed.values()], "tasks": [task_record(t) for t in tasks],
             "configs": [dataclasses.asdict(c) for c in configs],
             "items": [{"id": f"t{t:04d}c{c:02d}", "task": t, "config": c} for t, c in items], **extra}
-    edited = {t.face.seed for t in tasks}  # only the faces that are dragged need their latent
+    edited = {t.face.seed for t in tasks}  # only the faces that are dragged need their latent and image
     arrays = {f"ws_{seed}": f.ws.detach().float().cpu().numpy() for seed, f in by_seed.items() if seed in edited}
+    # The unedited image, for the locality measure when the score stage reads the results back.
+    arrays |= {f"image_{seed}": np.asarray(f.image, np.uint8) for seed, f in by_seed.items()
+               if seed in edited and f.image is not None}
     return staged.Work(data=data, arrays=arrays)
 
 
 def work_faces(work: staged.Work) -> dict[int, FaceSample]:
-    """Faces by seed, as prepare measured them (no image: the GPU stage renders from the latent)."""
+    """Faces by seed, as prepare measured them, with their latent and unedited image where the work keeps them."""
     out = {}
     for f in work.data["faces"]:
         emb = None if f["embedding"] is None else np.asarray(f["embedding"], np.float64)
         ws = work.arrays.get(f"ws_{f['seed']}")
         measured = FaceMeasure(np.asarray(f["landmarks"], np.float64), f["score"], emb)
+        image = work.arrays.get(f"image_{f['seed']}")
         out[f["seed"]] = FaceSample(seed=f["seed"], ws=None if ws is None else torch.from_numpy(np.asarray(ws)),
-                                    image=None, face=measured)
+                                    image=None if image is None else np.asarray(image, np.uint8), face=measured)
     return out
 
 
@@ -447,7 +479,30 @@ def summarize(rows: list[dict]) -> dict:
         "steps_mean": stat([r["steps"] for r in rows]),
         "done_rate": stat([float(r["done"]) for r in rows]),
         "identity_to_source_mean": stat([r["identity_to_source"] for r in rows if r["identity_to_source"] is not None]),
+        **locality_summary(rows),
     }
+
+
+def locality_summary(rows: list[dict]) -> dict:
+    """Median far-pixel PSNR (an identical far region counts as +inf; None if there are no rows),
+    mean absolute change, and the share of edits that left the far region identical."""
+    rows = [r for r in rows if r.get("far_pixels")]
+    if not rows:
+        return {"far_psnr_median": None, "far_mae_mean": None, "far_identical_rate": None}
+    psnr = [np.inf if r["far_psnr"] is None else r["far_psnr"] for r in rows]
+    median = float(np.median(psnr))
+    return {"far_psnr_median": None if not np.isfinite(median) else round(median, 2),
+            "far_identical_rate": round(float(np.mean([r["far_psnr"] is None for r in rows])), 4),
+            "far_mae_mean": round(float(np.mean([r["far_mae"] for r in rows])), 4)}
+
+
+def fmt_psnr(summary: dict) -> str:
+    """The median far-pixel PSNR for a table: 'identical' when most edits left the far region untouched."""
+    if summary.get("far_identical_rate") is None:
+        return "–"
+    if summary["far_psnr_median"] is None:
+        return "identical"
+    return f"{summary['far_psnr_median']:.1f}"
 
 
 def prepare_protocol(G, num_pairs: int, handle_counts: Iterable[int] = (1, 5, 68), config: DragConfig | None = None,
@@ -576,14 +631,16 @@ def markdown_table(result: dict) -> str:
              f"load avg {meta['env']['loadavg'][0]}",
              "",
              "| handles | MD after drag (px) | MD no edit (px) | paper MD x R/512 | paper no edit x R/512 "
-             "| detector noise (px) | face re-detected | steps (mean) | reached stop dist. | s / edit | ms / step "
+             "| detector noise (px) | identity dist. | far PSNR (dB, median) | far change (levels) "
+             "| face re-detected | steps (mean) | reached stop dist. | s / edit | ms / step "
              "| FD(edited, unedited) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, s in result["settings"].items():
         p = ref.get(n, {})
         fd = result["realism"].get(n, {}).get("fd")
         lines.append(f"| {n} | {_fmt(s['md_mean'])} (median {_fmt(s['md_median'])}) | {_fmt(s['md_no_edit_mean'])} | "
                      f"{_fmt(p.get('md'))} | {_fmt(p.get('md_no_edit'))} | {_fmt(s.get('md_detector_noise'))} | "
+                     f"{_fmt(s.get('identity_to_source_mean'), 3)} | {fmt_psnr(s)} | {_fmt(s.get('far_mae_mean'))} | "
                      f"{s['faces_found']}/{s['edits']} | "
                      f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | {_fmt(s['seconds_per_edit'], 1)} | "
                      f"{_fmt(s['ms_per_step'], 0)} | {_fmt(fd, 3)} |")

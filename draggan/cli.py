@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine import PRESETS, DragConfig
+from .runtime import DeviceError, default_device, runtime_for
 from .points import PointError, parse_points
 
 EXIT_USAGE = 2
@@ -103,15 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--points", required=True, type=points_spec, metavar='"x,y->x,y;..."',
                       help='handle->target pairs in image pixels, separated by ";", e.g. "60,70->70,70;40,50->40,45"')
     edit.add_argument("--mask", metavar="PNG", help="mask image: white = may move, black = keep (resized to the image)")
-    edit.add_argument("--steps", type=positive_int, default=300, help="maximum optimization steps (default 300)")
-    edit.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    # Drag settings: unset ones come from the preset (engine.PRESETS, over DragConfig's defaults).
+    edit.add_argument("--preset", choices=sorted(PRESETS), default="local",
+                      help="local: only the region around the points (or the mask) changes (default); "
+                           "paper: DragGAN as published, the whole image may change")
+    edit.add_argument("--region-radius", type=positive_float,
+                      help=f"local edits without a mask: radius of the region around each drag, as a fraction of "
+                           f"the image side (default {DragConfig.region_radius})")
+    edit.add_argument("--steps", type=positive_int, help=f"maximum optimization steps (default {DragConfig.max_steps})")
+    edit.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {DragConfig.lr:g})")
     edit.add_argument("--r1", type=positive_float, help="motion supervision radius in pixels (default 3*R/512, >=1)")
     edit.add_argument("--r2", type=positive_float, help="tracking window radius in pixels (default 12*R/512, >=2)")
-    edit.add_argument("--lambda-mask", type=float, default=20.0, help="weight of the mask term (default 20)")
+    edit.add_argument("--lambda-mask", type=float,
+                      help=f"weight of the mask term (default {DragConfig.lambda_mask:g})")
     edit.add_argument("--feature-block", type=positive_int,
                       help="synthesis block whose features are used (default: 6 from 512 px up, else the "
                            "block at half the resolution, e.g. 5 for 128 px)")
-    edit.add_argument("--space", choices=["w", "w+"], default="w+", help="latent space to optimize (default w+)")
+    edit.add_argument("--space", choices=["w", "w+"], help=f"latent space to optimize (default {DragConfig.latent_space})")
     edit.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     edit.add_argument("--out", required=True, help="output PNG")
     edit.add_argument("--video", metavar="OUT.mp4|OUT.gif", help="also write the drag as an animation")
@@ -137,17 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def pick_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CLIError(f"unknown device {name!r}: use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was asked for, but no CUDA GPU is available to PyTorch; use --device cpu")
-    return device
+        return default_device(name)
+    except DeviceError as e:
+        raise CLIError(f"--device: {e}") from None
 
 
 def load_model(source: str, device):
@@ -240,7 +243,7 @@ def format_handle_table(start, final, targets, distances) -> str:
 
 
 def cmd_edit(args) -> int:
-    from .engine import DragConfig, DragSession, default_feature_block
+    from .engine import DragSession
     from .video import VIDEO_FORMATS, draw_points, write_video
 
     handles, targets = args.points
@@ -260,9 +263,13 @@ def cmd_edit(args) -> int:
         G = load_model(args.model, device)
         ws = G.ws_from_seed(args.seed, args.truncation, device=device)
 
-    feature_block = args.feature_block or default_feature_block(G)
-    config = DragConfig(lr=args.lr, max_steps=args.steps, r1=args.r1, r2=args.r2, lambda_mask=args.lambda_mask,
-                        feature_block=feature_block, latent_space=args.space)
+    chosen = {"lr": args.lr, "max_steps": args.steps, "r1": args.r1, "r2": args.r2, "lambda_mask": args.lambda_mask,
+              "feature_block": args.feature_block, "latent_space": args.space, "region_radius": args.region_radius}
+    # The app's runtime policy (bf16 where it is fast), so the same points give the same drag in both.
+    runtime = runtime_for(device)
+    G = runtime.prepare(G)
+    config = DragConfig.preset(args.preset, autocast=runtime.autocast,
+                               **{k: v for k, v in chosen.items() if v is not None})
     session = DragSession(G, ws, config, device=device)
     session.set_points(handles, targets)
     if args.mask:

@@ -30,10 +30,12 @@ from .cuda_graphs import StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
 from .motion import disk_offsets, motion_supervision_loss
 from .points import PointError, validate_points
+from .region import Canvas, LocalBlend, edit_region, to_block
 from .tracking import track_points, window_offsets
 
 LATENT_SPACES = ("w", "w+")
 NOISE_MODES = ("const", "random", "none")
+REGIONS = ("auto", "global")
 # Consecutive non-finite steps after which a drag gives up (each one halves the lr).
 MAX_NONFINITE_RETRIES = 8
 # Eager steps before a CUDA graph is captured (they also initialize Adam's state).
@@ -57,6 +59,14 @@ class DragConfig:
     r1              = None,    # Motion-supervision disk radius (None: 3 * R/512, at least 1 px).
     r2              = None,    # Point-tracking window radius (None: 12 * R/512, at least 2 px).
     lambda_mask     = 20.0,    # Weight of the mask term that keeps the fixed (unmasked) region unchanged.
+    region          = "auto",  # Where the image may change. "auto": inside the painted mask, or without one
+                               #   a soft disc around every handle->target path; nothing outside it changes
+                               #   (see region.py). "global": anywhere, as in the paper.
+    region_radius   = 0.1,     # "auto" without a mask: the disc's radius as a fraction of the image side
+                               #   (at least twice the longest drag).
+    region_feather  = 0.05,    # Width of the region's soft edge, as a fraction of the image side.
+    blend_block     = None,    # "auto": the synthesis block whose output is blended into the unedited image
+                               #   (None: the block below the feature block; at most the feature block).
     feature_block   = None,    # Synthesis block (1-based) whose output is F (None: default_feature_block(G),
                                #   block 6 = 128 px features from 512 px up, the half-resolution block below).
     latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
@@ -86,6 +96,10 @@ class DragConfig:
     r1: float | None = None
     r2: float | None = None
     lambda_mask: float = 20.0
+    region: str = "auto"
+    region_radius: float = 0.1
+    region_feather: float = 0.05
+    blend_block: int | None = None
     feature_block: int | None = None
     latent_space: str = "w+"
     optimize_layers: int = 6
@@ -96,6 +110,7 @@ class DragConfig:
 
     def __post_init__(self):
         self.latent_space = str(self.latent_space).lower()
+        self.region = str(self.region).lower()
         checks = [
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
@@ -109,10 +124,27 @@ class DragConfig:
             (self.stop_distance is None or self.stop_distance > 0,
              f"stop_distance must be positive, got {self.stop_distance}"),
             (self.noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}"),
+            (self.region in REGIONS, f"region must be 'auto' (local edits) or 'global', got {self.region!r}"),
+            (0 < self.region_radius <= 1, f"region_radius must be in (0, 1] (a fraction of the image side), "
+                                          f"got {self.region_radius}"),
+            (0 <= self.region_feather <= 1, f"region_feather must be in [0, 1], got {self.region_feather}"),
+            (self.blend_block is None or self.blend_block >= 1, f"blend_block must be >= 1, got {self.blend_block}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise DragConfigError(message)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "DragConfig":
+        """A named preset (:data:`PRESETS`) with ``overrides`` on top."""
+        key = str(name).lower()
+        if key not in PRESETS:
+            raise DragConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[key], **overrides})
+
+    @property
+    def local(self) -> bool:
+        return self.region == "auto"
 
     def radii(self, resolution: int) -> tuple[float, float]:
         """(r1, r2) for an image of ``resolution`` pixels (see the floors above)."""
@@ -125,6 +157,16 @@ class DragConfig:
             return float(self.stop_distance)
         base = 2.0 if num_handles > 5 else 1.0
         return max(base * resolution / 512, 1.0)
+
+
+# Named settings. "local" is the default (DragConfig()): the drag changes the region around the points
+# (or the painted mask) and nothing else. "paper" is DragGAN as published (Pan et al., SIGGRAPH 2023):
+# the whole image may change and a painted mask only weighs the mask term; kept so that comparisons
+# with the paper stay reproducible (BENCHMARKS.md, "Edit quality").
+PRESETS: dict[str, dict] = {
+    "local": {},
+    "paper": {"region": "global"},
+}
 
 
 def default_feature_block(G) -> int:
@@ -199,10 +241,11 @@ class _Optimization:
     prev_param: torch.Tensor     # the offset before the running step (restored on non-finite / done)
     optimizer: torch.optim.Optimizer
     lr: float
-    feat0: torch.Tensor          # [1, C, h, w] features of the latent when the points were set
+    feat0: torch.Tensor          # [1, C, h, w] features of the image when the points were set
     ref_features: torch.Tensor   # [N, C] features of the initial handles (tracking templates)
     stop_distance: torch.Tensor  # scalar, pixels
     stop_distance_px: float
+    blend: LocalBlend | None = None         # the local edit's blend (region.py); None: the whole image may change
     nonfinite_streak: int = 0
     runner: StepGraph | None = None         # takes DragSession._step, eagerly or as a replayed CUDA graph
     partial_frames: bool = False            # the step keeps its features and skip image (see PartialFrame)
@@ -210,9 +253,40 @@ class _Optimization:
     frame_skip: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class EditState:
+    """What a session's image is made of: ``render_state`` draws it.
+
+    ws     : [1, num_ws, w_dim] the latent.
+    canvas : the blocks' output up to ``canvas.block`` of the image before the running drag, where earlier
+             local drags were blended in (None: none were, the image is ``G.synthesis(ws)``).
+    blend  : a running local drag's blend (region.py), applied to ``ws``'s own output at its block.
+    """
+
+    ws: torch.Tensor
+    canvas: Canvas | None = None
+    blend: LocalBlend | None = None
+
+    def to_dict(self) -> dict:
+        """Plain tensors on the CPU, for torch.save (the running blend folded into the canvas by the session)."""
+        if self.blend is not None:
+            raise ValueError("fold the running blend first (DragSession.state() does)")
+        canvas = None if self.canvas is None else {"block": self.canvas.block,
+                                                   "features": self.canvas.features.detach().float().cpu(),
+                                                   "skip": self.canvas.skip.detach().float().cpu()}
+        return {"ws": self.ws.detach().float().cpu(), "canvas": canvas}
+
+    @classmethod
+    def from_dict(cls, d: dict, device=None) -> "EditState":
+        c = d.get("canvas")
+        canvas = None if c is None else Canvas(int(c["block"]), torch.as_tensor(c["features"]).float().to(device),
+                                               torch.as_tensor(c["skip"]).float().to(device))
+        return cls(torch.as_tensor(d["ws"]).float().to(device), canvas)
+
+
 @dataclass
 class _Snapshot:
-    ws: torch.Tensor
+    state: EditState
     handles: np.ndarray | None
     points_id: int
 
@@ -248,16 +322,7 @@ class DragSession:
                                   f"{self.device}; move the generator there first (G.to(device))")
         self.resolution = int(G.img_resolution)
         self.num_ws, self.w_dim = int(G.num_ws), int(G.w_dim)
-        cfg = self.config
-        num_blocks = len(G.synthesis.block_resolutions)
-        self.feature_block = cfg.feature_block if cfg.feature_block is not None else default_feature_block(G)
-        if self.feature_block > num_blocks:
-            resolutions = ", ".join(f"{i + 1}: {r}px" for i, r in enumerate(G.synthesis.block_resolutions))
-            raise DragConfigError(f"feature_block {self.feature_block} does not exist: this {self.resolution}px "
-                                  f"generator has {num_blocks} synthesis blocks ({resolutions})")
-        if cfg.latent_space == "w+" and cfg.optimize_layers > self.num_ws:
-            raise DragConfigError(f"optimize_layers {cfg.optimize_layers} exceeds the generator's "
-                                  f"{self.num_ws} W+ layers")
+        self._apply_config(self.config)
         ws = torch.as_tensor(ws)
         if ws.ndim == 2:
             ws = ws.unsqueeze(0)
@@ -265,11 +330,8 @@ class DragSession:
             raise ValueError(f"ws must have shape [1, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         self._original = ws.detach().to(self.device, torch.float32).clone()
         self._base = self._original.clone()
-
-        r1, r2 = cfg.radii(self.resolution)
-        self.r1, self.r2 = r1, r2
-        self._disk = disk_offsets(r1, self.device)         # motion supervision neighbourhood, [D, 2]
-        self._window = window_offsets(r2, self.device)     # tracking search window, [W, 2]
+        self._canvas: Canvas | None = None                 # earlier local drags, blended in (see EditState)
+        self._edit_layers = self.num_ws                    # W+ layers a drag may change (fewer for local edits)
 
         self._handles: torch.Tensor | None = None          # [N, 2] on the device
         self._handles_np: np.ndarray | None = None
@@ -301,7 +363,24 @@ class DragSession:
     def history(self) -> list[torch.Tensor]:
         """Latents before each drag() call that changed the latent, oldest first (copies)."""
         with self._lock:
-            return [s.ws.clone() for s in self._history]
+            return [s.state.ws.clone() for s in self._history]
+
+    def state(self) -> EditState:
+        """The current image's :class:`EditState` (a copy; a running drag's blend folded in)."""
+        with self._lock:
+            ws = self._current_ws().detach().clone()
+            blend = None if self._opt is None else self._opt.blend
+            canvas = self._canvas if blend is None else self._composite(ws, blend)
+            return EditState(ws, canvas)
+
+    def frame_state(self) -> EditState:
+        """The current image's :class:`EditState` without drawing anything (render it with :func:`render_state`).
+
+        Cheap enough to call between steps: the blend is applied by whoever renders it.
+        """
+        with self._lock:
+            blend = None if self._opt is None else self._opt.blend
+            return EditState(self._current_ws().detach().clone(), self._canvas if blend is None else None, blend)
 
     @property
     def handles(self) -> np.ndarray | None:
@@ -380,7 +459,7 @@ class DragSession:
                 return False
             snap = self._history.pop()
             self._invalidate()
-            self._base = snap.ws.clone()
+            self._base, self._canvas = snap.state.ws.clone(), snap.state.canvas
             if snap.points_id == self._points_id and snap.handles is not None:
                 self._restore_handles(snap.handles)
             return True
@@ -390,7 +469,7 @@ class DragSession:
         with self._lock:
             self._invalidate()
             self._history.clear()
-            self._base = self._original.clone()
+            self._base, self._canvas = self._original.clone(), None
             if self._initial_handles_np is not None:
                 self._restore_handles(self._initial_handles_np)
 
@@ -398,10 +477,24 @@ class DragSession:
     def render(self) -> np.ndarray:
         """The current image, HxWx3 uint8."""
         with self._lock:
-            ws = self._current_ws().detach()
-            with self._autocast():
-                img = self.G.synthesis(ws, noise_mode=self.config.noise_mode)
-        return to_uint8(img)
+            return render_state(self.G, self.frame_state(), self.config)
+
+    def reconfigure(self, config: DragConfig) -> None:
+        """Use ``config`` from the next drag on, keeping the image, points, mask and undo history.
+
+        Raises DragConfigError (and keeps the old settings) if ``config`` cannot work with this generator.
+        """
+        if not isinstance(config, DragConfig):
+            raise DragConfigError(f"config must be a DragConfig, got {type(config).__name__}")
+        with self._lock:
+            old = self.config
+            try:
+                self._apply_config(config)
+            except DragConfigError:
+                self._apply_config(old)
+                raise
+            self._invalidate()
+            self.config = config
 
     # ------------------------------------------------------------------ dragging
 
@@ -511,8 +604,7 @@ class DragSession:
         with torch.no_grad():
             opt.prev_param.copy_(param)
         with self._autocast():
-            out = synthesis_features(self.G, self._compose(param), self.feature_block, self.config.noise_mode,
-                                     with_image=opt.partial_frames)
+            out = self._features(self._compose(param), opt.blend, with_image=opt.partial_frames)
         if opt.partial_frames:
             feat, skip = out
             with torch.no_grad():
@@ -584,9 +676,14 @@ class DragSession:
         if param is None:
             return self._base
         if self.config.latent_space == "w":
-            return self._base + param
-        n = param.shape[1]
-        return torch.cat([self._base[:, :n] + param, self._base[:, n:]], dim=1)
+            ws = self._base + param
+        else:
+            n = param.shape[1]
+            ws = torch.cat([self._base[:, :n] + param, self._base[:, n:]], dim=1)
+        k = self._edit_layers
+        if k < self.num_ws:  # a local edit: the layers after the blend block keep the unedited image's styles
+            ws = torch.cat([ws[:, :k], self._base[:, k:]], dim=1)
+        return ws
 
     def _current_ws(self) -> torch.Tensor:
         return self._compose(None if self._opt is None else self._opt.param.detach())
@@ -594,13 +691,16 @@ class DragSession:
     def _invalidate(self) -> None:
         """Fold the optimized offset into the base latent and drop the optimization state."""
         if self._opt is not None:
-            self._base = self._current_ws().detach().clone()
+            ws = self._current_ws().detach().clone()
+            if self._opt.blend is not None:
+                self._canvas = self._composite(ws, self._opt.blend)
+            self._base = ws
             self._opt = None
         self._version += 1
 
     def _snapshot(self) -> _Snapshot:
         handles = None if self._handles_np is None else self._handles_np.copy()
-        return _Snapshot(self._current_ws().detach().clone(), handles, self._points_id)
+        return _Snapshot(self.state(), handles, self._points_id)
 
     def _restore_handles(self, handles: np.ndarray) -> None:
         self._handles_np = np.asarray(handles, dtype=np.float32).copy()
@@ -615,8 +715,9 @@ class DragSession:
         cfg = self.config
         layers = 1 if cfg.latent_space == "w" else cfg.optimize_layers
         param = torch.zeros(1, layers, self.w_dim, device=self.device, requires_grad=True)
+        blend = self._prepare_blend()
         with self._autocast():
-            feat0 = synthesis_features(self.G, self._base, self.feature_block, cfg.noise_mode)
+            feat0 = self._features(self._base, blend, with_image=False)
         feat0 = feat0.float()
         ref = sample_features(feat0, self._handles, self.resolution)
         stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
@@ -626,8 +727,89 @@ class DragSession:
         self._opt = _Optimization(
             param=param, prev_param=param.detach().clone(), optimizer=optimizer,
             lr=cfg.lr, feat0=feat0, ref_features=ref,
-            stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px,
+            stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px, blend=blend,
             runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))
+
+    def _apply_config(self, cfg: DragConfig) -> None:
+        """Resolve ``cfg`` against the generator (feature and blend blocks, radii, offset grids)."""
+        G = self.G
+        num_blocks = len(G.synthesis.block_resolutions)
+        feature_block = cfg.feature_block if cfg.feature_block is not None else default_feature_block(G)
+        if feature_block > num_blocks:
+            resolutions = ", ".join(f"{i + 1}: {r}px" for i, r in enumerate(G.synthesis.block_resolutions))
+            raise DragConfigError(f"feature_block {feature_block} does not exist: this {self.resolution}px "
+                                  f"generator has {num_blocks} synthesis blocks ({resolutions})")
+        if cfg.latent_space == "w+" and cfg.optimize_layers > self.num_ws:
+            raise DragConfigError(f"optimize_layers {cfg.optimize_layers} exceeds the generator's "
+                                  f"{self.num_ws} W+ layers")
+        blend_block = None
+        if cfg.local:
+            blend_block = cfg.blend_block if cfg.blend_block is not None else max(1, feature_block - 1)
+            if blend_block > feature_block:
+                raise DragConfigError(f"blend_block {blend_block} comes after the feature block {feature_block}: "
+                                      "the drag's features must be computed from the blended image")
+        self.feature_block, self.blend_block = feature_block, blend_block
+        self.r1, self.r2 = cfg.radii(self.resolution)
+        self._disk = disk_offsets(self.r1, self.device)        # motion supervision neighbourhood, [D, 2]
+        self._window = window_offsets(self.r2, self.device)    # tracking search window, [W, 2]
+
+    def _features(self, ws: torch.Tensor, blend: LocalBlend | None, with_image: bool):
+        """The feature block's output for ``ws`` (and its skip image ``with_image``), blended when local."""
+        noise = self.config.noise_mode
+        if blend is None:
+            return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image)
+        x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True))
+        if blend.block < self.feature_block:
+            x, img = self.G.synthesis.finish(x, img, ws, blend.block, noise, last_block=self.feature_block,
+                                             with_rgb=with_image)
+        return (x, img) if with_image else x
+
+    @torch.no_grad()
+    def _composite(self, ws: torch.Tensor, blend: LocalBlend) -> Canvas:
+        """The blended output of ``blend.block`` for ``ws``: the image of a local drag, as a Canvas."""
+        with self._autocast():
+            x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, self.config.noise_mode,
+                                                     with_image=True))
+        return Canvas(blend.block, x.float(), img.float())
+
+    @torch.no_grad()
+    def _prepare_blend(self) -> LocalBlend | None:
+        """The blend for a drag from the current image; sets which W+ layers the drag may change.
+
+        A global drag on an image that has a canvas (earlier local drags) still goes through
+        a blend, with a region of ones, so that it starts from the image on screen.
+        """
+        canvas, block = self._canvas, self.blend_block
+        if block is None and canvas is None:
+            self._edit_layers = self.num_ws
+            return None
+        if canvas is not None:
+            block = canvas.block if block is None else max(block, canvas.block)
+            if block > self.feature_block:
+                raise DragConfigError(
+                    f"this image holds local edits blended at synthesis block {canvas.block}; the feature block "
+                    f"({self.feature_block}) must not come before it. Choose a finer feature block, or Reset.")
+        noise = self.config.noise_mode
+        with self._autocast():
+            x, img = synthesis_features(self.G, self._base, block, noise, with_image=True)
+        reference = Canvas(block, x.float(), img.float())
+        if canvas is None:
+            canvas = reference
+        elif canvas.block < block:   # carry the canvas up to the blend block: exact, the blocks read the same ws
+            with self._autocast():
+                x, img = self.G.synthesis.finish(canvas.features, canvas.skip, self._base, canvas.block, noise,
+                                                 last_block=block)
+            canvas = Canvas(block, x.float(), img.float())
+        if self.blend_block is None:
+            region = np.ones((self.resolution, self.resolution), np.float32)
+        else:
+            cfg = self.config
+            region = edit_region(self.resolution, self._handles_np, self._targets_np, self._mask_np,
+                                 cfg.region_radius, cfg.region_feather)
+        mask = to_block(region, reference.features.shape[-1], self.device)
+        last = len(self.G.synthesis.block_resolutions)
+        self._edit_layers = self.num_ws if block == last else self.G.synthesis.first_layer_of_block(block + 1)
+        return LocalBlend(mask, reference, canvas)
 
     @property
     def stop_distance(self) -> float:
@@ -642,6 +824,23 @@ def generator_autocast(config: DragConfig, device: torch.device):
         return contextlib.nullcontext()
     # No weight-cast cache: it would hold tensors from outside a captured graph.
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+@torch.no_grad()
+def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
+    """The image of an :class:`EditState`, HxWx3 uint8 (thread-safe: it only reads the state and G)."""
+    noise = config.noise_mode
+    with generator_autocast(config, state.ws.device):
+        if state.blend is not None:
+            block = state.blend.block
+            x, img = state.blend.apply(*synthesis_features(G, state.ws, block, noise, with_image=True))
+            img = G.synthesis.finish(x, img, state.ws, block, noise_mode=noise)
+        elif state.canvas is not None:
+            c = state.canvas
+            img = G.synthesis.finish(c.features, c.skip, state.ws, c.block, noise_mode=noise)
+        else:
+            img = G.synthesis(state.ws, noise_mode=noise)
+    return to_uint8(img)
 
 
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
@@ -660,5 +859,5 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return x
 
 
-__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "MaskError", "PartialFrame", "PointError",
-           "default_feature_block", "finish_frame", "to_uint8"]
+__all__ = ["DragConfig", "DragConfigError", "DragSession", "DragState", "EditState", "MaskError", "PRESETS",
+           "PartialFrame", "PointError", "default_feature_block", "finish_frame", "render_state", "to_uint8"]

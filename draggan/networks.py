@@ -288,23 +288,42 @@ class SynthesisNetwork(nn.Module):
             return img, features
         return img
 
-    def finish(self, x, img, ws, after_block, noise_mode="const"):
-        """Run the blocks after ``after_block`` and return the image.
+    def finish(self, x, img, ws, after_block, noise_mode="const", last_block=None, with_rgb=True):
+        """Run the blocks after ``after_block`` (up to ``last_block``, default the last) and return the image.
 
         ``x`` and ``img`` are that block's features and skip image, as
         ``forward(ws, return_features=True, last_block=after_block, partial_image=True)``
         gives them: together the two calls equal one full ``forward(ws)``. After the
         last block there is nothing left to run and ``img`` is returned as it is.
+        With ``last_block`` it returns ``(features, skip image)`` of that block instead
+        (the skip image only ``with_rgb``, else None): a local edit blends at one block
+        and continues to the feature block from there.
         """
         blocks = self.blocks()
         if not 1 <= after_block <= len(blocks):
             raise ValueError(f"after_block must be in 1..{len(blocks)}, got {after_block}")
+        stop = len(blocks) if last_block is None else last_block
+        if not after_block <= stop <= len(blocks):
+            raise ValueError(f"last_block must be in {after_block}..{len(blocks)}, got {last_block}")
         # After the last block, ``img`` is already the image (DragGAN on the last block's features).
         w_idx = sum(b.num_conv for b in blocks[:after_block])
-        for block in blocks[after_block:]:
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode)
+        for block in blocks[after_block:stop]:
+            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb)
             w_idx += block.num_conv
-        return img
+        if last_block is None:
+            return img
+        return x, (img if with_rgb else None)
+
+    def first_layer_of_block(self, block: int) -> int:
+        """Index of the first W+ layer that block ``block`` (1-based) reads; num_ws past the last block.
+
+        Blocks up to ``block - 1`` read only the layers before it, except that block
+        ``block - 1``'s toRGB shares this layer with ``block``'s first conv.
+        """
+        blocks = self.blocks()
+        if not 1 <= block <= len(blocks) + 1:
+            raise ValueError(f"block must be in 1..{len(blocks) + 1}, got {block}")
+        return min(sum(b.num_conv for b in blocks[:block - 1]), self.num_ws)
 
 
 class Generator(nn.Module):

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .engine import DragConfig, DragSession, DragState, finish_frame, generator_autocast, to_uint8
+from .engine import DragConfig, DragSession, DragState, finish_frame, render_state
 from .points import PointError, validate_points
 
 MAX_FRAMES = 400          # recorded video frames per session; beyond this, every other frame is dropped
@@ -143,8 +143,6 @@ class UserSession:
         self.seed: int | None = None
         self.truncation: float | None = None
         self.inversion = None                            # inversion.InversionResult of the photo
-        self._original_ws: torch.Tensor | None = None    # the latent the image started from (for Reset)
-        self._older: list[torch.Tensor] = []             # undo entries of drag sessions replaced by new settings
         self.clear_points()
         self.mask: np.ndarray | None = None
         self.mask_changed = False
@@ -161,7 +159,6 @@ class UserSession:
             self.model, self.generator, self.tuned, self.drag = model, G, tuned, drag
             self.source, self.seed, self.truncation, self.inversion = source, seed, truncation, inversion
             self.image = image
-            self._original_ws = drag.ws
             self.notice = None
         return image
 
@@ -178,58 +175,40 @@ class UserSession:
         return self.image
 
     def ensure_config(self, config: DragConfig) -> bool:
-        """Use ``config`` for the next drag. Different settings (other than max_steps) rebuild the
-        drag session at the current latent, keeping its undo history. Returns True if rebuilt."""
+        """Use ``config`` for the next drag; the engine keeps the image, points, mask and undo history.
+        Returns True if the settings changed (raises DragConfigError and keeps the old ones if they cannot work)."""
         if self.drag is None:
             return False
-        # max_steps only bounds each drag() call: a change needs no new session.
+        # max_steps only bounds each drag() call: a change needs no reconfiguration.
         if dataclasses.replace(self.drag.config, max_steps=config.max_steps) == config:
             self.drag.config.max_steps = config.max_steps
             return False
-        old = self.drag
-        new = DragSession(self.generator, old.ws, config)   # raises DragConfigError, old stays in place
-        self._older.extend(old.history)
-        self.drag = new
-        self.points_changed = self.points_changed or bool(self.handles)
-        self.mask_changed = self.mask_changed or self.mask is not None
+        self.drag.reconfigure(config)
         return True
 
     def undo(self) -> bool:
-        """Back to the latent before the last drag; False if there is nothing to undo."""
-        if self.drag is None:
+        """Back to the image before the last drag; False if there is nothing to undo."""
+        if self.drag is None or not self.drag.undo():
             return False
-        if self.drag.undo():
-            handles = self.drag.handles
-            if handles is not None and not self.points_changed and len(handles) == len(self.handles):
-                self.handles = [tuple(map(float, h)) for h in handles]
-            self.refresh_image()
-            return True
-        if not self._older:
-            return False
-        self._rebuild(self._older.pop())
+        handles = self.drag.handles
+        if handles is not None and not self.points_changed and len(handles) == len(self.handles):
+            self.handles = [tuple(map(float, h)) for h in handles]
         self.refresh_image()
         return True
 
     def reset(self) -> None:
-        """Back to the original latent; handles return to where they were placed; video frames cleared."""
+        """Back to the original image; handles return to where they were placed; video frames cleared."""
         if self.drag is None:
             return
-        self._rebuild(self._original_ws)
-        self._older.clear()
+        self.drag.reset()
         self.handles = list(self.initial_handles)
         self.points_changed = bool(self.handles) or self.points_changed
         self.frames.clear()
         self.refresh_image()
 
-    def _rebuild(self, ws: torch.Tensor) -> None:
-        """A fresh drag session at ``ws`` with the same settings; points and mask are handed over again."""
-        self.drag = DragSession(self.generator, ws, self.drag.config)
-        self.points_changed = bool(self.handles)
-        self.mask_changed = self.mask is not None
-
     @property
     def can_undo(self) -> bool:
-        return self.drag is not None and (bool(self.drag.history) or bool(self._older))
+        return self.drag is not None and bool(self.drag.history)
 
     # ----------------------------------------------------------------- points
 
@@ -394,18 +373,6 @@ class UserSession:
 # --------------------------------------------------------------------------- live drag
 
 
-@torch.no_grad()
-def render_latent(G, ws: torch.Tensor, config: DragConfig) -> np.ndarray:
-    """The image of a latent snapshot (as DragSession.render draws it), HxWx3 uint8.
-
-    Unlike DragSession.render it does not take the session's lock, so it can run
-    on another thread while the session computes its next step.
-    """
-    with generator_autocast(config, ws.device):
-        img = G.synthesis(ws, noise_mode=config.noise_mode)
-    return to_uint8(img)
-
-
 @dataclasses.dataclass
 class LiveEvent:
     """What :func:`live_drag` reports: a rendered ``frame``, or the ``end`` of the drag."""
@@ -489,7 +456,7 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 if partial and i == 0:
                     continue                # the start image: already on screen
                 # Between steps the session's lock is free.
-                snapshot = state.partial_frame if partial else drag.ws
+                snapshot = state.partial_frame if partial else drag.frame_state()
                 with wake:
                     latest[:] = [(state, snapshot)]
                     wake.notify()
@@ -520,7 +487,8 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 with wake:                      # the newest step, after any wait
                     state, what = latest.pop()
                 last_start = time.perf_counter()
-                image = finish_frame(drag.G, what, drag.config) if partial else render_latent(drag.G, what, drag.config)
+                # Neither takes the session's lock: the next step runs meanwhile.
+                image = finish_frame(drag.G, what, drag.config) if partial else render_state(drag.G, what, drag.config)
                 events.put(("frame", state, image))
         except BaseException as e:
             events.put(("error", e))
@@ -689,4 +657,4 @@ class SessionStore:
 
 
 __all__ = ["ModelPool", "UserSession", "SessionStore", "SessionError", "Frame", "module_bytes", "MAX_FRAMES",
-           "LiveEvent", "live_drag", "render_latent", "torch_threads"]
+           "LiveEvent", "live_drag", "torch_threads"]

@@ -24,12 +24,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from draggan.runtime import fast_autocast
+
 from . import align as align_mod
 from .errors import InversionError, PhotoError
 from .losses import lpips_metric, make_loss
 from .metrics import identity_distance, lpips_distance, psnr, ssim, to_image, to_tensor
 from .photo import DEFAULT_MAX_PIXELS, Photo, read_photo
-from .project import ProgressFn, ProjectionSettings, bf16_is_fast_on_cpu, check_cancel, project, w_stats
+from .project import ProgressFn, ProjectionSettings, check_cancel, project, w_stats
 from .pti import TuningSettings, pivotal_tuning
 
 # Step budgets (bench/eval_inversion.py, the bundled celeba128 model, held-out faces). Quality
@@ -96,7 +98,7 @@ class InversionConfig:
         preset = PRESETS["cpu" if device.type == "cpu" else "gpu"][self.quality]
         updates = {k: v for k, v in preset.items() if getattr(self, k) is None}
         if self.amp == "auto":
-            fast_bf16 = device.type == "cuda" or (device.type == "cpu" and bf16_is_fast_on_cpu())
+            fast_bf16 = fast_autocast(device)
             updates["amp"] = "bf16" if fast_bf16 else "none"
         elif self.amp not in ("bf16", "fp16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'none', got {self.amp!r}")

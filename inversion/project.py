@@ -117,14 +117,6 @@ def flush_denormals(device: torch.device):
         torch.set_flush_denormal(False)
 
 
-def bf16_is_fast_on_cpu() -> bool:
-    """True on CPUs with native bf16 matrix units (AVX512-BF16 / AMX), where bf16 autocast runs ~3x faster."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except Exception:
-        return False
-
-
 def check_cancel(cancel) -> None:
     """``cancel``: None, a threading.Event-like object (``is_set``), or a callable returning True to stop."""
     if cancel is None:

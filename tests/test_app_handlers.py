@@ -265,7 +265,7 @@ def test_drag_error_is_a_warning_and_the_session_stays_usable(studio, messages, 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(draggan.sessions, "render_latent", broken)
+    monkeypatch.setattr(draggan.sessions, "render_state", broken)
     monkeypatch.setattr(draggan.sessions, "finish_frame", broken)
     outs = list(studio.drag(request=req, **drag_params(max_steps=3)))
     assert [m for m in messages if "out of memory" in m[1]] == [("warning", "The drag stopped with an error: "

@@ -113,7 +113,7 @@ def test_drag_undo_and_reset_restore_images_and_handles(G):
     assert not s.undo()
 
 
-def test_new_settings_rebuild_the_drag_but_keep_undo(G):
+def test_new_settings_keep_the_image_points_and_undo(G):
     s = loaded_session(G)
     original = s.image.copy()
     s.set_points([(8, 8)], [(20, 14)])
@@ -121,7 +121,7 @@ def test_new_settings_rebuild_the_drag_but_keep_undo(G):
     first = s.image.copy()
     assert s.ensure_config(DragConfig(feature_block=2, max_steps=5, lr=4e-3))
     assert not s.ensure_config(DragConfig(feature_block=2, max_steps=5, lr=4e-3))   # same: kept
-    drag_all(s)                       # the new session gets the points again
+    drag_all(s)                       # the engine kept the points
     assert not np.array_equal(s.image, first)
     assert s.undo() and np.array_equal(s.image, first)
     assert s.undo() and np.array_equal(s.image, original)
@@ -242,15 +242,16 @@ def live_session(G):
 
 @pytest.mark.parametrize("frames", ["full", "partial"])
 def test_live_drag_streams_rendered_frames_then_ends(G, frames):
-    from draggan.sessions import live_drag, render_latent
+    from draggan.engine import render_state
+    from draggan.sessions import live_drag
     drag = live_session(G)
-    latents = {}
+    starts = {}
     original_advance = drag._advance
 
-    def advance():  # remember the latent every step started from
-        start = drag.ws
+    def advance():  # remember the image every step started from
+        start = drag.frame_state()
         state, changed = original_advance()
-        latents[state.step] = start
+        starts[state.step] = start
         return state, changed
 
     drag._advance = advance
@@ -266,11 +267,11 @@ def test_live_drag_streams_rendered_frames_then_ends(G, frames):
         # The step's forward pass ran with autograd on, so a pixel may round one level apart from a
         # fresh render; the latent after the step is further off than that.
         for e in frames_:
-            after = latents.get(e.state.step + 1, drag.ws)
-            assert max_level_difference(e.image, render_latent(drag.G, latents[e.state.step], drag.config)) <= 1
-            assert max_level_difference(e.image, render_latent(drag.G, after, drag.config)) > 1
+            after = starts.get(e.state.step + 1, drag.frame_state())
+            assert max_level_difference(e.image, render_state(drag.G, starts[e.state.step], drag.config)) <= 1
+            assert max_level_difference(e.image, render_state(drag.G, after, drag.config)) > 1
     # The frame after the last step, drawn without the session's lock, is the session's own image.
-    assert np.array_equal(render_latent(drag.G, drag.ws, drag.config), drag.render())
+    assert np.array_equal(render_state(drag.G, drag.frame_state(), drag.config), drag.render())
 
 
 def test_closing_a_live_drag_stops_it_and_its_threads(G):
@@ -291,7 +292,7 @@ def test_live_drag_raises_errors_from_its_threads(G, monkeypatch):
     def broken(*args):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(draggan.sessions, "render_latent", broken)
+    monkeypatch.setattr(draggan.sessions, "render_state", broken)
     monkeypatch.setattr(draggan.sessions, "finish_frame", broken)
     for frames in ("full", "partial"):
         with pytest.raises(RuntimeError, match="render failed"):
@@ -337,13 +338,13 @@ def test_live_drag_workers_run_with_the_thread_count_asked(G, monkeypatch):
     import draggan.sessions
     from draggan.sessions import live_drag
     counts = set()
-    real = draggan.sessions.render_latent
+    real = draggan.sessions.render_state
 
     def counting(*args):
         counts.add(torch.get_num_threads())
         return real(*args)
 
-    monkeypatch.setattr(draggan.sessions, "render_latent", counting)
+    monkeypatch.setattr(draggan.sessions, "render_state", counting)
     events = list(live_drag(live_session(G), max_steps=3, worker_threads=1, frames="full"))
     assert events[-1].kind == "end" and counts == {1}
 

@@ -135,7 +135,9 @@ class BlobGenerator(torch.nn.Module):
 @pytest.mark.parametrize("block", [1, 2])   # features at half and at full image resolution
 def test_drag_moves_a_blob_to_the_target(block):
     G = BlobGenerator()
-    s = DragSession(G, torch.zeros(1, 2, 4), DragConfig(feature_block=block, lr=0.02, optimize_layers=2))
+    # The paper's global drag: the toy's blob moves rigidly, it has no skip images to blend locally.
+    s = DragSession(G, torch.zeros(1, 2, 4), DragConfig.preset("paper", feature_block=block, lr=0.02,
+                                                               optimize_layers=2))
     s.set_points([(32, 32)], [(42, 36)])
     final = run(s, max_steps=100)[-1]
     assert final.done and final.step < 60
@@ -293,12 +295,23 @@ def test_w_plus_optimizes_only_the_first_layers(G):
 
 
 def test_w_space_shares_one_offset_over_all_layers(G):
-    s = session(G, latent_space="w")
+    s = session(G, latent_space="w", region="global")
     ws0 = s.ws
     run(s, max_steps=3)
     delta = s.ws - ws0
     assert delta.abs().max() > 0
     torch.testing.assert_close(delta, delta[:, :1].expand_as(delta), rtol=0, atol=1e-6)
+
+
+def test_local_w_space_shares_one_offset_over_the_layers_up_to_the_blend_block(G):
+    s = session(G, latent_space="w")          # feature block 4, so the blend block is 3 (16 px)
+    ws0 = s.ws
+    run(s, max_steps=3)
+    delta = s.ws - ws0
+    k = G.synthesis.first_layer_of_block(4)   # the layers blocks 1-3 read (but block 3's toRGB)
+    assert delta[:, :k].abs().max() > 0
+    torch.testing.assert_close(delta[:, :k], delta[:, :1].expand(-1, k, -1), rtol=0, atol=1e-6)
+    assert torch.equal(delta[:, k:], torch.zeros_like(delta[:, k:]))    # later blocks keep the image's styles
 
 
 def test_generator_is_never_modified():
@@ -401,18 +414,19 @@ def test_finish_after_a_partial_forward_equals_the_full_forward(G):
 def test_partial_frames_draw_the_latent_each_step_started_from(G, block):
     assert len(G.synthesis.blocks()) == 5
     s = session(G, feature_block=block)
-    ws_before = [s.ws.clone()]
+    before = [s.frame_state()]
     states = []
     for state in s.drag(max_steps=4, image_every=0, partial_frames=True):
         states.append(state)
-        ws_before.append(s.ws.clone())
+        before.append(s.frame_state())
     assert len(states) == 4
-    for state, ws in zip(states, ws_before):
+    for state, edit in zip(states, before):
         frame = state.partial_frame
         assert frame.block == block and state.image is None
-        torch.testing.assert_close(frame.ws, ws)
+        torch.testing.assert_close(frame.ws, edit.ws)
         # equal up to one level of rounding (the step ran its part with autograd on)
-        assert max_level_difference(engine.finish_frame(G, frame, s.config), engine.to_uint8(G.synthesis(ws))) <= 1
+        assert max_level_difference(engine.finish_frame(G, frame, s.config),
+                                    engine.render_state(G, edit, s.config)) <= 1
     # the drag moved the latent, so the frames change over the steps
     assert not torch.equal(states[-1].partial_frame.features, states[0].partial_frame.features)
 
@@ -424,3 +438,136 @@ def test_partial_frames_can_be_switched_mid_drag_without_changing_the_drag(G):
     run(b, max_steps=6)
     torch.testing.assert_close(a.ws, b.ws)   # the same optimization with and without frames
     assert all(st.partial_frame is None for st in run(a, max_steps=1))
+
+
+# --------------------------------------------------------------------------- local edits (region.py)
+
+
+def far_from(points, distance, size=R):
+    """[size, size] bool: pixels farther than ``distance`` from every point."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    far = np.ones((size, size), bool)
+    for x, y in points:
+        far &= (xx - x) ** 2 + (yy - y) ** 2 > distance ** 2
+    return far
+
+
+def test_soft_region_covers_the_path_and_grows_with_the_drag():
+    from draggan.region import region_radius_px, soft_region
+    m = soft_region(64, [(20, 20)], [(26, 20)], radius=0.1, feather=0.05)
+    assert m.dtype == np.float32 and m.shape == (64, 64)
+    assert m[20, 20] == 1 and m[20, 23] == 1 and m[20, 26] == 1          # handle, path, target
+    assert m[20, 26 + 12] == 1 and m[20, 26 + 16] == 0                    # radius 12 (2 x drag), feather 3.2
+    assert m[60, 60] == 0 and 0 < m[20, 26 + 14] < 1
+    assert region_radius_px(64, [(0, 0)], [(1, 0)], 0.1) == pytest.approx(6.4)    # short drag: the radius
+    assert region_radius_px(64, [(0, 0)], [(10, 0)], 0.1) == 20                   # long drag: 2 x its length
+
+
+def test_feathered_mask_is_one_inside_and_eases_to_zero_outside():
+    from draggan.region import feathered_mask
+    movable = np.zeros((64, 64), bool)
+    movable[:, :32] = True
+    m = feathered_mask(movable, 0.1)
+    assert (m[:, :32] == 1).all() and (m[:, 40:] == 0).all() and 0 < m[10, 34] < 1
+    assert (feathered_mask(np.ones((8, 8), bool), 0.1) == 1).all()
+
+
+def test_local_drag_changes_nothing_far_from_the_points_and_the_paper_drag_does(G):
+    handle, target = (20, 20), (25, 20)
+    far = far_from([handle, target], 32)
+    assert far.sum() > 100
+    images = {}
+    for region in ("auto", "global"):
+        s = session(G, points=([handle], [target]), region=region)
+        before = s.render()
+        states = run(s, max_steps=20)
+        after = s.render()
+        assert states[-1].distances[0] < np.linalg.norm(np.subtract(target, handle))   # the handle moved
+        images[region] = (before, after)
+    before, after = images["auto"]
+    assert np.array_equal(before[far], after[far])                     # bit-identical far away
+    near = ~far_from([handle, target], 6)
+    assert np.abs(before[near].astype(int) - after[near]).max() > 8    # the edit is there
+    before, after = images["global"]
+    assert not np.array_equal(before[far], after[far])                 # the paper's drag changes everything
+
+
+def test_painted_mask_confines_a_local_drag(G):
+    s = session(G, points=([(16, 32)], [(21, 32)]))
+    movable = np.zeros((R, R), bool)
+    movable[:, :28] = True
+    s.set_mask(movable)
+    before = s.render()
+    run(s, max_steps=15)
+    after = s.render()
+    # Beyond the feather (0.05 x 64 px) and the later blocks' reach, the right side is untouched.
+    assert np.array_equal(before[:, 52:], after[:, 52:])
+    assert not np.array_equal(before[:, :28], after[:, :28])
+
+
+def test_successive_local_drags_keep_earlier_edits_and_undo_restores_them_exactly(G):
+    s = session(G, points=([(14, 14)], [(18, 14)]))
+    original = s.render()
+    run(s, max_steps=10)
+    first = s.render()
+    s.set_points([(50, 50)], [(50, 54)])
+    run(s, max_steps=10)
+    second = s.render()
+    near_first = ~far_from([(14, 14), (18, 14)], 4)
+    assert not np.array_equal(first[near_first], original[near_first])
+    assert np.array_equal(second[near_first], first[near_first])        # the second drag kept the first edit
+    assert not np.array_equal(second, first)
+    assert s.undo() and np.array_equal(s.render(), first)
+    assert s.undo() and np.array_equal(s.render(), original)
+    run(s, max_steps=3)
+    s.reset()
+    assert np.array_equal(s.render(), original) and s.history == []
+
+
+def test_reconfigure_keeps_image_points_and_history(G):
+    s = session(G, points=([(14, 14)], [(18, 14)]))
+    original = s.render()
+    run(s, max_steps=8)
+    first = s.render()
+    s.reconfigure(DragConfig.preset("paper", feature_block=BLOCK, lr=4e-3))
+    assert np.array_equal(s.render(), first) and s.handles is not None
+    assert s.config.region == "global"
+    states = run(s, max_steps=5)
+    assert states and states[0].step == 9        # the same points, counted on
+    assert not np.array_equal(s.render(), first)
+    assert s.undo() and np.array_equal(s.render(), first)
+    assert s.undo() and np.array_equal(s.render(), original)
+    with pytest.raises(DragConfigError, match="feature_block"):
+        s.reconfigure(DragConfig(feature_block=9))
+    assert s.config.region == "global" and s.feature_block == BLOCK   # a refused config changes nothing
+
+
+def test_a_finer_blend_than_the_features_is_refused_once_the_image_holds_local_edits(G):
+    s = session(G, points=([(14, 14)], [(18, 14)]), blend_block=4)
+    run(s, max_steps=3)
+    s.reconfigure(DragConfig(feature_block=3))
+    with pytest.raises(DragConfigError, match="Reset"):
+        run(s, max_steps=1)
+    s.reset()
+    assert run(s, max_steps=1)
+
+
+def test_edit_state_round_trips_and_redraws_the_image(G):
+    s = session(G, points=([(14, 14)], [(18, 14)]))
+    run(s, max_steps=5)
+    d = s.state().to_dict()
+    assert d["canvas"] is not None and d["ws"].shape == (1, G.num_ws, G.w_dim)
+    state = engine.EditState.from_dict(d)
+    assert np.array_equal(engine.render_state(G, state, s.config), s.render())
+    fresh = DragSession(G, d["ws"], s.config)
+    assert not np.array_equal(fresh.render(), s.render())   # the latent alone is not the image
+
+
+def test_presets():
+    assert DragConfig.preset("local") == DragConfig()
+    paper = DragConfig.preset("paper", lr=1e-3)
+    assert paper.region == "global" and paper.lr == 1e-3 and not paper.local
+    with pytest.raises(DragConfigError, match="unknown preset"):
+        DragConfig.preset("fastest")
+    with pytest.raises(DragConfigError, match="region"):
+        DragConfig(region="everywhere")
