@@ -180,7 +180,7 @@ def test_view_api_alone_is_enough_to_call_every_endpoint(server):
         for r in endpoint["returns"]:
             assert not r["label"].startswith("value_"), (name, r)
     drag = {p["parameter_name"]: p for p in api["/drag"]["parameters"]}
-    assert list(drag) == ["lr", "max_steps", "r1", "r2", "lambda_mask", "space", "block"]
+    assert list(drag) == ["lr", "max_steps", "r1", "r2", "lambda_mask", "space", "block", "region"]
     assert all(p["parameter_has_default"] for p in drag.values())
     assert drag["r1"]["parameter_default"] is None and drag["block"]["parameter_default"] is None
     block = drag["block"]["type"]["anyOf"]
@@ -259,7 +259,7 @@ def test_the_readme_example_runs(server, tmp_path):
     namespace = {"print": printed.append}
     exec(compile(code, "README.md", "exec"), namespace)
     assert "Paused at step 40" in printed[0] or "Arrived" in printed[0]
-    assert "Stopped at step" in namespace["status"]
+    assert "Stopped at step" in namespace["status"] or "Arrived after" in namespace["status"]  # tiny: may arrive first
     assert [Path(f).suffix for f in namespace["files"]] == [".png", ".pt", ".gif"]
     assert printed[1].startswith("Photo read: 64×72 pixels")
     s = session_of(demo, namespace["c"])
