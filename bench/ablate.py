@@ -52,7 +52,6 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 
 
 from draggan.engine import DragConfig, default_feature_block

@@ -5,9 +5,9 @@ browser drives it (each streamed frame is a PNG the server writes and the client
 fetches). Per run: sample a face, set handle/target pairs, call the app's ``drag``
 endpoint and time every streamed update on arrival.
 
-    .venv/bin/python bench/bench_app.py                               # bundled celeba128, CPU
-    .venv/bin/python bench/bench_app.py --device cuda --runs 5 --steps 60
-    .venv/bin/python bench/bench_app.py --model path/to/generator --no-autocast
+    .venv/bin/python -m bench.bench_app                               # bundled celeba128, CPU
+    .venv/bin/python -m bench.bench_app --device cuda --runs 5 --steps 60
+    .venv/bin/python -m bench.bench_app --model path/to/generator --no-autocast
 
 Reported (median over runs):
 
@@ -33,18 +33,14 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import app  # noqa: E402
-from draggan.engine import DragSession, default_feature_block  # noqa: E402
+import app
+from draggan.engine import DragSession, default_feature_block
 
 
 def points_for(resolution: int, pairs: int) -> str:

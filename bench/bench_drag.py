@@ -1,10 +1,10 @@
 """Drag engine speed: milliseconds per DragGAN step (forward to the feature block, tracking,
 motion loss, backward, Adam), for 1 and 5 handles, with and without a mask.
 
-    .venv/bin/python bench/bench_drag.py --arch ffhq512 --device cuda
-    .venv/bin/python bench/bench_drag.py --arch ffhq512 --device cuda --autocast --mask both
-    .venv/bin/python bench/bench_drag.py --model celeba128 --device cuda --handles 1,5,10
-    .venv/bin/python bench/bench_drag.py --arch tiny64 --device cpu --steps 5 --warmup 2   # smoke test
+    .venv/bin/python -m bench.bench_drag --arch ffhq512 --device cuda
+    .venv/bin/python -m bench.bench_drag --arch ffhq512 --device cuda --autocast --mask both
+    .venv/bin/python -m bench.bench_drag --model celeba128 --device cuda --handles 1,5,10
+    .venv/bin/python -m bench.bench_drag --arch tiny64 --device cpu --steps 5 --warmup 2   # smoke test
 
 ``--arch`` builds a generator with random weights (speed does not depend on the
 weights): ``ffhq512`` is NVIDIA's FFHQ 512 px configuration (channel_base 32768,
@@ -25,16 +25,13 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from draggan import ops  # noqa: E402
-from draggan.engine import DragConfig, DragSession  # noqa: E402
-from draggan.networks import Generator, GeneratorConfig  # noqa: E402
+from draggan import ops
+from draggan.engine import DragConfig, DragSession
+from draggan.networks import Generator, GeneratorConfig
 
 ARCHS = {
     "ffhq512": dict(img_resolution=512, channel_base=32768, channel_max=512, mapping_layers=8),

@@ -1,8 +1,8 @@
 """Inversion benchmark: seconds per photo and reconstruction quality, per loss.
 
-    .venv/bin/python bench/bench_inversion.py --model celeba128 -n 20 --device cpu
-    .venv/bin/python bench/bench_inversion.py --model celeba128 -n 50 --device cuda --losses l2,pyramid,lpips-random
-    .venv/bin/python bench/bench_inversion.py --model random:512 --device cuda -n 5 --no-identity   # timing only
+    .venv/bin/python -m bench.bench_inversion --model celeba128 -n 20 --device cpu
+    .venv/bin/python -m bench.bench_inversion --model celeba128 -n 50 --device cuda --losses l2,pyramid,lpips-random
+    .venv/bin/python -m bench.bench_inversion --model random:512 --device cuda -n 5 --no-identity   # timing only
 
 Photos: the held-out CelebA faces (``--eval-dir``, first N, one per identity first) plus
 the real photos shipped with scikit-image (astronaut) and matplotlib (grace_hopper).
@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inversion import InversionConfig, invert
+from inversion.__main__ import load_model
+from inversion.pipeline import alignment_for_model
 
-from inversion import InversionConfig, invert  # noqa: E402
-from inversion.__main__ import load_model  # noqa: E402
-from inversion.pipeline import alignment_for_model  # noqa: E402
+from .model_quality import DATA
 
-EVAL_DIR = Path("/work/shared/datasets/celeba128/eval")
+EVAL_DIR = DATA / "eval"
 
 
 def bench_photos(eval_dir: Path, n: int, extra: bool = True) -> list[tuple[str, object]]:
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         summaries[loss] = summarize(rows)
         all_rows += rows
 
-    cmd = "python bench/bench_inversion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m bench.bench_inversion " + " ".join(argv if argv is not None else sys.argv[1:])
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     steps = all_rows[0]["steps_w"] if all_rows else None

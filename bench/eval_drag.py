@@ -45,7 +45,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np

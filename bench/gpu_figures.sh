@@ -30,6 +30,6 @@ if [ -n "$data" ]; then
   done
 fi
 if [ -n "$faces" ]; then
-  run timeout 300 python3 bench/bench_inversion.py --model random:512 --device cuda -n 3 --eval-dir "$faces" \
+  run timeout 300 python3 -m bench.bench_inversion --model random:512 --device cuda -n 3 --eval-dir "$faces" \
     --no-extra --no-identity
 fi

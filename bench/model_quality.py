@@ -32,7 +32,9 @@ from scipy import linalg
 
 from inversion.align import DLIB
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "celeba128"
+# The face data beside a checkout (CI's layout: ../shared), or wherever $DRAGGAN_CELEBA128 says.
+DATA = Path(os.environ.get("DRAGGAN_CELEBA128",
+                           Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "celeba128"))
 
 
 def detect_and_embed(rgb: np.ndarray) -> tuple[bool, np.ndarray | None]:

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from bench import ablate, eval_drag, staged
+from bench.model_quality import DATA
 from bench.landmarks import FaceMeasure, LandmarkError, handle_points, measure_face
 from draggan.engine import DragConfig
 from draggan.networks import Generator
 
 R = 64
-TEMPLATE_FILE = Path("/work/shared/datasets/celeba128/landmarks68_mean.json")
+TEMPLATE_FILE = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128" / "alignment.json"
 
 
 def template68(resolution=R) -> np.ndarray:
@@ -108,11 +109,11 @@ def test_handle_subsets():
 # --------------------------------------------------------------------------- dlib on a real face
 
 
-@pytest.mark.skipif(not TEMPLATE_FILE.is_file(), reason="celeba128 dataset not present")
+@pytest.mark.skipif(not (DATA / "eval").is_dir(), reason="celeba128 dataset not present (../shared or $DRAGGAN_CELEBA128)")
 def test_dlib_landmarks_are_mapped_back_to_image_pixels():
     from PIL import Image
 
-    eval_dir = TEMPLATE_FILE.parent / "eval"
+    eval_dir = DATA / "eval"
     rgb = np.asarray(Image.open(sorted(eval_dir.glob("*.png"))[0]).convert("RGB"))
     face = measure_face(rgb, embed=True)
     assert face is not None and face.landmarks.shape == (68, 2) and face.embedding.shape == (128,)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench import ablate, eval_drag, eval_inversion, staged
+from bench.model_quality import DATA
 from draggan.engine import DragConfig
 from helpers import tiny_generator
 from test_bench_drag import fake_detector
@@ -19,7 +20,7 @@ from test_bench_drag import fake_detector
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL_DIR = Path("/work/shared/datasets/celeba128/eval")
+EVAL_DIR = DATA / "eval"
 # Present here, absent on the GPU machine: the GPU stages must not import any of them.
 ABSENT_ON_GPU = ("dlib", "face_recognition_models", "lpips", "torchvision", "matplotlib", "gradio")
 TIMING = ("seconds", "seconds_drag", "ms_per_step", "seconds_per_edit", "loadavg_1min", "seconds_optimization",

@@ -11,7 +11,7 @@ from PIL import Image
 from inversion.align import (Alignment, FaceTemplate, align_photo, center_matrix, detect_faces, ffhq_quad,
                              landmark_subset, read_alignment_spec, similarity_fit, transform_points)
 
-TEMPLATE_JSON = Path("/work/shared/datasets/celeba128/landmarks68_mean.json")
+TEMPLATE_JSON = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128" / "alignment.json"
 
 
 def _template() -> FaceTemplate:

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from inversion import Cancelled, InversionCache, InversionConfig, InversionResul
 from inversion import losses
 from inversion.__main__ import main as cli_main
 from inversion.metrics import psnr, to_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 FAST = dict(steps_w=12, steps_pti=10, w_avg_samples=500, identity=False, alignment="center", loss="pyramid")
 pytestmark = pytest.mark.usefixtures("one_thread")  # G and one_thread: conftest.py
@@ -64,12 +67,9 @@ def test_wplus_phase_changes_layers_independently(G, face):
 
 
 def test_face_photo_with_template_reports_identity(G, face):
-    template = json.loads(open("/work/shared/datasets/celeba128/landmarks68_mean.json").read()) \
-        if __import__("os").path.exists("/work/shared/datasets/celeba128/landmarks68_mean.json") else None
+    template = json.loads((REPO / "checkpoints" / "celeba128" / "alignment.json").read_text())
     cfg = InversionConfig(**{**FAST, "alignment": "auto", "template": template, "identity": True,
                              "steps_w": 4, "steps_pti": 2})
-    if template is None:
-        cfg.alignment = "ffhq"
     result = invert(face, G, cfg, cache=None)
     r = result.report
     assert r["face_found"] and r["num_faces"] == 1 and r["alignment"] in ("template", "ffhq")
