@@ -51,10 +51,10 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results"
-PHOTOS = ROOT.parent / "shared" / "datasets" / "celeba128" / "eval"    # ../shared, beside the project
+# A face photo for the inversions: the held-out faces beside a checkout (../shared), or $DRAGGAN_CELEBA128's.
+PHOTOS = Path(os.environ.get("DRAGGAN_CELEBA128", ROOT.parent / "shared" / "datasets" / "celeba128")) / "eval"
 STATUS_STEP = re.compile(r"(Paused at step|Stopped at step|Arrived after) (\d+)")
 
 
