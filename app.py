@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -37,7 +38,8 @@ from draggan.points import PointError, format_points, parse_points
 from draggan.runtime import fast_autocast, runtime_for
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
-from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
+from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
+from inversion.photo import MAX_FILE_BYTES
 from inversion.pipeline import QUALITIES, InversionCache
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
@@ -58,6 +60,9 @@ HELP = ("**Click the image** to place a handle (red), then its target (blue); re
 # DragConfig.region, as the drag settings offer it.
 REGION_CHOICES = [("Local: around the points, or the painted mask", "auto"),
                   ("Whole image (the DragGAN paper)", "global")]
+
+PHOTO_PREVIEW_SIZE = 512    # the uploaded photo is shown, as read, at most this large
+MAX_FEATURE_BLOCK = 9       # a 1024 px generator's last block (block b's features are 2^(b+1) px)
 
 # Gradio maps a click to image pixels assuming the image is never shown larger than its
 # natural size (its scale factor is capped at 1), so the view must never be upscaled by the
@@ -132,6 +137,66 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+# --------------------------------------------------------------------------- feature block menu
+
+
+def block_label(block: int) -> str:
+    """The feature block's label in the menu: its number and the resolution of its features."""
+    return f"{block} · {2 ** (block + 1)} px"
+
+
+def block_choices(num_blocks: int = MAX_FEATURE_BLOCK) -> list[tuple[str, int]]:
+    return [(block_label(b), b) for b in range(1, num_blocks + 1)]
+
+
+def parse_feature_block(value) -> int | None:
+    """A feature block given as the menu's label ('5 · 64 px') or as a plain number (5 or '5').
+
+    None or '' means the model's default. Raises ValueError with a sentence for anything else.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    block = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+        block = int(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[·.-]\s*(\d+)\s*px)?\s*", value)
+        if match and (match[2] is None or int(match[2]) == 2 ** (int(match[1]) + 1)):
+            block = int(match[1])
+    if block is None or not 1 <= block <= MAX_FEATURE_BLOCK:
+        raise ValueError(f"{value!r} is not a feature block: give a number from 1 to {MAX_FEATURE_BLOCK}, "
+                         f"or a label from the menu such as '{block_label(5)}'.")
+    return block
+
+
+class FeatureBlock(gr.Dropdown):
+    """The feature-block menu. The browser shows labels ('5 · 64 px'); a script may send either a label or
+    the plain block number, and the API description lists both. Drawn by Gradio's own dropdown."""
+
+    is_template = True          # Gradio: use the parent's (Dropdown's) frontend
+
+    def api_info(self) -> dict:
+        numbers = list(range(1, MAX_FEATURE_BLOCK + 1))
+        return {"anyOf": [{"type": "integer", "enum": numbers},
+                          {"type": "string", "enum": [block_label(b) for b in numbers]},
+                          {"type": "null"}],
+                "additional_description": f"a feature block: its number (1-{MAX_FEATURE_BLOCK}) or its label "
+                                          f"('{block_label(5)}'); None: the model's default. Blocks beyond the "
+                                          "model's last are taken as its last."}
+
+    def example_payload(self):
+        return 5
+
+    def example_value(self):
+        return 5
+
+    def preprocess(self, payload):
+        try:
+            return parse_feature_block(payload)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+
 # --------------------------------------------------------------------------- formatting
 
 
@@ -165,6 +230,13 @@ def quality_report(report: dict) -> str:
     for notice in report.get("notices", []):
         lines.append(f"\n⚠️ {notice}")
     return "\n".join(lines)
+
+
+def queue_headline(ahead: int) -> str:
+    """The status line of a drag that waits for the device."""
+    work = "drag or inversion" if ahead == 1 else "drags or inversions"
+    return (f"Waiting for the device: {ahead} other {work} running. Yours starts when one ends; its place in the "
+            "queue is shown on the image. **Stop** cancels it.")
 
 
 STAGE_NAMES = {"read": "Reading the photo", "align": "Finding and aligning the face",
@@ -279,7 +351,7 @@ class Studio:
                     block=None, region=None) -> DragConfig:
         """A DragConfig from the UI's values (empty or 0 radii: the paper's defaults scaled to the model)."""
         base = DragConfig()
-        block = int(block) if block else default_feature_block(G)
+        block = parse_feature_block(block) or default_feature_block(G)
         return DragConfig(
             lr=float(lr) if lr else base.lr,
             max_steps=int(max_steps) if max_steps else base.max_steps,
@@ -351,8 +423,7 @@ class Studio:
         """Parameter widgets that depend on the model: feature blocks and default radii."""
         config = DragConfig()
         r1, r2 = config.radii(G.img_resolution)
-        blocks = [(f"{b} · {G.block_resolution(b)} px", b) for b in range(1, G.num_blocks + 1)]
-        return {self.ui["block"]: gr.update(choices=blocks, value=default_feature_block(G)),
+        return {self.ui["block"]: gr.update(choices=block_choices(G.num_blocks), value=default_feature_block(G)),
                 self.ui["r1"]: round(r1, 2), self.ui["r2"]: round(r2, 2)}
 
     # ----------------------------------------------------------------- model and samples
@@ -419,25 +490,25 @@ class Studio:
         out.update(self.view_updates(s, editor=None))
         return out
 
-    def select_model(self, label: str, seed, psi, request: gr.Request, progress=gr.Progress()):
+    def select_model(self, model: str, seed, psi, request: gr.Request, progress=gr.Progress()):
         s = self.session(request)
         if not self.require_idle(s, "switch models"):
             return {self.ui["model"]: gr.update(value=s.model)}
         try:
-            self._sample_into(s, label, seed if seed is not None else DEFAULT_SEED,
+            self._sample_into(s, model, seed if seed is not None else DEFAULT_SEED,
                               psi if psi is not None else DEFAULT_TRUNCATION, progress)
         except CheckpointError as e:
             gr.Warning(str(e))
             return {self.ui["model"]: gr.update(value=s.model, choices=self.model_choices())}
-        out = {self.ui["model"]: gr.update(choices=self.model_choices(), value=label),
-               self.ui["model_info"]: self.model_info(label), self.ui["report"]: "",
+        out = {self.ui["model"]: gr.update(choices=self.model_choices(), value=model),
+               self.ui["model_info"]: self.model_info(model), self.ui["report"]: "",
                **self.hidden_photo_figures()}
         out.update(self.param_updates(s.generator))
         out.update(self.view_updates(s, editor=None))
         return out
 
-    def sample(self, label: str, seed, psi, request: gr.Request):
-        """Show the face for ``seed`` at truncation ``psi``."""
+    def sample(self, model: str, seed, psi, request: gr.Request):
+        """Show the face of ``model`` for ``seed`` at truncation ``psi``."""
         s = self.session(request)
         if not self.require_idle(s, "change the image"):
             return gr.skip()
@@ -449,7 +520,7 @@ class Studio:
             gr.Warning(f"The seed must be a whole number of 0 or more, got {seed!r}.")
             return gr.skip()
         try:
-            self._sample_into(s, label or self.settings.default_model, seed, psi)
+            self._sample_into(s, model or self.settings.default_model, seed, psi)
         except CheckpointError as e:
             gr.Warning(str(e))
             return gr.skip()
@@ -458,12 +529,12 @@ class Studio:
         out.update(self.view_updates(s, editor=None))
         return out
 
-    def new_face(self, label: str, psi, request: gr.Request):
-        return self.sample(label, random.randint(0, 99_999), psi, request)
+    def new_face(self, model: str, psi, request: gr.Request):
+        return self.sample(model, random.randint(0, 99_999), psi, request)
 
     # ----------------------------------------------------------------- photo inversion
 
-    def invert_photo(self, photo, label: str, quality: str, request: gr.Request, progress=gr.Progress()):
+    def invert_photo(self, photo, model: str, quality: str, request: gr.Request, progress=gr.Progress()):
         s = self.session(request)
         if not photo:
             gr.Warning("Choose a photo first (drop it on the Photo box).")
@@ -471,7 +542,7 @@ class Studio:
         if not self.require_idle(s, "invert another photo"):
             return gr.skip()
         try:
-            G = self.load_model(label or self.settings.default_model, progress)
+            G = self.load_model(model or self.settings.default_model, progress)
         except CheckpointError as e:
             gr.Warning(str(e))
             return gr.skip()
@@ -487,11 +558,10 @@ class Studio:
             with torch_threads(self.inversion_threads):
                 result = invert(photo, G, config, progress=bar, cancel=cancel, cache=self.inversion_cache)
             self.store.attach_tuned(s, result.generator)
-            s.load_latent(result.generator, result.ws, self.drag_config(result.generator), model=label,
+            s.load_latent(result.generator, result.ws, self.drag_config(result.generator), model=model,
                           source="photo", inversion=result, tuned=True)
         except PhotoError as e:
-            gr.Warning(f"That photo cannot be used: {e}")
-            return gr.skip()
+            return self.photo_refused(s, str(e), clear=True)
         except Cancelled:
             gr.Info("Inversion cancelled; your previous image is unchanged.")
             return gr.skip()
@@ -507,9 +577,54 @@ class Studio:
             gr.Warning(notice)
         out = {self.ui["aligned"]: gr.update(value=np.asarray(result.aligned), visible=True),
                self.ui["reconstruction"]: gr.update(value=np.asarray(result.reconstruction), visible=True),
-               self.ui["report"]: quality_report(report)}
+               self.ui["report"]: quality_report(report), self.ui["files"]: None}
         out.update(self.param_updates(result.generator))
         out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
+        return out
+
+    def photo_limits(self) -> int:
+        """The pixel limit of photos: the inversion's own, so that the upload box refuses what it would."""
+        return (self.settings.inversion or InversionConfig()).max_pixels
+
+    def stale_photo_updates(self) -> dict:
+        """What belongs to the previous photo: its figures, quality report and downloads."""
+        return {**self.hidden_photo_figures(), self.ui["report"]: "", self.ui["files"]: None}
+
+    def photo_refused(self, s: UserSession, message: str, clear: bool) -> dict:
+        """A refused photo: said in a warning, next to the upload box and in the status line; the
+        previous photo's report, figures and downloads go (``clear``), the image being edited stays."""
+        gr.Warning(f"That file cannot be used: {message}")
+        out = {self.ui["photo_note"]: f"⚠️ **That file cannot be used.** {message}",
+               self.ui["photo_preview"]: gr.update(value=None, visible=False)}
+        if clear:
+            out.update(self.stale_photo_updates())
+            out[self.ui["status"]] = (self.status(s, f"The upload was refused: {message} You are still editing "
+                                                     "the image below.") if s.has_image else
+                                      f"The upload was refused: {message}")
+        return out
+
+    def upload_photo(self, photo, request: gr.Request):
+        """A file was dropped on the Photo box (or removed from it). It reaches read_photo as the bytes the
+        user sent, nothing decoded before: shown as read (upright, flattened, RGB) or refused in a sentence."""
+        s = self.session(request)
+        clear = s.busy != "invert"          # an inversion running now keeps its own figures coming
+        if not photo:
+            return {self.ui["photo_note"]: "", self.ui["photo_preview"]: gr.update(value=None, visible=False)}
+        try:
+            loaded = read_photo(photo, max_pixels=self.photo_limits())
+        except PhotoError as e:
+            return self.photo_refused(s, str(e), clear)
+        w, h = loaded.image.size
+        preview = loaded.image.copy()
+        preview.thumbnail((PHOTO_PREVIEW_SIZE, PHOTO_PREVIEW_SIZE))
+        note = f"Photo read: {w}×{h} pixels. Press **Invert photo** to edit it."
+        note += "".join(f"\n\nℹ️ {n}" for n in loaded.notices)
+        out = {self.ui["photo_note"]: note,
+               self.ui["photo_preview"]: gr.update(value=np.asarray(preview), visible=True)}
+        if clear:
+            out.update(self.stale_photo_updates())
+            headline = "New photo ready: press **Invert photo** to edit it (until then you edit the image below)."
+            out[self.ui["status"]] = self.status(s, headline) if s.has_image else headline
         return out
 
     def request_inversion(self, request: gr.Request):
@@ -612,12 +727,23 @@ class Studio:
 
     def request_drag(self, editor, request: gr.Request):
         """Start click, before the drag is queued: take a ticket so that Stop can cancel it while it
-        waits, and take the mask as painted now (the sketch pad does not report every stroke)."""
-        self.session(request).request_drag()
-        return self.paint_mask(editor, request)
+        waits, and take the mask as painted now (the sketch pad does not report every stroke). When
+        other users' drags or inversions hold the device, say so: the drag waits in the queue, whose
+        position Gradio then shows on the status panel."""
+        s = self.session(request)
+        s.request_drag()
+        out = self.paint_mask(editor, request)
+        ahead = self.store.busy_count(exclude=s)
+        if ahead >= self.settings.concurrency and s.has_image:
+            out = out if self.ui["canvas"] in out else {}     # gr.skip(): nothing else to show
+            out[self.ui["status"]] = self.status(s, queue_headline(ahead))
+        return out
 
-    def drag(self, lr, max_steps, r1, r2, lambda_mask, space, block, region="auto", request: gr.Request = None):
-        """Stream frames while the handles move; ends on arrival, after max steps, or on Stop."""
+    def drag(self, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None, block=None,
+             region="auto", request: gr.Request = None):
+        """Stream frames while the handles move; ends on arrival, after max steps, or on Stop.
+
+        None (or 0) for r1, r2 and block: the model's defaults; block is a number or the menu's label."""
         s = self.session(request)
         ticket = s.claim_ticket()
         if not self.require_image(s) or not self.require_idle(s, "start another drag"):
@@ -772,7 +898,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
             with gr.Column(scale=2, min_width=300):
                 ui["model"] = gr.Dropdown(choices=studio.model_choices(), value=studio.settings.default_model,
                                           label="Model", interactive=True)
-                ui["model_info"] = gr.Markdown(elem_classes="compact-md")
+                ui["model_info"] = gr.Markdown(elem_classes="compact-md", label="Model info")
                 with gr.Row():
                     ui["seed"] = gr.Number(value=DEFAULT_SEED, label="Seed", precision=0, minimum=0, min_width=80)
                     ui["psi"] = gr.Slider(0.0, 1.0, value=DEFAULT_TRUNCATION, step=0.05, label="Truncation",
@@ -781,8 +907,14 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["new"] = gr.Button("New face", variant="secondary")
                     ui["show_seed"] = gr.Button("Show seed")
                 with gr.Accordion("Your photo", open=True):
-                    ui["photo"] = gr.Image(type="filepath", label="Photo (a face, looking at the camera)",
-                                           sources=["upload", "clipboard"], height=180, elem_id="photo")
+                    # A plain file box: the upload reaches read_photo as sent (gr.Image would decode and
+                    # re-save it first, with Gradio's limits and messages); the preview shows it as read.
+                    ui["photo"] = gr.File(label="Photo (a face, looking at the camera)", file_count="single",
+                                          type="filepath", height=110, elem_id="photo")
+                    ui["photo_preview"] = gr.Image(label="Your photo, as read", interactive=False, height=180,
+                                                   buttons=[], visible=False, elem_id="photo-preview")
+                    ui["photo_note"] = gr.Markdown(elem_classes="compact-md", elem_id="photo-note",
+                                                   label="Photo check")
                     ui["quality"] = gr.Radio(
                         [("Fast", "fast"), ("Faithful (slower)", "faithful")], value="fast", label="Inversion quality",
                         info="Faithful tunes the model longer: closer to the photo, "
@@ -795,7 +927,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                                                  buttons=[], min_width=100, visible=False)
                         ui["reconstruction"] = gr.Image(label="Reconstruction", interactive=False, height=160,
                                                         buttons=[], min_width=100, visible=False)
-                    ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report")
+                    ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report", label="Quality report")
                 with gr.Accordion("Drag settings", open=False):
                     ui["region"] = gr.Radio(REGION_CHOICES, value=config.region, label="What may change")
                     ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)
@@ -806,12 +938,13 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                         ui["r2"] = gr.Number(value=None, label="r2: tracking radius (px)", minimum=0)
                     ui["lambda"] = gr.Number(value=config.lambda_mask, label="λ: mask weight", minimum=0)
                     ui["space"] = gr.Radio(["W+", "W"], value="W+", label="Latent space")
-                    ui["block"] = gr.Dropdown(choices=[], label="Feature block", interactive=True)
+                    ui["block"] = FeatureBlock(choices=block_choices(), value=None, label="Feature block",
+                                               interactive=True)
                     ui["smooth"] = gr.Checkbox(value=False, label="Smooth upscaling of the view")
             with gr.Column(scale=3, min_width=360):
                 with gr.Tabs():
                     with gr.Tab("Points") as points_tab:
-                        ui["canvas"] = gr.Image(label="Click: handle, then target", interactive=False,
+                        ui["canvas"] = gr.Image(label="Image (click: a handle, then its target)", interactive=False,
                                                 format="png", elem_id="canvas", buttons=["fullscreen"],
                                                 show_label=False, height=560)
                     with gr.Tab("Mask") as mask_tab:
@@ -831,7 +964,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                 with gr.Row():
                     ui["remove_point"] = gr.Button("Remove last point", size="sm")
                     ui["clear_points"] = gr.Button("Clear points", size="sm")
-                ui["status"] = gr.Markdown(NO_IMAGE, elem_id="status")
+                ui["status"] = gr.Markdown(NO_IMAGE, elem_id="status", label="Status")
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
@@ -850,7 +983,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                        ui["region"]]
 
         demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
-                  concurrency_limit=None)
+                  concurrency_limit=None, api_name=False)   # scripts call /sample
         demo.unload(studio.close_session)
         # .select, not .input: the dropdown reports one pick as two inputs.
         ui["model"].select(gpu(studio.select_model), [ui["model"], ui["seed"], ui["psi"]],
@@ -861,11 +994,21 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **render)
         ui["show_seed"].click(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out,
                               api_name="sample", **render)
-        ui["seed"].submit(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **render)
-        ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, **render)
+        # The same action from the keyboard and the slider: one API endpoint (/sample) for all three.
+        ui["seed"].submit(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, api_name=False,
+                          **render)
+        ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, api_name=False,
+                          **render)
 
+        photo_check = [ui["photo_note"], ui["photo_preview"]]
+        upload_out = photo_check + photo_out + [ui["files"], ui["status"]]
+        # Reading a photo may take a second and a few hundred MB: a render slot, not the device's.
+        ui["photo"].upload(studio.upload_photo, [ui["photo"]], upload_out, api_name="upload_photo",
+                           **{**render, "show_progress": "minimal", "show_progress_on": ui["photo"]})
+        ui["photo"].clear(studio.upload_photo, [ui["photo"]], upload_out, api_name=False, **light)
         ui["invert"].click(studio.request_inversion, None, None, api_name=False, **light).then(
-            gpu(studio.invert_photo), [ui["photo"], ui["model"], ui["quality"]], editor_view + params + photo_out,
+            gpu(studio.invert_photo), [ui["photo"], ui["model"], ui["quality"]],
+            editor_view + params + photo_out + [ui["files"]] + photo_check,
             api_name="invert", show_progress_on=ui["canvas"], **heavy)
         ui["cancel"].click(studio.cancel_inversion, None, None, api_name="cancel_inversion", **light)
 
@@ -884,9 +1027,12 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         # Gradio drops the first stroke's change event anyway).
         mask_tab.select(studio.show_mask_editor, None, [ui["editor"]], api_name=False, **light)
         points_tab.select(studio.paint_mask, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False, **light)
+        # "minimal": while the drag waits for the device, its place in the queue ("queue: 2/3") shows
+        # over the image, without a spinner; Gradio hides it once frames stream.
         ui["start"].click(studio.request_drag, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
                           **light).then(
-            gpu(studio.drag), drag_params, view, api_name="drag", show_progress="hidden", **heavy)
+            gpu(studio.drag), drag_params, view, api_name="drag", show_progress="minimal",
+            show_progress_on=ui["canvas"], **heavy)
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
         ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **render)
         ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **render)
@@ -917,6 +1063,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def launch_options() -> dict:
+    """Options every launch of the app uses (main() and the tests): the page style, and Gradio refusing
+    uploads over read_photo's byte limit before storing them."""
+    return dict(css=CSS, max_file_size=MAX_FILE_BYTES)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -940,8 +1092,8 @@ def main(argv=None) -> None:
         demo.studio.warm_up(default)
     except CheckpointError as e:
         print(f"warning: {e}")
-    demo.launch(share=args.share, server_name=args.host, server_port=args.port, css=CSS,
-                footer_links=["api"])
+    demo.launch(share=args.share, server_name=args.host, server_port=args.port, footer_links=["api"],
+                **launch_options())
 
 
 if __name__ == "__main__":

@@ -22,17 +22,45 @@ sentence that says what is wrong and what to do.
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "load_generator", "load_generator_file", "resolve_source"]
+__all__ = ["CheckpointError", "load_generator", "load_generator_file", "resolve_source", "plain_load_failure"]
 
 
 class CheckpointError(Exception):
     """A checkpoint could not be found, fetched, trusted or converted (message says why)."""
+
+
+def plain_load_failure(e: BaseException) -> str:
+    """What a failed ``torch.load`` or unpickling means, as a clause a user can read.
+
+    PyTorch's own texts name C++ sources ("[enforce fail at inline_container.cc:180]"), ask for bug
+    reports, and some advise re-running ``torch.load`` with ``weights_only`` switched off, the unsafe
+    path that runs code from the file: none of that may reach a user. What the file asked for (a
+    global such as ``posix.system``) is kept, since it tells the user why the file was refused.
+    """
+    text = str(e)
+    low = text.lower()
+    wanted = re.search(r"unsupported global:?\s*(?:global\s+)?([A-Za-z_][\w.]*)", text, re.IGNORECASE)
+    if wanted:
+        return (f"refused to load: the file asks for '{wanted[1]}', which is not part of a StyleGAN2 checkpoint "
+                "(loading it could run arbitrary code). Nothing from the file was executed")
+    if isinstance(e, (EOFError, zipfile.BadZipFile)) or any(w in low for w in (
+            "central directory", "corrupt", "truncated", "ran out of input", "unexpected eof", "pickle data was",
+            "invalid header", "failed reading", "enforce fail", "not in a subdirectory", "unsupported operand",
+            "unpickler error", "pickle data", "unpickling stack", "load key")):
+        return ("the file is truncated or damaged (not a complete checkpoint). Download or copy it again; "
+                "only plain tensors and containers are accepted from checkpoints")
+    if isinstance(e, MemoryError):
+        return "the file is too large to load with the memory this machine has"
+    return ("the file is not a StyleGAN2 checkpoint that can be read safely (only plain tensors and containers "
+            "are accepted, nothing that runs code). Check that it is the generator file you meant")
 
 
 # First bytes of a legacy (pre-zip) ``torch.save`` file: pickle protocol 2 + torch's magic number.
@@ -95,7 +123,7 @@ def load_generator_file(path) -> "torch.nn.Module":
         try:
             return Generator.from_pretrained(directory)
         except Exception as e:  # json, safetensors and shape errors alike
-            raise CheckpointError(f"{directory}: could not load the generator: {e}") from e
+            raise CheckpointError(f"{directory}: could not load the generator: {_pretrained_failure(e)}") from e
 
     with open(path, "rb") as f:
         head = f.read(32)
@@ -109,7 +137,7 @@ def load_generator_file(path) -> "torch.nn.Module":
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         # A structure none of the converters expected: say so instead of showing a traceback.
-        raise CheckpointError(f"{path}: not a supported StyleGAN2 checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a supported StyleGAN2 checkpoint: {plain_load_failure(e)}.") from e
     raise CheckpointError(
         f"{path}: unrecognised file format. Supported: NVIDIA StyleGAN2 .pkl, rosinality "
         "stylegan2-pytorch .pt, or a directory with config.json + model.safetensors")
@@ -125,9 +153,23 @@ def _load_torch_save(path: Path):
         # rosinality's train.py also stores its argparse.Namespace; that class is inert data.
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, io.UnsupportedOperation) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused to load this torch file safely ({first}). Only plain tensors and "
-            "containers are accepted from .pt files") from e
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, io.UnsupportedOperation,
+            ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+        raise CheckpointError(f"{path}: {plain_load_failure(e)}.") from e
     return generator_from_rosinality(ckpt, name=str(path))
+
+
+def _pretrained_failure(e: Exception) -> str:
+    """A clause for a config.json + model.safetensors folder that does not load."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"config.json is not valid JSON (line {e.lineno}). Restore it from the model's original files"
+    if isinstance(e, (FileNotFoundError, PermissionError)):
+        return f"{Path(e.filename or '').name or 'a file'} cannot be read"
+    name = type(e).__name__.lower()
+    if "safetensor" in name or "header" in str(e).lower():
+        return "model.safetensors is truncated or damaged. Download or copy it again"
+    if isinstance(e, RuntimeError) and ("size mismatch" in str(e) or "state_dict" in str(e)):
+        return "the weights in model.safetensors do not fit the architecture in config.json"
+    if isinstance(e, ValueError) and str(e):
+        return str(e).split(": ", 1)[-1]         # our own sentences (an unsupported architecture, ...)
+    return "config.json and model.safetensors do not form a generator this version can read"

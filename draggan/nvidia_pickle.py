@@ -187,7 +187,12 @@ def read_pickle(path_or_bytes):
         raise CheckpointError(f"{name}: {e}") from None
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError,
             KeyError, RuntimeError, MemoryError) as e:
-        raise CheckpointError(f"{name}: not a readable StyleGAN2 pickle ({type(e).__name__}: {e})") from e
+        from .checkpoints import plain_load_failure
+
+        reason = plain_load_failure(e)
+        if not reason.startswith("refused"):
+            reason = f"not a readable StyleGAN2 pickle: {reason}"
+        raise CheckpointError(f"{name}: {reason}.") from e
 
 
 # --------------------------------------------------------------------------- NVIDIA PyTorch pickles

@@ -628,6 +628,11 @@ class SessionStore:
                 evicted.append(victim.id)
         return evicted
 
+    def busy_count(self, exclude: UserSession | None = None) -> int:
+        """Sessions running a drag or an inversion now, ``exclude`` not counted (nothing is marked used)."""
+        with self._lock:
+            return sum(1 for s in self._sessions.values() if s.busy is not None and s is not exclude)
+
     def tuned_count(self) -> int:
         with self._lock:
             return sum(1 for s in self._sessions.values() if s.tuned)

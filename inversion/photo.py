@@ -73,7 +73,7 @@ def read_photo(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     elif hasattr(source, "read"):  # an open binary file or upload object
         data = source.read()
         if not isinstance(data, (bytes, bytearray)):
-            raise PhotoError("The upload could not be read as binary data.")
+            raise PhotoError("The upload could not be read as binary data. Choose the file again.")
         data = bytes(data)
     else:
         raise PhotoError(f"Cannot read a photo from a {type(source).__name__}: give a file path, bytes, "
@@ -86,44 +86,143 @@ def read_photo(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
 
 def _read_file(path: Path) -> bytes:
     if not path.exists():
-        raise PhotoError(f"The photo {path} does not exist.")
+        raise PhotoError(f"The photo {path.name} does not exist. Choose the file again.")
     if path.is_dir():
-        raise PhotoError(f"{path} is a folder, not a photo.")
+        raise PhotoError(f"{path.name} is a folder, not a photo. Choose an image file inside it.")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise PhotoError(f"The photo {path.name} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB.")
+        raise PhotoError(_too_many_bytes(size))
     try:
         return path.read_bytes()
-    except OSError as e:
-        raise PhotoError(f"The photo {path.name} could not be read ({e.strerror or e}).") from None
+    except OSError:
+        raise PhotoError(f"The photo {path.name} could not be read from disk. Choose the file again.") from None
+
+
+def _too_many_bytes(size: int) -> str:
+    return (f"The file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB. "
+            "Upload a smaller photo, for example a JPEG.")
+
+
+# Advice that ends most refusals: what the user can do about them.
+RESAVE = "Save it as PNG or JPEG and upload that."
+
+# Formats refused before any decoder sees them. PostScript (EPS) is a program that Pillow
+# hands to Ghostscript, an external interpreter: never run it on an upload.
+_REFUSED_MAGIC = {
+    b"%!PS": "EPS/PostScript files are not accepted: they are programs, not pictures. "
+             "Export the picture as PNG or JPEG and upload that.",
+    b"\xc5\xd0\xd3\xc6": "EPS/PostScript files are not accepted: they are programs, not pictures. "
+                         "Export the picture as PNG or JPEG and upload that.",
+}
+
+
+def _not_an_image(data: bytes) -> str:
+    """A sentence for bytes no image decoder recognises, naming what they look like when that is clear."""
+    head = data[:512].lstrip(b"\xef\xbb\xbf").lstrip()
+    low = head.lower()
+    if head.startswith(b"%PDF"):
+        what = "a PDF document"
+    elif low.startswith(b"<svg") or (low.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+        what = "an SVG drawing"
+    elif low.startswith((b"<!doctype html", b"<html")):
+        what = "a web page (HTML)"
+    elif head.startswith(b"PK\x03\x04"):
+        what = "a ZIP archive"
+    elif _looks_like_text(data[:4096]):
+        what = "text"
+    else:
+        return ("This file is not an image that can be read (unknown or unsupported format). "
+                "Upload a JPEG, PNG or WebP photo.")
+    return f"This file is {what}, not a photo. Upload a JPEG, PNG or WebP photo."
+
+
+def _looks_like_text(sample: bytes) -> bool:
+    if not sample or b"\0" in sample:
+        return False
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return printable >= 0.95 * len(text)
 
 
 def _from_bytes(data: bytes, max_pixels: int) -> Photo:
+    """Decode with Pillow, turning every way a hostile or odd file can fail into one plain sentence.
+
+    No library text reaches the message: it names the problem and what to do.
+    """
     if not data:
-        raise PhotoError("The photo is empty (0 bytes).")
+        raise PhotoError("The file is empty (0 bytes). Choose the photo again and upload it.")
     if len(data) > MAX_FILE_BYTES:
-        raise PhotoError(f"The photo is {len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB.")
+        raise PhotoError(_too_many_bytes(len(data)))
+    for magic, message in _REFUSED_MAGIC.items():
+        if data.startswith(magic):
+            raise PhotoError(message)
+    fmt = None
     try:
         with warnings.catch_warnings():
             # PIL warns (then errors) on huge images against its own global limit; we apply ours below,
             # so treat its warning as a refusal rather than loading a possible bomb.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            fmt = img.format
             _check_size(img.size, max_pixels)  # Header only: nothing decoded yet.
-            img.seek(0)  # First frame of animations / multi-page files.
+            # No seek: Image.open stands on the frame the format defines as the picture (the
+            # first frame of a GIF or TIFF, the composite of a layered PSD, whose layers are
+            # frames 1..n; seek(0) fails there, and on single images of some formats).
             img.load()
+            _check_size(img.size, max_pixels)  # A few formats (ICO, ICNS) only know it after loading.
     except PhotoError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PhotoError("The image is too large to decode safely (it looks like a decompression bomb).") from None
+        raise PhotoError("The image is too large to decode safely (it looks like a decompression bomb). "
+                         "Upload a smaller photo.") from None
     except UnidentifiedImageError:
-        raise PhotoError("This file is not an image that can be read (unknown or unsupported format).") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e)
-        if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):
-            raise PhotoError("The image file is truncated or damaged; please upload it again.") from None
-        raise PhotoError(f"The image could not be decoded ({msg or type(e).__name__}).") from None
-    return _normalize(img, source_mode=img.mode)
+        raise PhotoError(_not_an_image(data)) from None
+    except MemoryError:
+        raise PhotoError("The image is too large to decode with the memory this server has. "
+                         "Upload a smaller photo.") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure (OSError, NotImplementedError, struct.error...)
+        raise PhotoError(_decode_failure(e, fmt or _sniff_format(data))) from None
+    try:
+        return _normalize(img, source_mode=img.mode)
+    except PhotoError:
+        raise
+    except MemoryError:
+        raise PhotoError("The image is too large to convert with the memory this server has. "
+                         "Upload a smaller photo.") from None
+    except Exception:  # noqa: BLE001
+        raise PhotoError(f"The colours of this {_format_name(fmt)}image could not be converted to RGB. "
+                         f"{RESAVE}") from None
+
+
+# Signatures of formats whose decoder may fail before Pillow names the format.
+_MAGIC_NAMES = ((b"DDS ", "DDS"), (b"8BPS", "PSD"), (b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"GIF8", "GIF"),
+                (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"BM", "BMP"), (b"RIFF", "WEBP"), (b"icns", "ICNS"),
+                (b"\0\0\1\0", "ICO"))
+
+
+def _sniff_format(data: bytes):
+    return next((name for magic, name in _MAGIC_NAMES if data.startswith(magic)), None)
+
+
+def _format_name(fmt) -> str:
+    return f"{fmt} " if isinstance(fmt, str) and fmt.isascii() and fmt.replace("_", "").isalnum() else ""
+
+
+def _decode_failure(e: Exception, fmt) -> str:
+    """A plain sentence for a decoder error: truncated, or a variant of the format that cannot be read."""
+    msg = str(e).lower()
+    if isinstance(e, EOFError) or any(w in msg for w in ("truncated", "broken data stream", "premature end",
+                                                          "image file is incomplete", "not enough data",
+                                                          "incomplete")):
+        return f"The {_format_name(fmt)}image file is truncated or damaged. Upload it again, or re-save it as PNG or JPEG."
+    if isinstance(e, NotImplementedError) or any(w in msg for w in ("unsupported", "unimplemented", "unknown",
+                                                                     "not supported", "cannot")):
+        return (f"This {_format_name(fmt)}file uses a variant of its format (compression or pixel layout) "
+                f"that cannot be read. {RESAVE}")
+    return f"The {_format_name(fmt)}image could not be decoded: the file is damaged or uses an unsupported variant. {RESAVE}"
 
 
 def _from_array(arr: np.ndarray, max_pixels: int) -> Photo:
@@ -161,9 +260,10 @@ def _check_size(size, max_pixels: int):
     w, h = size
     if w * h > max_pixels:
         raise PhotoError(f"The image is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP. "
-                         "Please upload a smaller photo.")
+                         "Upload a smaller photo, or scale it down first.")
     if min(w, h) < MIN_SIDE:
-        raise PhotoError(f"The image is only {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+        raise PhotoError(f"The image is only {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed. "
+                         "Upload a larger photo.")
 
 
 # --------------------------------------------------------------------------- modes
@@ -218,11 +318,11 @@ def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
             return ImageCms.applyTransform(img, ImageCms.buildTransform(
                 ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"))
         except Exception:
-            raise PhotoError("This Lab-colour image could not be converted to RGB.") from None
+            raise PhotoError(f"This Lab-colour image could not be converted to RGB. {RESAVE}") from None
     try:
         return img.convert("RGB")
     except (ValueError, OSError):
-        raise PhotoError(f"Unsupported image mode {mode!r}.") from None
+        raise PhotoError(f"The colours of this image could not be converted to RGB. {RESAVE}") from None
 
 
 def _flatten(rgba: Image.Image, notices: list[str]) -> Image.Image:

@@ -54,7 +54,7 @@ def serve(demo):
     import app  # here, not at the top: conftest imports this module for every file, most never need gradio
 
     with one_torch_thread():
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
+        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options())
         try:
             yield url
         finally:

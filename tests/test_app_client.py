@@ -6,6 +6,7 @@ same server also shows that two users do not see each other's work.
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,14 @@ def start_drag(c, seed, points, lr, max_steps):
     return c.submit(*drag_inputs(lr, max_steps), api_name="/drag")
 
 
+def named(c, api_name, outputs) -> dict:
+    """An endpoint's outputs by their labels (view_api names every one)."""
+    labels = [r["label"] for r in c.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]
+              ["returns"]]
+    assert len(labels) == len(outputs)
+    return dict(zip(labels, outputs))
+
+
 def wait_for(predicate, timeout=60.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -117,10 +126,10 @@ def test_stop_interrupts_a_running_drag_and_start_continues(server):
 def test_invert_then_export_pastes_back_into_the_photo(server, tmp_path):
     demo, url = server
     c = client(url)
-    out = c.predict(photo(tmp_path, 1), "tiny", "fast", api_name="/invert")
-    report = out[-1]
+    out = named(c, "/invert", c.predict(photo(tmp_path, 1), "tiny", "fast", api_name="/invert"))
+    report = out["Quality report"]
     assert "PSNR" in report and "centre crop" in report
-    aligned = out[-3]                                        # an update: the figure is also made visible
+    aligned = out["Aligned input"]                           # an update: the figure is also made visible
     assert aligned["visible"] and read_image(aligned["value"]).shape == (R, R, 3)
     s = session_of(demo, c)
     assert s.source == "photo" and s.tuned
@@ -154,3 +163,104 @@ def test_two_clients_have_separate_sessions(server):
     assert np.array_equal(read_image(after_b[0]), view_b)    # a's drag did not change b's image
     sa, sb = session_of(demo, a), session_of(demo, b)
     assert sa is not sb and sa.can_undo and not sb.can_undo
+
+
+# --------------------------------------------------------------------------- the API a script sees
+
+
+def test_view_api_alone_is_enough_to_call_every_endpoint(server):
+    """One endpoint per action, every output named, every optional parameter with its default, and the
+    allowed values of every choice listed (the feature block as numbers and as the menu's labels)."""
+    _, url = server
+    api = client(url).view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) == {"/select_model", "/new_face", "/sample", "/upload_photo", "/invert", "/cancel_inversion",
+                        "/remove_last_point", "/clear_points", "/set_points", "/clear_mask", "/drag", "/stop",
+                        "/undo", "/reset", "/export"}
+    for name, endpoint in api.items():
+        for r in endpoint["returns"]:
+            assert not r["label"].startswith("value_"), (name, r)
+    drag = {p["parameter_name"]: p for p in api["/drag"]["parameters"]}
+    assert list(drag) == ["lr", "max_steps", "r1", "r2", "lambda_mask", "space", "block", "region"]
+    assert all(p["parameter_has_default"] for p in drag.values())
+    assert drag["r1"]["parameter_default"] is None and drag["block"]["parameter_default"] is None
+    block = drag["block"]["type"]["anyOf"]
+    assert block[0]["enum"] == list(range(1, 10)) and "5 · 64 px" in block[1]["enum"]
+    assert "'5 · 64 px'" in drag["block"]["python_type"]["type"]
+    assert drag["space"]["python_type"]["type"] == "Literal['W+', 'W']"
+    assert [p["parameter_name"] for p in api["/sample"]["parameters"]] == ["model", "seed", "psi"]
+
+
+def test_the_feature_block_as_a_number_or_as_the_menus_label(server):
+    demo, url = server
+    c = client(url)
+    c.predict("tiny", 7, 0.7, api_name="/sample")
+    c.predict("20,20->24,20", api_name="/set_points")
+    s = session_of(demo, c)
+    c.predict(lr=0.01, max_steps=1, block="4 · 32 px", api_name="/drag")       # keywords; the rest: defaults
+    assert s.drag.config.feature_block == 4
+    c.predict(lr=0.01, max_steps=1, block=3, api_name="/drag")
+    assert s.drag.config.feature_block == 3
+    c.predict(lr=0.01, max_steps=1, api_name="/drag")                        # None: the model's default
+    assert s.drag.config.feature_block == app.default_feature_block(s.generator)
+    with pytest.raises(Exception, match="not a feature block: give a number from 1 to 9"):
+        c.predict(lr=0.01, max_steps=1, block="4 · 64 px", api_name="/drag")
+
+
+def test_uploads_reach_read_photo_as_sent(server, tmp_path):
+    """A layered PSD (which Gradio's image box could not decode) is read; a text file named .png is refused
+    with read_photo's sentence, next to the upload box and in the status line."""
+    from photo_corpus import corpus
+
+    _, url = server
+    c = client(url)
+    c.predict("tiny", 8, 0.7, api_name="/sample")
+    samples = {s.kind: s for s in corpus()}
+    for kind in ("psd_layered", "text_as_png", "dds_unknown_fourcc"):
+        path = tmp_path / samples[kind].filename
+        path.write_bytes(samples[kind].data)
+        out = named(c, "/upload_photo", c.predict(gradio_client.handle_file(str(path)), api_name="/upload_photo"))
+        if samples[kind].accept:
+            samples[kind].check(read_image(out["Your photo, as read"]["value"]))
+            assert "Invert photo" in out["Photo check"]
+        else:
+            assert "cannot be used" in out["Photo check"] and out["Status"].startswith("The upload was refused")
+            assert out["Quality report"] == "" and out["Downloads"] is None
+
+
+def test_a_waiting_drag_learns_its_place_in_the_queue(server):
+    """Two users, one device slot: the second drag waits, and its client is told its queue position."""
+    demo, url = server
+    a, b = client(url), client(url)
+    job_a = start_drag(a, 9, "10,10->54,54", lr=0.002, max_steps=1000)
+    assert wait_for(lambda: session_of(demo, a) is not None and session_of(demo, a).busy == "drag")
+    job_b = start_drag(b, 10, "20,20->30,30", lr=0.01, max_steps=2)
+    ranks = []
+    assert wait_for(lambda: ranks.append(job_b.status()) or (ranks[-1].code.name == "IN_QUEUE"
+                                                            and ranks[-1].rank is not None), timeout=30)
+    assert ranks[-1].rank == 0 and ranks[-1].queue_size >= 1
+    a.predict(api_name="/stop")
+    job_a.result(timeout=60)
+    assert "step" in job_b.result(timeout=60)[1]
+    fns = {fn.name: fn for fn in demo.fns.values()}
+    assert fns["drag"].show_progress == "minimal"            # the browser shows that position on the status panel
+
+
+def test_the_readme_example_runs(server, tmp_path):
+    """README's gradio_client example, as printed there, against this server (its tiny model, a small photo)."""
+    demo, url = server
+    readme = (Path(app.__file__).parent / "README.md").read_text()
+    example = readme.split("### Scripting the app (gradio_client)")[1].split("```python\n")[1].split("```")[0]
+    face = tmp_path / "face.jpg"
+    Image.fromarray((np.random.default_rng(3).random((72, 64, 3)) * 255).astype(np.uint8)).save(face)
+    code = (example.replace("http://127.0.0.1:7860", url).replace('"celeba128"', '"tiny"')
+            .replace('"face.jpg"', repr(str(face))))
+    assert code.count('"tiny"') == 2 and code.count(repr(str(face))) == 2
+    printed = []
+    namespace = {"print": printed.append}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert "Paused at step 40" in printed[0] or "Arrived" in printed[0]
+    assert "Stopped at step" in namespace["status"] or "Arrived after" in namespace["status"]  # tiny: may arrive first
+    assert [Path(f).suffix for f in namespace["files"]] == [".png", ".pt", ".gif"]
+    assert printed[1].startswith("Photo read: 64×72 pixels")
+    s = session_of(demo, namespace["c"])
+    assert s.source == "photo" and s.tuned

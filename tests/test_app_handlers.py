@@ -383,12 +383,57 @@ def test_broken_upload_is_a_warning_and_keeps_the_image(studio, tmp_path, messag
     before = session(studio, req).image.copy()
     bad = tmp_path / "broken.png"
     bad.write_bytes(photo_bytes()[:60])
-    assert studio.invert_photo(str(bad), "tiny", "fast", req, progress=no_progress) == gr.skip()
-    assert messages[-1][0] == "warning" and "cannot be used" in messages[-1][1]
+    out = studio.invert_photo(str(bad), "tiny", "fast", req, progress=no_progress)
+    assert messages[-1][0] == "warning" and "cannot be used" in messages[-1][1] and "truncated" in messages[-1][1]
+    assert "refused" in out[studio.ui["status"]] and "truncated" in out[studio.ui["photo_note"]]
     assert studio.invert_photo(None, "tiny", "fast", req, progress=no_progress) == gr.skip()
     assert "Choose a photo" in messages[-1][1]
     s = session(studio, req)
     assert np.array_equal(s.image, before) and s.busy is None and s.source == "sample"
+
+
+def stale_state_is_gone(studio, out):
+    """The previous photo's figures, report and downloads are cleared by ``out``."""
+    ui = studio.ui
+    return (out[ui["aligned"]]["visible"] is False and out[ui["reconstruction"]]["visible"] is False
+            and out[ui["report"]] == "" and out[ui["files"]] is None)
+
+
+def test_after_a_failed_upload_nothing_of_the_previous_photo_is_shown(studio, photo, tmp_path, messages):
+    """Invert a photo and export it; then upload a text file named .png: the warning, the note by the upload
+    box and the status line say why, and the old report, figures and downloads are gone."""
+    req = request()
+    studio.on_load(req)
+    studio.invert_photo(photo, "tiny", "fast", req, progress=no_progress)
+    studio.export("GIF", True, req)
+    edited = session(studio, req).image.copy()
+    text = tmp_path / "notes.png"
+    text.write_text("not a photo at all\n" * 10)
+    out = studio.upload_photo(str(text), req)
+    ui = studio.ui
+    assert messages[-1] == ("warning", "That file cannot be used: This file is text, not a photo. "
+                                       "Upload a JPEG, PNG or WebP photo.")
+    assert "text, not a photo" in out[ui["photo_note"]] and out[ui["photo_preview"]]["visible"] is False
+    assert out[ui["status"]].startswith("The upload was refused: This file is text")
+    assert stale_state_is_gone(studio, out)
+    assert np.array_equal(session(studio, req).image, edited)      # the edit itself is kept
+    # A good upload shows the photo as read and also clears what belonged to the previous one.
+    out = studio.upload_photo(photo, req)
+    assert out[ui["photo_preview"]]["visible"] and out[ui["photo_preview"]]["value"].shape == (96, 80, 3)
+    assert "80×96" in out[ui["photo_note"]] and "Invert photo" in out[ui["status"]]
+    assert stale_state_is_gone(studio, out)
+    # Removing the file empties the preview and the note.
+    out = studio.upload_photo(None, req)
+    assert out[ui["photo_note"]] == "" and out[ui["photo_preview"]]["visible"] is False
+
+
+def test_the_upload_box_applies_the_inversions_pixel_limit(tiny_model_dir, tmp_path, messages):
+    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False,
+                         inversion=InversionConfig(max_pixels=80 * 95))
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo_bytes())                                 # 80 x 96: one row over the limit
+    out = demo.studio.upload_photo(str(path), request())
+    assert "the limit is" in out[demo.studio.ui["photo_note"]] and "80x96" in messages[-1][1]
 
 
 def test_cancelled_inversion_keeps_the_previous_image(studio, photo, messages):

@@ -13,10 +13,13 @@ import hashlib
 import http.server
 import math
 import os
+import io
 import pickle
+import re
 import socket
 import threading
 import time
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from draggan import registry
-from draggan.checkpoints import CheckpointError, load_generator
+from draggan.checkpoints import CheckpointError, load_generator, plain_load_failure
 from draggan.download import DownloadError, download
 from draggan.networks import Generator
 
@@ -271,9 +274,98 @@ def test_malicious_torch_file_is_refused(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pt"
     torch.save({"g_ema": _Evil(exec, f"open({str(marker)!r}, 'w')")}, path)
-    with pytest.raises(CheckpointError, match="refused to load this torch file safely"):
+    with pytest.raises(CheckpointError, match=r"refused to load: the file asks for '(builtins\.)?exec'.*Nothing from the "
+                                              "file was executed") as refused:
         load_generator(path)
     assert not marker.exists()
+    assert not loader_internals(str(refused.value))
+
+
+# What must never reach a user from torch.load or the unpickler: C++ sources, bug-report requests, and above
+# all the advice to re-run torch.load with weights_only=False (the path that runs code from the file).
+LOADER_INTERNALS = ("weights_only", "enforce fail", "could this error message be improved", "pytorchstreamreader",
+                    "miniz", "inline_container", "please file an issue", "add_safe_globals", "traceback",
+                    "unpicklingerror", "runtimeerror", "attributeerror", "torch.load", "report a bug")
+
+
+def loader_internals(message: str) -> list[str]:
+    return [w for w in LOADER_INTERNALS if w in message.lower()]
+
+
+class _Blob:
+    """Pickles as torch.storage._load_from_bytes(data): how NVIDIA pickles embed tensor storages."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.data,)
+
+
+def _torch_bytes(obj, legacy=False) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=not legacy)
+    return buf.getvalue()
+
+
+def _bad_checkpoints(marker: Path) -> dict[str, bytes]:
+    """Hostile and broken checkpoint files: each must be refused, in words, running nothing."""
+    run = _Evil(exec, f"open({str(marker)!r}, 'w').write('x')")
+    good = _torch_bytes({"g_ema": {"w": torch.zeros(4)}})
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("notes.txt", "not a checkpoint")
+    return {
+        "torch-exec.pt": _torch_bytes({"g_ema": run}),
+        "torch-exec-legacy.pt": _torch_bytes({"g_ema": run}, legacy=True),
+        "torch-truncated.pt": good[: len(good) // 2],
+        "torch-damaged.pt": good[:200] + b"\0" * 300 + good[500:],
+        "zip-not-torch.pt": zipped.getvalue(),
+        "legacy-magic-then-garbage.pt": b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19" + b"garbage" * 10,
+        "pickle-storage-runs-exec.pkl": pickle.dumps({"G_ema": _Blob(_torch_bytes(run, legacy=True))}, protocol=4),
+        "pickle-storage-garbage.pkl": pickle.dumps({"G_ema": _Blob(b"garbage bytes")}, protocol=4),
+        "pickle-storage-truncated.pkl": pickle.dumps({"G_ema": _Blob(good[:300])}, protocol=4),
+        "pickle-rebuild-wrong-args.pkl": pickle.dumps(
+            {"G_ema": _Evil(torch._utils._rebuild_tensor_v2, "a", "b", "c", "d", "e", "f")}, protocol=4),
+        "pickle-os-system.pkl": pickle.dumps({"G_ema": _Evil(os.system, f"touch {marker}")}, protocol=4),
+        "pickle-truncated.pkl": pickle.dumps({"G_ema": 1}, protocol=4)[:-3],
+    }
+
+
+def test_hostile_checkpoints_are_refused_in_plain_words(tmp_path):
+    marker = tmp_path / "PWNED"
+    for name, data in _bad_checkpoints(marker).items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError) as refused:
+            load_generator(path)
+        message = str(refused.value)
+        assert not loader_internals(message), (name, message)
+        assert message.startswith(f"{path}: ") and message.endswith("."), (name, message)
+        if "exec" in name or "system" in name:
+            assert re.search(r"refused to load: the (file|pickle) asks for '((builtins|posix|os|nt)\.)?(exec|system)'",
+                             message), (name, message)
+        assert not marker.exists(), name
+
+
+def test_the_loader_never_advises_the_unsafe_path():
+    """Whatever torch.load said, the sentence made of it names neither weights_only nor PyTorch internals."""
+    torch_texts = [
+        "Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument in "
+        "`torch.load` from `False` to `True`. Re-running `torch.load` with `weights_only` set to `False` will likely "
+        "succeed, but it can result in arbitrary code execution.\n\nTrying to load unsupported GLOBAL posix.system",
+        "[enforce fail at inline_container.cc:180] . file in archive is not in a subdirectory: a.txt",
+        "PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal miniz "
+        "error.",
+        "setStorage: sizes [2], strides [1] out of bounds. Could this error message be improved? If so, please "
+        "report an enhancement request to PyTorch.",
+        "Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
+        "case: WeightsUnpickler error: Unsupported operand 103",
+    ]
+    for text in torch_texts:
+        for error in (pickle.UnpicklingError(text), RuntimeError(text)):
+            sentence = plain_load_failure(error)
+            assert not loader_internals(sentence) and "weights_only=False" not in sentence, sentence
 
 
 def test_tensorflow_stylegan2_pickle_is_converted(tmp_path, raw):

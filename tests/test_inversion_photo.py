@@ -37,7 +37,8 @@ def test_rgb_png_roundtrip_and_path(tmp_path):
 
 @pytest.mark.parametrize("data, words", [
     (b"", "empty"),
-    (b"this is certainly not an image file" * 10, "not an image"),
+    (b"this is certainly not an image file" * 10, "text, not a photo"),
+    (bytes(range(256)) * 8, "not an image"),
 ])
 def test_bad_bytes(data, words):
     with pytest.raises(PhotoError, match=words):

@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     demo = app.build_app({args.model: args.model}, args.model)
     G = demo.studio.load_model(args.model)
     ui.R = G.img_resolution
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=app.CSS)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options())
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

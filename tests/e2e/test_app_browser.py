@@ -21,6 +21,15 @@ VIEW_BOX = """() => {
 }"""
 
 
+# Gradio's "queue: 1/2" text drawn over the image, inside its (clipping) box: really on screen.
+QUEUE_ON_IMAGE = """() => {
+  const el = [...document.querySelectorAll('#canvas .progress-text')].find(e => /queue: \\d+\\/\\d+/.test(e.textContent));
+  if (!el) return false;
+  const r = el.getBoundingClientRect(), box = el.parentElement.getBoundingClientRect();
+  return r.width > 0 && r.height > 0 && r.top >= box.top && r.bottom <= box.bottom + 1;
+}"""
+
+
 def open_app(page, url):
     page.goto(url)
     page.wait_for_selector("#canvas img", timeout=TIMEOUT)
@@ -112,7 +121,8 @@ def test_photo_points_mask_drag_stop_undo_export(browser, app_url, photo_file, s
 
     # Upload and invert a photo; the report appears and the missing face is said plainly.
     page.set_input_files("#photo input[type=file]", str(photo_file))
-    page.wait_for_selector("#photo img", timeout=TIMEOUT)
+    page.wait_for_selector("#photo-preview img", timeout=TIMEOUT)      # the photo as read_photo read it
+    assert "Photo read: 70×90 pixels" in page.inner_text("#photo-note")
     page.click("#invert")
     page.wait_for_function("() => document.querySelector('#report').innerText.includes('PSNR')", timeout=TIMEOUT)
     assert "centre crop" in page.inner_text("#report")
@@ -165,6 +175,58 @@ def test_photo_points_mask_drag_stop_undo_export(browser, app_url, photo_file, s
         assert name in files
     shots(page, "06-exported")
     page.close()
+
+
+def test_a_refused_upload_is_said_plainly_and_leaves_nothing_stale(browser, app_url, photo_file, tmp_path, shots):
+    """Invert a photo, then drop a text file named .png: a sentence (no bare "Error"), and the old report is gone."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_app(page, app_url)
+    page.set_input_files("#photo input[type=file]", str(photo_file))
+    page.wait_for_selector("#photo-preview img", timeout=TIMEOUT)
+    page.click("#invert")
+    page.wait_for_function("() => document.querySelector('#report').innerText.includes('PSNR')", timeout=TIMEOUT)
+    text = tmp_path / "notes.png"
+    text.write_text("my holiday notes, not a picture\n" * 20)
+    page.locator("#photo button[aria-label='Clear']").first.click()
+    page.set_input_files("#photo input[type=file]", str(text))
+    page.wait_for_function("() => document.querySelector('#photo-note').innerText.includes('cannot be used')",
+                           timeout=TIMEOUT)
+    shots(page, "09-refused-upload")
+    assert "This file is text, not a photo. Upload a JPEG, PNG or WebP photo." in page.inner_text("#photo-note")
+    assert "The upload was refused" in status(page)
+    assert page.inner_text("#report").strip() == ""
+    assert not page.locator("#photo-preview img").is_visible()
+    assert page.get_by_text("That file cannot be used").first.is_visible()       # the warning toast
+    page.close()
+
+
+def test_a_waiting_drag_shows_its_place_in_the_queue(browser, app_url, shots):
+    """One device slot: while a's long drag runs, b's Start waits and b's status panel says so."""
+    one = browser.new_context(viewport={"width": 1200, "height": 900})
+    two = browser.new_context(viewport={"width": 1200, "height": 900})
+    a, b = one.new_page(), two.new_page()
+    open_app(a, app_url)
+    open_app(b, app_url)
+    for page, (h, t) in ((a, ((10, 10), (54, 54))), (b, ((50, 50), (40, 30)))):
+        click_pixel(page, *h)
+        click_pixel(page, *t)
+        wait_status(page, "Target placed")
+    a.get_by_text("Drag settings", exact=True).click()
+    field = a.get_by_label("Learning rate")
+    field.fill("0.0005")                           # small steps: a's drag does not arrive while b waits
+    field.press("Tab")
+    a.click("#start")
+    wait_status(a, "Dragging… step")
+    b.click("#start")
+    wait_status(b, "Waiting for the device")
+    b.wait_for_function(QUEUE_ON_IMAGE, timeout=TIMEOUT)
+    shots(b, "10-queued")
+    a.click("#stop")
+    wait_status(b, "Dragging… step", "Arrived after", "Paused at step")
+    b.click("#stop")
+    wait_status(b, "Stopped at step", "Arrived after", "Paused at step")
+    one.close()
+    two.close()
 
 
 def test_two_browser_sessions_do_not_share_state(browser, app_url, shots):
