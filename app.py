@@ -37,6 +37,7 @@ from draggan.points import PointError, format_points, parse_points
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert
+from inversion.motion_transfer import transfer_edit
 from inversion.pipeline import QUALITIES, InversionCache
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
@@ -169,9 +170,23 @@ def quality_report(report: dict) -> str:
         f"Loss: {report.get('loss_used', '?')} · alignment: {report.get('alignment', '?')}"
         + ("" if seconds is None else f" · {seconds:.0f} s") + (" · from cache" if report.get("cached") else ""),
     ]
+    if report.get("poor_reconstruction"):
+        lines.insert(0, f"**Poor reconstruction ({report['psnr']:.1f} dB)**: read the note below before editing.\n")
     for notice in report.get("notices", []):
         lines.append(f"\n⚠️ {notice}")
     return "\n".join(lines)
+
+
+PHOTO_MODES = {"motion": "moved (motion transfer)", "paste": "pasted back (the generator's square)"}
+
+
+def photo_mode(value) -> str | None:
+    """The export's choice: True/'motion' -> 'motion', 'paste' -> 'paste', False/'none'/None -> None."""
+    if value is True or value == "motion":
+        return "motion"
+    if value == "paste":
+        return "paste"
+    return None
 
 
 STAGE_NAMES = {"read": "Reading the photo", "align": "Finding and aligning the face",
@@ -354,7 +369,7 @@ class Studio:
     def hidden_photo_figures(self) -> dict:
         """A sampled face has no aligned photo or reconstruction to show."""
         return {self.ui["aligned"]: gr.update(value=None, visible=False),
-                self.ui["reconstruction"]: gr.update(value=None, visible=False)}
+                self.ui["reconstruction"]: gr.update(value=None, visible=False), **self.photo_result_updates(None)}
 
     def param_updates(self, G) -> dict:
         """Parameter widgets that depend on the model: feature blocks and default radii."""
@@ -516,7 +531,7 @@ class Studio:
             gr.Warning(notice)
         out = {self.ui["aligned"]: gr.update(value=np.asarray(result.aligned), visible=True),
                self.ui["reconstruction"]: gr.update(value=np.asarray(result.reconstruction), visible=True),
-               self.ui["report"]: quality_report(report)}
+               self.ui["report"]: quality_report(report), **self.photo_result_updates(None)}
         out.update(self.param_updates(result.generator))
         out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
         return out
@@ -693,8 +708,12 @@ class Studio:
             headline = f"Paused at step {state.step} (max steps per Start). Press **Start** to continue."
         if state is not None and (not s.frames or not np.array_equal(s.frames[-1].image, image)):
             s.record_frame(image, state.handles, state.targets)
+        entry = (list(s.initial_handles[:len(s.targets)]), list(s.targets))
+        if state is not None and (not s.photo_points or s.photo_points[-1] != entry):
+            s.photo_points.append(entry)       # a Start after Stop continues the same drag
         out = self.view_updates(s, headline)
         out[self.ui["status"]] = self.status(s, headline, None if state is None else state.distances)
+        out.update(self.photo_result_updates(s))
         yield out
 
     def stop(self, request: gr.Request):
@@ -708,14 +727,57 @@ class Studio:
         if not s.undo():
             gr.Info("Nothing to undo.")
             return gr.skip()
-        return self.view_updates(s, "Undid the last drag.")
+        return {**self.view_updates(s, "Undid the last drag."), **self.photo_result_updates(s)}
 
     def reset(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "reset"):
             return gr.skip()
         s.reset()
-        return self.view_updates(s, "Back to the original image.")
+        return {**self.view_updates(s, "Back to the original image."), **self.photo_result_updates(s)}
+
+    # ----------------------------------------------------------------- the edited photo
+
+    def photo_edit(self, s: UserSession, mode: str = "motion"):
+        """The session's edit applied to its uploaded photo at full resolution (an inversion.PhotoEdit), or None.
+
+        Motion transfer: the drag's motion between the original image and the current one moves the photo's
+        own pixels; the points of every drag since the original keep it local, the current handles
+        (placed -> tracked) anchor it. Raises InversionError when the photo is not kept."""
+        inv = s.inversion
+        if inv is None or s.original_image is None or s.image is None:
+            return None
+        if inv.photo is None:
+            raise InversionError("the uploaded photo is not kept with this inversion")
+        handles = [h for hs, _ in s.photo_points for h in hs]
+        targets = [t for _, ts in s.photo_points for t in ts]
+        tracked = None
+        if s.photo_points and len(s.handles) == len(s.photo_points[-1][1]):
+            # The last drag's handles end where the tracker found them; earlier drags' at their targets.
+            tracked = targets[:len(targets) - len(s.handles)] + [tuple(h) for h in s.handles]
+        edit = transfer_edit(inv.photo, inv.alignment, s.original_image, s.image, handles or None, targets or None,
+                             tracked=tracked, mode=mode)
+        s.photo_edit = edit
+        return edit
+
+    def photo_result_updates(self, s: UserSession | None) -> dict:
+        """The edited photo and its confidence overlay under the canvas (hidden without a photo or an edit)."""
+        hidden = {self.ui["photo_result"]: gr.update(value=None, visible=False),
+                  self.ui["photo_confidence"]: gr.update(value=None, visible=False)}
+        if s is None or s.inversion is None or not s.photo_points or s.inversion.photo is None:
+            return hidden
+        try:
+            edit = self.photo_edit(s)
+        except (InversionError, ValueError) as e:
+            gr.Warning(f"Could not apply the edit to the photo: {e}")
+            return hidden
+        if edit is None:
+            return hidden
+        w, h = edit.image.size
+        return {self.ui["photo_result"]: gr.update(
+                    value=np.asarray(edit.image), visible=True,
+                    label=f"Your photo, edited ({w}×{h}, {edit.changed} pixels moved in {edit.seconds['total']:.2f} s)"),
+                self.ui["photo_confidence"]: gr.update(value=np.asarray(edit.confidence_overlay()), visible=True)}
 
     # ----------------------------------------------------------------- export
 
@@ -731,14 +793,15 @@ class Studio:
         png = folder / f"edited-{stamp}.png"
         edited.save(png)
         files.append(str(png))
-        if paste_back and s.inversion is not None:
+        mode = photo_mode(paste_back)
+        if mode and s.inversion is not None:
             try:
-                pasted = s.inversion.paste_back(edited)
+                edit = self.photo_edit(s, mode)
                 path = folder / f"edited-in-photo-{stamp}.png"
-                pasted.save(path)
+                edit.image.save(path)          # PNG: untouched pixels stay the upload's, byte for byte
                 files.insert(0, str(path))
             except (InversionError, ValueError) as e:
-                gr.Warning(f"Could not paste the edit back into the photo: {e}")
+                gr.Warning(f"Could not put the edit into the photo: {e}")
         latent = folder / f"latent-{stamp}.pt"
         torch.save({"ws": s.drag.ws.detach().float().cpu(), "model": s.model, "source": s.source,
                     "seed": s.seed, "truncation": s.truncation}, latent)
@@ -839,10 +902,19 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["remove_point"] = gr.Button("Remove last point", size="sm")
                     ui["clear_points"] = gr.Button("Clear points", size="sm")
                 ui["status"] = gr.Markdown(NO_IMAGE, elem_id="status")
+                with gr.Row():
+                    ui["photo_result"] = gr.Image(label="Your photo, edited", interactive=False, visible=False,
+                                                  format="png", elem_id="photo-result", buttons=["fullscreen"])
+                    ui["photo_confidence"] = gr.Image(
+                        label="Moved region (cyan) and the generator's own pixels (magenta)", interactive=False,
+                        visible=False, format="png", buttons=["fullscreen"])
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
-                        ui["paste_back"] = gr.Checkbox(value=True, label="Paste the edit back into the uploaded photo")
+                        ui["paste_back"] = gr.Radio(
+                            [("Moved: the photo's own pixels, sharp", "motion"),
+                             ("Pasted: the generator's square (appearance edits)", "paste"), ("No", "none")],
+                            value="motion", label="Edit in the uploaded photo (full resolution)")
                     ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
                     ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files")
                 with gr.Accordion("Points as text", open=False):
@@ -852,7 +924,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         view = [ui["canvas"], ui["status"], ui["points_text"]]
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
-        photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
+        photo_out = [ui["aligned"], ui["reconstruction"], ui["report"], ui["photo_result"], ui["photo_confidence"]]
+        drag_view = view + [ui["photo_result"], ui["photo_confidence"]]   # drags, undo, reset: the photo follows
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
 
         demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
@@ -892,10 +965,10 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         points_tab.select(studio.paint_mask, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False, **light)
         ui["start"].click(studio.request_drag, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
                           **light).then(
-            gpu(studio.drag), drag_params, view, api_name="drag", show_progress="hidden", **heavy)
+            gpu(studio.drag), drag_params, drag_view, api_name="drag", show_progress="hidden", **heavy)
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
-        ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **render)
-        ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **render)
+        ui["undo"].click(gpu(studio.undo), None, drag_view, api_name="undo", **render)
+        ui["reset"].click(gpu(studio.reset), None, drag_view, api_name="reset", **render)
         ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
                            api_name="export", **render)
 

@@ -143,6 +143,9 @@ class UserSession:
         self.seed: int | None = None
         self.truncation: float | None = None
         self.inversion = None                            # inversion.InversionResult of the photo
+        self.original_image: np.ndarray | None = None    # the image the latent started from (a photo edit's 'before')
+        self.photo_points: list[tuple] = []              # (handles, targets) of every drag since then (photo edits)
+        self.photo_edit = None                           # the last inversion.PhotoEdit shown
         self._original_ws: torch.Tensor | None = None    # the latent the image started from (for Reset)
         self._older: list[torch.Tensor] = []             # undo entries of drag sessions replaced by new settings
         self.clear_points()
@@ -161,6 +164,7 @@ class UserSession:
             self.model, self.generator, self.tuned, self.drag = model, G, tuned, drag
             self.source, self.seed, self.truncation, self.inversion = source, seed, truncation, inversion
             self.image = image
+            self.original_image = image
             self._original_ws = drag.ws
             self.notice = None
         return image
@@ -219,6 +223,7 @@ class UserSession:
         self.handles = list(self.initial_handles)
         self.points_changed = bool(self.handles) or self.points_changed
         self.frames.clear()
+        self.photo_points.clear()
         self.refresh_image()
 
     def _rebuild(self, ws: torch.Tensor) -> None:

@@ -105,6 +105,7 @@ class PhotoEdit:
                  None when nothing changed.
     changed    : number of photo pixels whose value changed.
     seconds    : wall time per stage.
+    square     : the generator's edited image (set by :func:`drag_photo`).
     """
 
     image: Image.Image
@@ -116,6 +117,7 @@ class PhotoEdit:
     box: tuple[int, int, int, int] | None = None
     changed: int = 0
     seconds: dict = dataclasses.field(default_factory=dict)
+    square: np.ndarray | None = None
 
     def confidence_map(self) -> np.ndarray:
         """The confidence at photo resolution, [H, W] float32 in [0, 1] (zero outside the edit)."""
@@ -443,5 +445,38 @@ def transfer_edit(photo, alignment, before, after, handles=None, targets=None, *
                      seconds={k: round(v, 4) for k, v in seconds.items()})
 
 
-__all__ = ["MODES", "FLOW_METHODS", "MotionSettings", "PhotoEdit", "anchor_flow", "estimate_flow", "motion_region",
+def drag_photo(result, handles, targets, config=None, mask=None, mode: str = "motion",
+               settings: MotionSettings | None = None, max_steps: int | None = None) -> PhotoEdit:
+    """Drag an inverted photo's points and return the edited photo (the Python API of the whole edit).
+
+        from inversion import invert
+        from inversion.motion_transfer import drag_photo
+        result = invert("me.jpg", G)
+        edit = drag_photo(result, [(46, 90), (82, 90)], [(44, 86), (84, 86)])   # smile, square pixels
+        edit.image.save("me-smiling.png")      # the photo at its own resolution
+        edit.square                            # the generator's edited image (R x R x 3 uint8)
+
+    result  : an :class:`inversion.InversionResult` (with its photo).
+    handles, targets : lists of (x, y) in the generator's pixels (the aligned square).
+    config  : a ``draggan.engine.DragConfig`` (default: the engine's defaults); mask: R x R, True = may move.
+    mode    : 'motion' (default) or 'paste'.
+    """
+    from draggan.engine import DragSession
+
+    session = DragSession(result.generator, result.ws, config)
+    before = session.render()
+    session.set_points(handles, targets)
+    if mask is not None:
+        session.set_mask(mask)
+    start = session.handles
+    for _ in session.drag(max_steps=max_steps, image_every=0):
+        pass
+    after = session.render()
+    edit = result.transfer(after, start, session.targets, before=before, tracked=session.handles, mode=mode,
+                           settings=settings)
+    edit.square = after
+    return edit
+
+
+__all__ = ["drag_photo", "MODES", "FLOW_METHODS", "MotionSettings", "PhotoEdit", "anchor_flow", "estimate_flow", "motion_region",
            "new_content", "locality_weight", "transfer_edit", "warp_backward"]

@@ -2,7 +2,8 @@
 
     result = invert(photo, G)                     # photo: path | bytes | PIL.Image | np.ndarray
     result.ws, result.generator                   # pivot W+ and the tuned copy of G, ready for dragging
-    result.paste_back(edited_image)               # the edit, back in the original photo
+    result.transfer(after, handles, targets)      # a drag's edit applied to the photo's own pixels (motion transfer)
+    result.paste_back(edited_image)               # the edited square pasted back into the original photo
 
 ``G`` is never modified; the tuned generator is a copy. Results are cached by (photo
 pixels, model weights, settings), so inverting the same photo again is instant.
@@ -153,6 +154,25 @@ class InversionResult:
         if photo is None:
             raise InversionError("The original photo is not stored with this result; pass it to paste_back().")
         return self.alignment.paste_back(edited, photo, feather=feather)
+
+    def transfer(self, after, handles=None, targets=None, *, before=None, tracked=None, mode: str = "motion",
+                 photo: Image.Image | None = None, settings=None):
+        """The edit from ``before`` to ``after`` (generator-resolution images) applied to the original photo.
+
+        before  : the square before the drag, as the drag engine drew it (default: ``reconstruction``).
+        handles, targets, tracked : the drag's points in square pixels (see
+                  :func:`inversion.motion_transfer.transfer_edit`); they keep the edit local.
+        mode    : 'motion' (the photo's own pixels, moved) or 'paste' (the square pasted back).
+        Returns an :class:`inversion.motion_transfer.PhotoEdit` (``.image`` is the edited photo).
+        """
+        from .motion_transfer import transfer_edit
+
+        photo = photo if photo is not None else self.photo
+        if photo is None:
+            raise InversionError("The original photo is not stored with this result; pass photo=.")
+        before = self.reconstruction if before is None else before
+        return transfer_edit(photo, self.alignment, before, after, handles, targets, tracked=tracked, mode=mode,
+                             settings=settings)
 
     def save(self, directory, save_photo: bool = True) -> Path:
         """DIR/aligned.png, reconstruction.png, report.json, latent.pt, alignment.json, photo.png, generator/."""
@@ -399,7 +419,8 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
                between steps.
     cache    : an :class:`InversionCache` (default: a process-wide one), or None.
 
-    Report keys: psnr, poor_reconstruction (psnr below POOR_PSNR; a notice says what it means), ssim, lpips (None without LPIPS weights), loss_used, face_found,
+    Report keys: psnr, poor_reconstruction (psnr below POOR_PSNR; a notice says what it means), ssim,
+    lpips (None without LPIPS weights), loss_used, face_found,
     num_faces, alignment, notices, identity_distance (None if no face), stage_mse
     (initial / projection / tuned), steps, timings (seconds per stage), photo_sha256,
     model_id, cached, config.

@@ -211,3 +211,91 @@ def test_flow_methods_and_region_helpers():
     assert region[g > 0.3].min() == 1 and region[g < 1e-4].max() == 0
     weight = locality_weight(R, [(30, 30)], [(34, 30)], reach=10, fade=5)
     assert weight[30, 32] == 1 and weight[30, 50] == 0 and 0 < weight[30, 46] < 1
+
+
+# --------------------------------------------------------------------------- API and CLI on the tiny generator
+
+
+@pytest.fixture(scope="module")
+def inverted(G):
+    """An InversionResult as the pipeline makes it, for the tiny 64 px generator and a synthetic photo."""
+    import torch
+
+    from inversion import InversionResult
+    from draggan.engine import to_uint8
+
+    size = G.img_resolution
+    photo = texture(300, 260, seed=5)
+    M = similarity(size / 200, -8, (130, 150))
+    M[:, 2] += (size - R) / 2                       # the square is `size` px here, not R
+    alignment = Alignment(M, (260, 300), size, "template")
+    ws = G.ws_from_seed(1, 0.7)
+    with torch.no_grad():
+        reconstruction = Image.fromarray(to_uint8(G.synthesis(ws, noise_mode="const")))
+    return InversionResult(ws=ws, generator=G, aligned=alignment.warp(Image.fromarray(photo)),
+                           reconstruction=reconstruction, report={"psnr": 30.0}, alignment=alignment,
+                           photo=Image.fromarray(photo))
+
+
+def far_from(alignment, shape, points, radius):
+    sx, sy = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]))
+    m = alignment.matrix
+    qx, qy = m[0, 0] * sx + m[0, 1] * sy + m[0, 2], m[1, 0] * sx + m[1, 1] * sy + m[1, 2]
+    return np.min([np.hypot(qx - x, qy - y) for x, y in points], axis=0) > radius
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_drag_photo_returns_the_edited_photo_at_its_own_size(inverted):
+    from inversion import drag_photo
+    from draggan.engine import DragConfig
+
+    handles, targets = [(30, 34)], [(34, 34)]
+    edit = drag_photo(inverted, handles, targets, DragConfig(max_steps=6, feature_block=3))
+    photo = np.asarray(inverted.photo)
+    out = np.asarray(edit.image)
+    assert out.shape == photo.shape and edit.square.shape == (64, 64, 3)
+    # The square changed, and nothing farther than reach + fade (scaled to 64 px) from the points did.
+    assert not np.array_equal(edit.square, np.asarray(inverted.reconstruction))
+    settings = MotionSettings()
+    far = far_from(inverted.alignment, photo.shape, handles + targets, (settings.reach + settings.fade) * 64 / 128 + 1)
+    assert far.mean() > 0.7 and np.array_equal(out[far], photo[far])
+    pasted = inverted.transfer(edit.square, handles, targets, mode="paste")
+    assert pasted.mode == "paste" and pasted.image.size == inverted.photo.size
+
+
+def test_cli_writes_the_photo_at_its_resolution_and_the_square_on_request(inverted, tiny_model_dir, tmp_path,
+                                                                             capsys):
+    import json
+
+    import torch
+
+    from draggan import cli
+
+    inv = tmp_path / "inv"
+    (inv / "generator").mkdir(parents=True)
+    for f in tiny_model_dir.iterdir():
+        (inv / "generator" / f.name).write_bytes(f.read_bytes())
+    torch.save({"ws": inverted.ws}, inv / "latent.pt")
+    inverted.photo.save(inv / "photo.png")
+    (inv / "alignment.json").write_text(json.dumps(inverted.alignment.to_dict()))
+    args = ["edit", "--inversion", str(inv), "--points", "30,34->34,34", "--feature-block", "3", "--steps", "4",
+            "--quiet", "--device", "cpu"]
+    assert cli.main(args + ["--out", str(tmp_path / "photo.png"), "--square-out", str(tmp_path / "square.png"),
+                            "--confidence-out", str(tmp_path / "conf.png")]) == 0
+    out = capsys.readouterr().out
+    photo = np.asarray(inverted.photo)
+    edited = np.asarray(Image.open(tmp_path / "photo.png"))
+    assert edited.shape == photo.shape and "motion transfer" in out
+    assert Image.open(tmp_path / "square.png").size == (64, 64)
+    assert Image.open(tmp_path / "conf.png").size == inverted.photo.size
+    far = far_from(inverted.alignment, photo.shape, [(30, 34), (34, 34)], 13)
+    assert np.array_equal(edited[far], photo[far]) and not np.array_equal(edited, photo)
+    # paste-back and 'none' (the square itself) stay available.
+    assert cli.main(args + ["--out", str(tmp_path / "pasted.png"), "--photo-mode", "paste"]) == 0
+    assert Image.open(tmp_path / "pasted.png").size == inverted.photo.size
+    assert cli.main(args + ["--out", str(tmp_path / "sq.png"), "--photo-mode", "none"]) == 0
+    assert Image.open(tmp_path / "sq.png").size == (64, 64)
+    # A folder saved without its photo: the square, and a warning that says so.
+    (inv / "photo.png").unlink()
+    assert cli.main(args + ["--out", str(tmp_path / "nophoto.png")]) == 0
+    assert Image.open(tmp_path / "nophoto.png").size == (64, 64) and "no photo.png" in capsys.readouterr().err
