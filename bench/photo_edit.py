@@ -61,7 +61,7 @@ EDITS = {
     "brows_up": {19: (0, -5), 24: (0, -5)},
 }
 FAR = 40 / 128          # "far from the edit", as a fraction of the face square
-METHODS = ("paste", "motion")
+METHODS = ("paste", "motion", "motion_flow_only")   # flow_only: motion transfer without the drag's anchors
 
 
 # --------------------------------------------------------------------------- photos
@@ -218,7 +218,12 @@ def edit_photo(name: str, photo: np.ndarray, result, edits: list[str], flows: li
         drag_seconds = time.perf_counter() - t
         after = session.render()
         ma = measure_face(after)
+        from inversion.metrics import identity_distance
+
+        render_identity = identity_distance(Image.fromarray(before), Image.fromarray(after))
         row = {"edit": edit_name, "landmarks": idx, "handles": handles.round(2).tolist(),
+               # The edit's own effect on identity, in the generator: what a perfect transfer would show.
+               "render_identity": None if render_identity is None else round(render_identity, 4),
                "targets": targets.round(2).tolist(), "drag_steps": state.step if state else 0,
                "drag_done": bool(state and state.done), "drag_seconds": round(drag_seconds, 2),
                "engine_handle_distance": None if state is None else round(float(state.distances.mean()), 3),
@@ -254,8 +259,9 @@ def edit_photo(name: str, photo: np.ndarray, result, edits: list[str], flows: li
         images = {}
         for method in METHODS:
             t = time.perf_counter()
-            pe = transfer_edit(photo, alignment, before, after, handles, targets, tracked=session.handles, mode=method,
-                               settings=MotionSettings())
+            settings = MotionSettings(anchor_sigma=0.0) if method == "motion_flow_only" else MotionSettings()
+            pe = transfer_edit(photo, alignment, before, after, handles, targets, tracked=session.handles,
+                               mode="paste" if method == "paste" else "motion", settings=settings)
             seconds = time.perf_counter() - t
             edited = np.asarray(pe.image)
             images[method] = pe
@@ -282,7 +288,7 @@ def edit_photo(name: str, photo: np.ndarray, result, edits: list[str], flows: li
             f"motion id {m['identity']} sharp {m['sharpness_ratio']:.2f} far {m['far_psnr']:.1f} dB "
             f"lm {m['landmark_distance']} ({m['landmark_distance_render_targets']}) {m['seconds']:.2f} s | paste id {p['identity']} sharp "
             f"{p['sharpness_ratio']:.2f} far {p['far_psnr']:.1f} dB lm {p['landmark_distance']} ({p['landmark_distance_render_targets']}) | "
-            f"render lm {row['render_landmark_distance']} no-edit {row['no_edit_landmark_distance']} | flows "
+            f"render lm {row['render_landmark_distance']} id {row['render_identity']} no-edit {row['no_edit_landmark_distance']} | flows "
             + " ".join(f"{k} {v['dragged']:.2f}" for k, v in row.get("flow_landmark_error", {}).items()))
         if keep_images:
             row["_images"] = {"before": before, "after": after, **images}
@@ -316,7 +322,8 @@ def summarize(photos: list[dict], large_only: bool) -> dict:
                 flows[k][kk].append(v[kk])
     out["flows"] = {k: {kk: round(statistics.fmean(vv), 3) for kk, vv in v.items()} | {"n": len(v["dragged"])}
                     for k, v in flows.items()}
-    for key in ("render_landmark_distance", "no_edit_landmark_distance", "photo_vs_render_landmarks", "offset",
+    for key in ("render_identity", "render_landmark_distance", "no_edit_landmark_distance", "photo_vs_render_landmarks",
+                "offset",
                 "drag_seconds", "drag_steps"):
         v = [e[key] for _, e in rows if e.get(key) is not None]
         out[key] = round(statistics.fmean(v), 3) if v else None
@@ -325,8 +332,11 @@ def summarize(photos: list[dict], large_only: bool) -> dict:
 
 def label(img: np.ndarray, text: str) -> np.ndarray:
     img = img.copy()
-    scale = max(0.45, img.shape[1] / 700)
+    scale = 0.8
     (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    if w + 10 > img.shape[1]:        # fit the panel
+        scale *= (img.shape[1] - 10) / (w + 10)
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(img, (0, 0), (w + 10, h + 12), (0, 0, 0), -1)
     cv2.putText(img, text, (5, h + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return img
@@ -351,10 +361,10 @@ def comparison_figure(items: list[tuple[str, np.ndarray, dict]], path: Path) -> 
         alignment = images["motion"].alignment
         x0, y0, x1, y1 = face_crop_box(alignment, photo.shape)
         crop = lambda a: np.ascontiguousarray(np.asarray(a)[y0:y1, x0:x1])
-        panels = [label(crop(photo), f"{title}: original"),
+        panels = [label(crop(photo), f"{title}, original"),
                   label(crop(images["paste"].image), "paste-back (128 px square)"),
                   label(crop(images["motion"].image), "motion transfer"),
-                  label(crop(images["motion"].confidence_overlay()), "region (cyan), generator pixels (magenta)")]
+                  label(crop(images["motion"].confidence_overlay()), "cyan: moved, magenta: generator")]
         rows.append(np.concatenate([np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=255) for p in panels], 1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
@@ -433,9 +443,9 @@ def main(argv=None) -> int:
         r["kind"] = kind
         for e in r.get("edits", []):
             imgs = e.pop("_images", None)
-            if imgs and e["edit"] == args.figure_edit:
-                figure_items.append((name, photo, {"_images": imgs}))
-                if name == args.readme_photo:
+            if imgs and e["edit"] == args.figure_edit or imgs and name == args.readme_photo:
+                figure_items.append((f"{name} {e['edit']}", photo, {"_images": imgs}))
+                if name == args.readme_photo and e["edit"] == args.figure_edit:
                     readme = (photo, np.asarray(imgs["motion"].image))
         results.append(r)
     summary = {"photos": summarize(results, large_only=True), "all": summarize(results, large_only=False)}

@@ -452,7 +452,7 @@ def drag_photo(result, handles, targets, config=None, mask=None, mode: str = "mo
         from inversion import invert
         from inversion.motion_transfer import drag_photo
         result = invert("me.jpg", G)
-        edit = drag_photo(result, [(46, 90), (82, 90)], [(44, 86), (84, 86)])   # smile, square pixels
+        edit = drag_photo(result, [(51, 92), (76, 92)], [(49, 88), (78, 88)])   # smile, square pixels
         edit.image.save("me-smiling.png")      # the photo at its own resolution
         edit.square                            # the generator's edited image (R x R x 3 uint8)
 
