@@ -177,9 +177,6 @@ def quality_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-PHOTO_MODES = {"motion": "moved (motion transfer)", "paste": "pasted back (the generator's square)"}
-
-
 def photo_mode(value) -> str | None:
     """The export's choice: True/'motion' -> 'motion', 'paste' -> 'paste', False/'none'/None -> None."""
     if value is True or value == "motion":
@@ -774,9 +771,8 @@ class Studio:
         if edit is None:
             return hidden
         w, h = edit.image.size
-        return {self.ui["photo_result"]: gr.update(
-                    value=np.asarray(edit.image), visible=True,
-                    label=f"Your photo, edited ({w}×{h}, {edit.changed} pixels moved in {edit.seconds['total']:.2f} s)"),
+        label = f"Your photo, edited ({w}×{h}: {edit.changed} pixels changed, in {edit.seconds['total']:.2f} s)"
+        return {self.ui["photo_result"]: gr.update(value=np.asarray(edit.image), visible=True, label=label),
                 self.ui["photo_confidence"]: gr.update(value=np.asarray(edit.confidence_overlay()), visible=True)}
 
     # ----------------------------------------------------------------- export

@@ -283,12 +283,14 @@ def edit_photo(name: str, photo: np.ndarray, result, edits: list[str], flows: li
                 "changed_pixels": pe.changed,
                 "confidence_max": None if pe.confidence is None else round(float(pe.confidence.max()), 3),
             }
-        m, p = row["motion"], row["paste"]
+        def brief(m):
+            return (f"id {m['identity']} sharp {m['sharpness_ratio']:.2f} far {m['far_psnr']:.1f} dB "
+                    f"lm {m['landmark_distance']} ({m['landmark_distance_render_targets']}) {m['seconds']:.2f} s")
+
         log(f"[{name}] {edit_name}: drag {row['drag_steps']} steps {drag_seconds:.1f} s; "
-            f"motion id {m['identity']} sharp {m['sharpness_ratio']:.2f} far {m['far_psnr']:.1f} dB "
-            f"lm {m['landmark_distance']} ({m['landmark_distance_render_targets']}) {m['seconds']:.2f} s | paste id {p['identity']} sharp "
-            f"{p['sharpness_ratio']:.2f} far {p['far_psnr']:.1f} dB lm {p['landmark_distance']} ({p['landmark_distance_render_targets']}) | "
-            f"render lm {row['render_landmark_distance']} id {row['render_identity']} no-edit {row['no_edit_landmark_distance']} | flows "
+            + " | ".join(f"{k} {brief(row[k])}" for k in METHODS)
+            + f" | render lm {row['render_landmark_distance']} id {row['render_identity']} "
+            f"no-edit {row['no_edit_landmark_distance']} | flows "
             + " ".join(f"{k} {v['dragged']:.2f}" for k, v in row.get("flow_landmark_error", {}).items()))
         if keep_images:
             row["_images"] = {"before": before, "after": after, **images}
@@ -360,7 +362,10 @@ def comparison_figure(items: list[tuple[str, np.ndarray, dict]], path: Path) -> 
         images = row["_images"]
         alignment = images["motion"].alignment
         x0, y0, x1, y1 = face_crop_box(alignment, photo.shape)
-        crop = lambda a: np.ascontiguousarray(np.asarray(a)[y0:y1, x0:x1])
+
+        def crop(a):
+            return np.ascontiguousarray(np.asarray(a)[y0:y1, x0:x1])
+
         panels = [label(crop(photo), f"{title}, original"),
                   label(crop(images["paste"].image), "paste-back (128 px square)"),
                   label(crop(images["motion"].image), "motion transfer"),

@@ -478,5 +478,5 @@ def drag_photo(result, handles, targets, config=None, mask=None, mode: str = "mo
     return edit
 
 
-__all__ = ["drag_photo", "MODES", "FLOW_METHODS", "MotionSettings", "PhotoEdit", "anchor_flow", "estimate_flow", "motion_region",
-           "new_content", "locality_weight", "transfer_edit", "warp_backward"]
+__all__ = ["drag_photo", "MODES", "FLOW_METHODS", "MotionSettings", "PhotoEdit", "anchor_flow", "estimate_flow",
+           "motion_region", "new_content", "locality_weight", "transfer_edit", "warp_backward"]

@@ -3,7 +3,6 @@
 Handlers are called directly, as in test_app_handlers.py (tiny generator, tiny inversion budget).
 """
 
-import io
 import types
 
 import gradio as gr

@@ -102,7 +102,9 @@ def test_known_motion_is_reproduced_at_photo_resolution(scene):
     unedited = np.abs(photo.astype(int) - expected.astype(int))[moving].mean()
     assert unedited > 10 and err < 0.12 * unedited, (err, unedited)
     # Detail is kept: the Laplacian energy of the moved area is the photo's, not an upscale's.
-    lap = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_64F)[moving].var()
+    def lap(im):
+        return cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_64F)[moving].var()
+
     assert lap(out) > 0.9 * lap(expected)
     # Nothing new appeared: the generator contributes no pixels.
     assert edit.confidence.max() == 0
