@@ -8,6 +8,7 @@ drag engine's default ``DragConfig()``:
 * chin_down  : chin 8 by (0, +5)
 * nose_right : nose tip 30 by (+5, 0)
 * brows_up   : brows 19 and 24 by (0, -5)
+* mouth_open : lower lip 57 and 66 by (0, +6) (not run unless asked: it shows new content)
 
 (128 px square units.) The edited square goes back into the photo twice: pasted
 (``mode="paste"``) and by motion transfer (``inversion.motion_transfer``). Per edit and method:
@@ -59,7 +60,10 @@ EDITS = {
     "chin_down": {8: (0, 5)},
     "nose_right": {30: (5, 0)},
     "brows_up": {19: (0, -5), 24: (0, -5)},
+    # Not in the default set: opens the mouth, so the generator draws what was hidden (new content).
+    "mouth_open": {57: (0, 6), 66: (0, 6)},
 }
+DEFAULT_EDITS = ("smile", "chin_down", "nose_right", "brows_up")
 FAR = 40 / 128          # "far from the edit", as a fraction of the face square
 METHODS = ("paste", "motion", "motion_flow_only")   # flow_only: motion transfer without the drag's anchors
 
@@ -408,7 +412,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-library", action="store_true", help="skip the astronaut and Grace Hopper")
     p.add_argument("--faces", type=int, default=0, help="held-out CelebA faces to add (128 px)")
     p.add_argument("--eval-dir", type=Path, default=EVAL_DIR)
-    p.add_argument("--edits", default=",".join(EDITS))
+    p.add_argument("--edits", default=",".join(DEFAULT_EDITS), help=f"comma list of {', '.join(EDITS)}")
     p.add_argument("--flows", default="dis,farneback,features,dis+anchors,zero")
     p.add_argument("--cache", type=Path, default=REPO / ".stage" / "photo_edit" / "cache")
     p.add_argument("--out", type=Path, default=None)

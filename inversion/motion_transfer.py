@@ -51,9 +51,9 @@ class MotionSettings:
     full_motion    : see ``min_motion``.
     region_grow    : the moving area is dilated by this much, then blurred by half of it, so the
                      field fades out instead of stopping.
-    reach          : with handles/targets: motion farther than ``reach`` from every handle, target
-                     and the segment between them is dropped (faded out over ``fade``). A local
-                     edit stays local even when the generator moved something elsewhere too.
+    reach          : with handles/targets: motion farther than ``reach`` from the edit (the convex hull
+                     of its handles and targets) is dropped (faded out over ``fade``). A local edit
+                     stays local even when the generator moved something elsewhere too.
     fade           : see ``reach``.
     anchor_sigma   : the drag's own correspondences (each handle went to where the tracker found it)
                      correct the optical flow around them with a Gaussian of this sigma: optical flow
@@ -200,9 +200,32 @@ def _segment_distance(size: int, handles, targets) -> np.ndarray:
     return best
 
 
+def _hull_distance(size: int, points) -> np.ndarray:
+    """[R, R] distance of every pixel centre to the convex hull of ``points`` (0 inside)."""
+    pts = np.asarray(points, np.float32).reshape(-1, 2)
+    hull = cv2.convexHull(pts)[:, 0] if len(pts) > 2 else pts
+    if len(hull) < 3:                       # a point or a segment
+        return _segment_distance(size, hull[:1], hull[-1:])
+    starts, ends = hull, np.roll(hull, -1, axis=0)
+    d = _segment_distance(size, starts, ends)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    # Inside a convex polygon: on the same side of every edge.
+    cross = [(b[0] - a[0]) * (ys - a[1]) - (b[1] - a[1]) * (xs - a[0]) for a, b in zip(starts, ends)]
+    inside = np.all(np.stack(cross) >= 0, 0) | np.all(np.stack(cross) <= 0, 0)
+    d[inside] = 0
+    return d
+
+
 def locality_weight(size: int, handles, targets, reach: float, fade: float) -> np.ndarray:
-    """1 within ``reach`` of the edit's handle -> target segments, easing to exactly 0 at ``reach + fade``."""
-    d = _segment_distance(size, handles, targets)
+    """1 within ``reach`` of the edit (the convex hull of its handles and targets), easing to exactly 0 at
+    ``reach + fade``.
+
+    The hull, not each point's own neighbourhood: two brows dragged together move the forehead between
+    them too, and a weight that dipped between the points would dent what spans them (a hat brim).
+    """
+    pts = np.concatenate([np.asarray(handles, np.float32).reshape(-1, 2),
+                          np.asarray(targets, np.float32).reshape(-1, 2)])
+    d = _hull_distance(size, pts)
     return (1 - _smoothstep((d - reach) / max(fade, 1e-6))).astype(np.float32)
 
 
