@@ -178,7 +178,8 @@ def quality_report(report: dict) -> str:
 
 
 def photo_mode(value) -> str | None:
-    """The export's choice: True/'motion' -> 'motion', 'paste' -> 'paste', False/'none'/None -> None."""
+    """How the export puts the edit into the photo: 'motion'/True -> 'motion', 'paste' -> 'paste',
+    False/'none'/None -> not at all."""
     if value is True or value == "motion":
         return "motion"
     if value == "paste":
@@ -777,8 +778,11 @@ class Studio:
 
     # ----------------------------------------------------------------- export
 
-    def export(self, video_format: str, paste_back: bool, request: gr.Request):
-        """PNG (optionally pasted back into the photo), the latent, and the drag as GIF/MP4."""
+    def export(self, video_format: str, paste_back, request: gr.Request, how: str = "motion"):
+        """PNG, the latent, the drag as GIF/MP4 and, for an inverted photo, the edit in the photo at its own size.
+
+        paste_back: put the edit into the uploaded photo (True: the way ``how`` says, 'motion' or 'paste';
+        a mode name directly; False/'none': not at all)."""
         s = self.session(request)
         if not self.require_image(s):
             return gr.skip()
@@ -789,7 +793,7 @@ class Studio:
         png = folder / f"edited-{stamp}.png"
         edited.save(png)
         files.append(str(png))
-        mode = photo_mode(paste_back)
+        mode = photo_mode(how if paste_back is True else paste_back)
         if mode and s.inversion is not None:
             try:
                 edit = self.photo_edit(s, mode)
@@ -907,10 +911,12 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
-                        ui["paste_back"] = gr.Radio(
+                        ui["paste_back"] = gr.Checkbox(value=True, label="Put the edit into the uploaded photo "
+                                                                         "(full resolution)")
+                        ui["photo_mode"] = gr.Radio(
                             [("Moved: the photo's own pixels, sharp", "motion"),
-                             ("Pasted: the generator's square (appearance edits)", "paste"), ("No", "none")],
-                            value="motion", label="Edit in the uploaded photo (full resolution)")
+                             ("Pasted: the generator's square (appearance edits)", "paste")],
+                            value="motion", label="How")
                     ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
                     ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files")
                 with gr.Accordion("Points as text", open=False):
@@ -920,7 +926,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         view = [ui["canvas"], ui["status"], ui["points_text"]]
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
-        photo_out = [ui["aligned"], ui["reconstruction"], ui["report"], ui["photo_result"], ui["photo_confidence"]]
+        # The edited photo's figures first: the API's outputs keep ending in aligned, reconstruction, report.
+        photo_out = [ui["photo_result"], ui["photo_confidence"], ui["aligned"], ui["reconstruction"], ui["report"]]
         drag_view = view + [ui["photo_result"], ui["photo_confidence"]]   # drags, undo, reset: the photo follows
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"]]
 
@@ -965,7 +972,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
         ui["undo"].click(gpu(studio.undo), None, drag_view, api_name="undo", **render)
         ui["reset"].click(gpu(studio.reset), None, drag_view, api_name="reset", **render)
-        ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
+        ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"], ui["photo_mode"]], [ui["files"]],
                            api_name="export", **render)
 
     demo.queue(max_size=studio.settings.queue_size, default_concurrency_limit=8)
