@@ -138,7 +138,8 @@ def photo_landmarks_in_square(rgb: np.ndarray, alignment) -> np.ndarray | None:
 
 def feature_flow(G, ws_before, ws_after, block: int | None = None, radius: int = 6) -> np.ndarray:
     """Backward flow from the generator's features: each pixel of the edited square finds its nearest
-    neighbour (L2, within ``radius``) in the original's features, with a parabolic sub-pixel step."""
+    neighbour (L2, within ``radius``, ties to the smallest displacement) in the original's features;
+    the whole-pixel field is smoothed (sigma 1 px)."""
     import torch.nn.functional as F
 
     from draggan.engine import default_feature_block
@@ -153,22 +154,17 @@ def feature_flow(G, ws_before, ws_after, block: int | None = None, radius: int =
         pad = F.pad(fb[None], (radius,) * 4, mode="replicate")[0]
         k = 2 * radius + 1
         cost = torch.empty(k, k, R, R)
+        # Ties (the replicated border, flat regions) go to the smallest displacement.
+        tie = 1e-6 * float(fa.square().sum(0).mean())
         for dy in range(k):
             for dx in range(k):
-                cost[dy, dx] = (fa - pad[:, dy:dy + R, dx:dx + R]).square().sum(0)
-    cost = cost.numpy()
-    flat = cost.reshape(k * k, R, R).argmin(0)
+                cost[dy, dx] = (fa - pad[:, dy:dy + R, dx:dx + R]).square().sum(0) \
+                    + tie * ((dy - radius) ** 2 + (dx - radius) ** 2)
+    flat = cost.reshape(k * k, R, R).argmin(0).numpy()
     iy, ix = np.divmod(flat, k)
-    yy, xx = np.mgrid[0:R, 0:R]
-
-    def refine(c_minus, c0, c_plus):
-        denom = c_minus - 2 * c0 + c_plus
-        return np.where(denom > 0, 0.5 * (c_minus - c_plus) / np.maximum(denom, 1e-12), 0.0).clip(-0.5, 0.5)
-
-    ixc, iyc = ix.clip(1, k - 2), iy.clip(1, k - 2)
-    sub_x = refine(cost[iyc, ixc - 1, yy, xx], cost[iyc, ixc, yy, xx], cost[iyc, ixc + 1, yy, xx])
-    sub_y = refine(cost[iyc - 1, ixc, yy, xx], cost[iyc, ixc, yy, xx], cost[iyc + 1, ixc, yy, xx])
-    flow = np.stack([ix - radius + sub_x * (ix == ixc), iy - radius + sub_y * (iy == iyc)], -1).astype(np.float32)
+    # Whole-pixel matches, smoothed: a parabolic sub-pixel step on these costs is biased (0.3 px on an
+    # unchanged image), the smoothing is not.
+    flow = np.stack([ix - radius, iy - radius], -1).astype(np.float32)
     return cv2.GaussianBlur(flow, (0, 0), 1.0)
 
 
