@@ -6,9 +6,11 @@ to the photo's own pixels at their own resolution. So:
 
 1. ``estimate_flow``: the dense displacement between the generator's image before and after
    the drag (optical flow on the two renders, DIS by default; BENCHMARKS.md compares DIS,
-   Farneback and the generator's features on how well each reproduces landmark motion);
-2. ``motion_region``: where things moved: the flow's magnitude, and near the edit's handles
-   and targets when they are known; exactly zero elsewhere;
+   Farneback and the generator's features on how well each reproduces landmark motion), then
+   ``anchor_flow``: corrected around the handles so that each lands where the drag's tracker
+   (the generator's features) found it;
+2. ``motion_region``: where things moved: the flow's magnitude, within reach of the edit's
+   handles and targets when they are known (``locality_weight``); exactly zero elsewhere;
 3. the confined flow goes to photo resolution through the alignment's similarity transform
    (smooth, because the square field is smoothed before it is upsampled) and warps the
    ORIGINAL photo with ``cv2.remap``;
