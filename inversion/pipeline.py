@@ -52,7 +52,8 @@ PRESETS = {
                              pti_stop=None)},
 }
 # Below this PSNR (aligned photo vs reconstruction) the report and the app say the reconstruction is
-# poor: glasses, hats, unusual faces (Grace Hopper: 21 dB with `fast`; held-out faces: 27-33 dB).
+# poor: glasses, hats, unusual faces (Grace Hopper: 21 dB with `fast`; 6 held-out faces: 23-30 dB with
+# `fast`, 27-37 dB with `faithful`, BENCHMARKS.md).
 POOR_PSNR = 24.0
 QUALITIES = tuple(PRESETS["cpu"])
 
