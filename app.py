@@ -906,7 +906,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["photo_result"] = gr.Image(label="Your photo, edited", interactive=False, visible=False,
                                                   format="png", elem_id="photo-result", buttons=["fullscreen"])
                     ui["photo_confidence"] = gr.Image(
-                        label="Moved region (cyan) and the generator's own pixels (magenta)", interactive=False,
+                        label="Moved (cyan), generator's pixels (magenta)", interactive=False,
                         visible=False, format="png", buttons=["fullscreen"])
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
