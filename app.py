@@ -39,6 +39,7 @@ from draggan.runtime import fast_autocast, runtime_for
 from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
 from draggan.video import VideoError, write_video
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
+from inversion.motion_transfer import transfer_edit
 from inversion.photo import MAX_FILE_BYTES
 from inversion.pipeline import QUALITIES, InversionCache
 
@@ -227,6 +228,8 @@ def quality_report(report: dict) -> str:
         f"Loss: {report.get('loss_used', '?')} · alignment: {report.get('alignment', '?')}"
         + ("" if seconds is None else f" · {seconds:.0f} s") + (" · from cache" if report.get("cached") else ""),
     ]
+    if report.get("poor_reconstruction"):
+        lines.insert(0, f"**Poor reconstruction ({report['psnr']:.1f} dB)**: read the note below before editing.\n")
     for notice in report.get("notices", []):
         lines.append(f"\n⚠️ {notice}")
     return "\n".join(lines)
@@ -237,6 +240,16 @@ def queue_headline(ahead: int) -> str:
     work = "drag or inversion" if ahead == 1 else "drags or inversions"
     return (f"Waiting for the device: {ahead} other {work} running. Yours starts when one ends; its place in the "
             "queue is shown on the image. **Stop** cancels it.")
+
+
+def photo_mode(value) -> str | None:
+    """How the export puts the edit into the photo: 'motion'/True -> 'motion', 'paste' -> 'paste',
+    False/'none'/None -> not at all."""
+    if value is True or value == "motion":
+        return "motion"
+    if value == "paste":
+        return "paste"
+    return None
 
 
 STAGE_NAMES = {"read": "Reading the photo", "align": "Finding and aligning the face",
@@ -417,7 +430,7 @@ class Studio:
     def hidden_photo_figures(self) -> dict:
         """A sampled face has no aligned photo or reconstruction to show."""
         return {self.ui["aligned"]: gr.update(value=None, visible=False),
-                self.ui["reconstruction"]: gr.update(value=None, visible=False)}
+                self.ui["reconstruction"]: gr.update(value=None, visible=False), **self.photo_result_updates(None)}
 
     def param_updates(self, G) -> dict:
         """Parameter widgets that depend on the model: feature blocks and default radii."""
@@ -577,7 +590,8 @@ class Studio:
             gr.Warning(notice)
         out = {self.ui["aligned"]: gr.update(value=np.asarray(result.aligned), visible=True),
                self.ui["reconstruction"]: gr.update(value=np.asarray(result.reconstruction), visible=True),
-               self.ui["report"]: quality_report(report), self.ui["files"]: None}
+               self.ui["report"]: quality_report(report), self.ui["files"]: None,
+               **self.photo_result_updates(None)}
         out.update(self.param_updates(result.generator))
         out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
         return out
@@ -810,8 +824,12 @@ class Studio:
             headline = f"Paused at step {state.step} (max steps per Start). Press **Start** to continue."
         if state is not None and (not s.frames or not np.array_equal(s.frames[-1].image, image)):
             s.record_frame(image, state.handles, state.targets)
+        entry = (list(s.initial_handles[:len(s.targets)]), list(s.targets))
+        if state is not None and (not s.photo_points or s.photo_points[-1] != entry):
+            s.photo_points.append(entry)       # a Start after Stop continues the same drag
         out = self.view_updates(s, headline)
         out[self.ui["status"]] = self.status(s, headline, None if state is None else state.distances)
+        out.update(self.photo_result_updates(s))
         yield out
 
     def stop(self, request: gr.Request):
@@ -825,19 +843,64 @@ class Studio:
         if not s.undo():
             gr.Info("Nothing to undo.")
             return gr.skip()
-        return self.view_updates(s, "Undid the last drag.")
+        return {**self.view_updates(s, "Undid the last drag."), **self.photo_result_updates(s)}
 
     def reset(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "reset"):
             return gr.skip()
         s.reset()
-        return self.view_updates(s, "Back to the original image.")
+        return {**self.view_updates(s, "Back to the original image."), **self.photo_result_updates(s)}
+
+    # ----------------------------------------------------------------- the edited photo
+
+    def photo_edit(self, s: UserSession, mode: str = "motion"):
+        """The session's edit applied to its uploaded photo at full resolution (an inversion.PhotoEdit), or None.
+
+        Motion transfer: the drag's motion between the original image and the current one moves the photo's
+        own pixels; the points of every drag since the original keep it local, the current handles
+        (placed -> tracked) anchor it. Raises InversionError when the photo is not kept."""
+        inv = s.inversion
+        if inv is None or s.original_image is None or s.image is None:
+            return None
+        if inv.photo is None:
+            raise InversionError("the uploaded photo is not kept with this inversion")
+        handles = [h for hs, _ in s.photo_points for h in hs]
+        targets = [t for _, ts in s.photo_points for t in ts]
+        tracked = None
+        if s.photo_points and len(s.handles) == len(s.photo_points[-1][1]):
+            # The last drag's handles end where the tracker found them; earlier drags' at their targets.
+            tracked = targets[:len(targets) - len(s.handles)] + [tuple(h) for h in s.handles]
+        edit = transfer_edit(inv.photo, inv.alignment, s.original_image, s.image, handles or None, targets or None,
+                             tracked=tracked, mode=mode)
+        s.photo_edit = edit
+        return edit
+
+    def photo_result_updates(self, s: UserSession | None) -> dict:
+        """The edited photo and its confidence overlay under the canvas (hidden without a photo or an edit)."""
+        hidden = {self.ui["photo_result"]: gr.update(value=None, visible=False),
+                  self.ui["photo_confidence"]: gr.update(value=None, visible=False)}
+        if s is None or s.inversion is None or not s.photo_points or s.inversion.photo is None:
+            return hidden
+        try:
+            edit = self.photo_edit(s)
+        except (InversionError, ValueError) as e:
+            gr.Warning(f"Could not apply the edit to the photo: {e}")
+            return hidden
+        if edit is None:
+            return hidden
+        w, h = edit.image.size
+        label = f"Your photo, edited ({w}×{h}: {edit.changed} pixels changed, in {edit.seconds['total']:.2f} s)"
+        return {self.ui["photo_result"]: gr.update(value=np.asarray(edit.image), visible=True, label=label),
+                self.ui["photo_confidence"]: gr.update(value=np.asarray(edit.confidence_overlay()), visible=True)}
 
     # ----------------------------------------------------------------- export
 
-    def export(self, video_format: str, paste_back: bool, request: gr.Request):
-        """PNG (optionally pasted back into the photo), the latent, and the drag as GIF/MP4."""
+    def export(self, video_format: str, paste_back, request: gr.Request, how: str = "motion"):
+        """PNG, the latent, the drag as GIF/MP4 and, for an inverted photo, the edit in the photo at its own size.
+
+        paste_back: put the edit into the uploaded photo (True: the way ``how`` says, 'motion' or 'paste';
+        a mode name directly; False/'none': not at all)."""
         s = self.session(request)
         if not self.require_image(s):
             return gr.skip()
@@ -848,14 +911,15 @@ class Studio:
         png = folder / f"edited-{stamp}.png"
         edited.save(png)
         files.append(str(png))
-        if paste_back and s.inversion is not None:
+        mode = photo_mode(how if paste_back is True else paste_back)
+        if mode and s.inversion is not None:
             try:
-                pasted = s.inversion.paste_back(edited)
+                edit = self.photo_edit(s, mode)
                 path = folder / f"edited-in-photo-{stamp}.png"
-                pasted.save(path)
+                edit.image.save(path)          # PNG: untouched pixels stay the upload's, byte for byte
                 files.insert(0, str(path))
             except (InversionError, ValueError) as e:
-                gr.Warning(f"Could not paste the edit back into the photo: {e}")
+                gr.Warning(f"Could not put the edit into the photo: {e}")
         latent = folder / f"latent-{stamp}.pt"
         # ws plus the canvas of local edits (EditState): together they redraw exactly this image.
         torch.save({**s.drag.state().to_dict(), "model": s.model, "source": s.source,
@@ -965,10 +1029,21 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["remove_point"] = gr.Button("Remove last point", size="sm")
                     ui["clear_points"] = gr.Button("Clear points", size="sm")
                 ui["status"] = gr.Markdown(NO_IMAGE, elem_id="status", label="Status")
+                with gr.Row():
+                    ui["photo_result"] = gr.Image(label="Your photo, edited", interactive=False, visible=False,
+                                                  format="png", elem_id="photo-result", buttons=["fullscreen"])
+                    ui["photo_confidence"] = gr.Image(
+                        label="Moved (cyan), generator's pixels (magenta)", interactive=False,
+                        visible=False, format="png", buttons=["fullscreen"])
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
-                        ui["paste_back"] = gr.Checkbox(value=True, label="Paste the edit back into the uploaded photo")
+                        ui["paste_back"] = gr.Checkbox(value=True, label="Put the edit into the uploaded photo "
+                                                                         "(full resolution)")
+                        ui["photo_mode"] = gr.Radio(
+                            [("Moved: the photo's own pixels, sharp", "motion"),
+                             ("Pasted: the generator's square (appearance edits)", "paste")],
+                            value="motion", label="How")
                     ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
                     ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files")
                 with gr.Accordion("Points as text", open=False):
@@ -978,7 +1053,9 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         view = [ui["canvas"], ui["status"], ui["points_text"]]
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
-        photo_out = [ui["aligned"], ui["reconstruction"], ui["report"]]
+        # The edited photo's figures first: the API's outputs keep ending in aligned, reconstruction, report.
+        photo_out = [ui["photo_result"], ui["photo_confidence"], ui["aligned"], ui["reconstruction"], ui["report"]]
+        drag_view = view + [ui["photo_result"], ui["photo_confidence"]]   # drags, undo, reset: the photo follows
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"],
                        ui["region"]]
 
@@ -1031,12 +1108,12 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         # over the image, without a spinner; Gradio hides it once frames stream.
         ui["start"].click(studio.request_drag, [ui["editor"]], [ui["canvas"], ui["status"]], api_name=False,
                           **light).then(
-            gpu(studio.drag), drag_params, view, api_name="drag", show_progress="minimal",
+            gpu(studio.drag), drag_params, drag_view, api_name="drag", show_progress="minimal",
             show_progress_on=ui["canvas"], **heavy)
         ui["stop"].click(studio.stop, None, None, api_name="stop", **light)
-        ui["undo"].click(gpu(studio.undo), None, view, api_name="undo", **render)
-        ui["reset"].click(gpu(studio.reset), None, view, api_name="reset", **render)
-        ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"]], [ui["files"]],
+        ui["undo"].click(gpu(studio.undo), None, drag_view, api_name="undo", **render)
+        ui["reset"].click(gpu(studio.reset), None, drag_view, api_name="reset", **render)
+        ui["export"].click(studio.export, [ui["video_format"], ui["paste_back"], ui["photo_mode"]], [ui["files"]],
                            api_name="export", **render)
 
     demo.queue(max_size=studio.settings.queue_size, default_concurrency_limit=8)

@@ -5,6 +5,8 @@
     python -m draggan edit --model celeba128 --seed 3 --points "60,70->70,70;40,50->40,45" \\
         --out edited.png --video drag.gif
     python -m draggan edit --inversion runs/me/ --points "60,70->70,70" --out edited.png
+        # an inverted photo: edited.png is the photo at its own resolution (motion transfer);
+        # --square-out writes the generator's image, --photo-mode paste the old paste-back
 
 Bad input (an unparsable --points string, a point outside the image, a model
 that cannot be found, ...) prints one ``error:`` line and exits with status 2;
@@ -123,7 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "block at half the resolution, e.g. 5 for 128 px)")
     edit.add_argument("--space", choices=["w", "w+"], help=f"latent space to optimize (default {DragConfig.latent_space})")
     edit.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    edit.add_argument("--out", required=True, help="output PNG")
+    edit.add_argument("--out", required=True,
+                      help="output PNG; with --inversion, the edited photo at the photo's own resolution")
+    edit.add_argument("--square-out", metavar="PNG",
+                      help="with --inversion: also write the generator-resolution image (the edited square)")
+    edit.add_argument("--photo-mode", choices=["motion", "paste", "none"], default="motion",
+                      help="with --inversion: how the edit reaches the photo: 'motion' (default) moves the photo's "
+                           "own pixels as the drag moved the generator's; 'paste' pastes the edited square back "
+                           "(for edits that change appearance); 'none' writes the square to --out")
+    edit.add_argument("--confidence-out", metavar="PNG",
+                      help="with --inversion and motion: the photo with the moved region and the generator's own "
+                           "pixels marked")
     edit.add_argument("--video", metavar="OUT.mp4|OUT.gif", help="also write the drag as an animation")
     edit.add_argument("--fps", type=positive_float, default=24.0, help="animation frame rate (default 24)")
     edit.add_argument("--quiet", action="store_true", help="no progress line on stderr")
@@ -197,6 +209,33 @@ def load_inversion(directory: str, device):
     return G, ws
 
 
+def load_inverted_photo(directory: str):
+    """(photo, Alignment) stored by the inversion pipeline (DIR/photo.png, DIR/alignment.json), or None with a
+    warning when the folder has no photo (saved without it): the edit is then written at the generator's size."""
+    import json
+
+    from PIL import Image
+
+    root = Path(directory)
+    photo_path, alignment_path = root / "photo.png", root / "alignment.json"
+    if not photo_path.is_file() or not alignment_path.is_file():
+        print(f"warning: {directory} holds no photo.png and alignment.json: writing the generator's image, "
+              "not the edited photo", file=sys.stderr)
+        return None
+    from inversion.align import Alignment
+
+    try:
+        alignment = Alignment.from_dict(json.loads(alignment_path.read_text()))
+        with Image.open(photo_path) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError, KeyError) as e:
+        raise CLIError(f"--inversion {directory}: cannot read the photo or its alignment ({e})") from None
+    if image.size != tuple(alignment.photo_size):
+        raise CLIError(f"--inversion {directory}: photo.png is {image.size[0]}x{image.size[1]} but alignment.json "
+                       f"was made for {alignment.photo_size[0]}x{alignment.photo_size[1]}")
+    return image, alignment
+
+
 def load_mask(path: str, resolution: int) -> np.ndarray:
     """A mask PNG as an RxR bool array (True = may move); resized with nearest neighbour."""
     from PIL import Image, UnidentifiedImageError
@@ -255,6 +294,8 @@ def cmd_edit(args) -> int:
         raise CLIError(f"--video {args.video}: the animation must end in .gif or .mp4")
     if args.seed is not None and args.seed < 0:
         raise CLIError(f"--seed must be non-negative, got {args.seed}")
+    if not args.inversion and (args.square_out or args.confidence_out):
+        raise CLIError("--square-out and --confidence-out are for --inversion DIR (an inverted photo)")
     device = pick_device(args.device)
 
     if args.inversion:
@@ -275,9 +316,11 @@ def cmd_edit(args) -> int:
     if args.mask:
         session.set_mask(load_mask(args.mask, G.img_resolution))
 
+    photo = load_inverted_photo(args.inversion) if args.inversion and args.photo_mode != "none" else None
+    before = session.render()
     frames = []
     if args.video:
-        frames.append(draw_points(session.render(), session.handles, session.targets))
+        frames.append(draw_points(before, session.handles, session.targets))
     start = session.handles
     state = None
     t0 = time.perf_counter()
@@ -293,13 +336,32 @@ def cmd_edit(args) -> int:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
 
-    out = save_image(session.render(), args.out)
+    square = session.render()
+    note = ""
+    if photo is not None:
+        from inversion.motion_transfer import transfer_edit
+
+        image, alignment = photo
+        edit = transfer_edit(image, alignment, before, square, start, session.targets, tracked=session.handles,
+                             mode=args.photo_mode)
+        out = save_image(np.asarray(edit.image), args.out)
+        what = "motion transfer" if edit.mode == "motion" else "pasted back"
+        note = (f" (the photo, {image.size[0]}x{image.size[1]}, {what}: {edit.changed} pixels changed in "
+                f"{edit.seconds['total']:.2f} s)")
+        if args.confidence_out and edit.mode == "motion":
+            save_image(np.asarray(edit.confidence_overlay()), args.confidence_out)
+            note += f", {args.confidence_out}"
+    else:
+        out = save_image(square, args.out)
+    if args.square_out:
+        save_image(square, args.square_out)
+        note += f", {args.square_out} (the generator's {square.shape[1]} px image)"
     if args.video:
         write_video(args.video, frames, fps=args.fps)
     steps = state.step if state else 0
     verdict = "all handles reached their targets" if state and state.done else "stopped at the step limit"
     print(format_handle_table(start, session.handles, session.targets, session.distances))
-    print(f"{verdict} after {steps} steps ({elapsed:.1f} s on {device}); wrote {out}"
+    print(f"{verdict} after {steps} steps ({elapsed:.1f} s on {device}); wrote {out}{note}"
           + (f" and {args.video}" if args.video else ""))
     return 0
 

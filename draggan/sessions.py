@@ -143,6 +143,9 @@ class UserSession:
         self.seed: int | None = None
         self.truncation: float | None = None
         self.inversion = None                            # inversion.InversionResult of the photo
+        self.original_image: np.ndarray | None = None    # the image the latent started from (a photo edit's 'before')
+        self.photo_points: list[tuple] = []              # (handles, targets) of every drag since then (photo edits)
+        self.photo_edit = None                           # the last inversion.PhotoEdit shown
         self.clear_points()
         self.mask: np.ndarray | None = None
         self.mask_changed = False
@@ -159,6 +162,7 @@ class UserSession:
             self.model, self.generator, self.tuned, self.drag = model, G, tuned, drag
             self.source, self.seed, self.truncation, self.inversion = source, seed, truncation, inversion
             self.image = image
+            self.original_image = image
             self.notice = None
         return image
 
@@ -204,6 +208,7 @@ class UserSession:
         self.handles = list(self.initial_handles)
         self.points_changed = bool(self.handles) or self.points_changed
         self.frames.clear()
+        self.photo_points.clear()
         self.refresh_image()
 
     @property

@@ -3,15 +3,20 @@
     from inversion import invert
     result = invert("photo.jpg", G)      # G: draggan.networks.Generator (left untouched)
     result.ws, result.generator          # hand these to the drag engine
-    result.paste_back(edited)            # the edited square, back in the original photo
+    result.transfer(after, handles, targets)   # a drag's edit on the photo's own pixels (motion transfer)
+    result.paste_back(edited)            # the edited square, pasted back into the original photo
+    drag_photo(result, handles, targets).image  # drag and transfer in one call
 
-See pipeline.invert for the report's contents and InversionConfig for every setting.
+See pipeline.invert for the report's contents, InversionConfig for every setting and
+motion_transfer for how an edit reaches the photo.
 """
 
 from .align import Alignment, FaceTemplate
 from .errors import Cancelled, InversionError, PhotoError
 from .pipeline import DEFAULT_CACHE, InversionCache, InversionConfig, InversionResult, alignment_for_model, invert
+from .motion_transfer import PhotoEdit, drag_photo, transfer_edit
 from .photo import read_photo
 
 __all__ = ["invert", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
-           "Cancelled", "InversionError", "Alignment", "FaceTemplate", "read_photo", "alignment_for_model"]
+           "Cancelled", "InversionError", "Alignment", "FaceTemplate", "read_photo", "alignment_for_model",
+           "PhotoEdit", "transfer_edit", "drag_photo"]

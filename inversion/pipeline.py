@@ -2,7 +2,8 @@
 
     result = invert(photo, G)                     # photo: path | bytes | PIL.Image | np.ndarray
     result.ws, result.generator                   # pivot W+ and the tuned copy of G, ready for dragging
-    result.paste_back(edited_image)               # the edit, back in the original photo
+    result.transfer(after, handles, targets)      # a drag's edit applied to the photo's own pixels (motion transfer)
+    result.paste_back(edited_image)               # the edited square pasted back into the original photo
 
 ``G`` is never modified; the tuned generator is a copy. Results are cached by (photo
 pixels, model weights, settings), so inverting the same photo again is instant.
@@ -38,14 +39,24 @@ from .pti import TuningSettings, pivotal_tuning
 # per step does not depend on the device: PTI at lr 3e-3 (cosine ramp-down over the last 30%)
 # reaches in 50-100 steps what PTI's lr 3e-4 reaches in 150+ (inversion/README.md; lr 1e-2 is
 # worse), and projection beyond ~40 W steps at lr 0.1 barely changes the tuned result.
-# CPU (2-core AVX2, 6 faces, BENCHMARKS.md): "fast" 59.5 s, 27.7 dB; "faithful" 140 s, 31.9 dB.
-# GPU (H200, CUDA graphs, 100 faces): "fast" 2.7 s, 30.1 dB; "faithful" (PTI's 350 steps) not measured.
+#
+# ``pti_stop`` is the early-stop threshold of tuning (LPIPS, or the pyramid fallback; None = run
+# every step). ``fast`` stops as soon as the reconstruction is good enough to edit (0.06, about
+# 27.5 dB on held-out faces); ``faithful`` never stops early and so spends its whole, longer budget
+# getting closer to the photo. Before 2026-12-05 both stopped at 0.06, so on a GPU (where 0.06 is
+# reached long before either budget ends) they gave the same 27.5 dB in the same 1.8 s.
+# Figures with these defaults: BENCHMARKS.md, "Inversion presets as a user gets them".
 PRESETS = {
-    "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000),
-            "faithful": dict(steps_w=40, lr_w=0.1, steps_pti=200, lr_pti=3e-3, w_avg_samples=2000)},
-    "gpu": {"fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000),
-            "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000)},
+    "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
+            "faithful": dict(steps_w=40, lr_w=0.1, steps_pti=200, lr_pti=3e-3, w_avg_samples=2000, pti_stop=None)},
+    "gpu": {"fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
+            "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000,
+                             pti_stop=None)},
 }
+# Below this PSNR (aligned photo vs reconstruction) the report and the app say the reconstruction is
+# poor: glasses, hats, unusual faces (Grace Hopper: 21 dB with `fast`; 6 held-out faces: 23-30 dB with
+# `fast`, 27-37 dB with `faithful`, BENCHMARKS.md).
+POOR_PSNR = 24.0
 QUALITIES = tuple(PRESETS["cpu"])
 
 
@@ -70,8 +81,9 @@ class InversionConfig:
     lr_pti: float | None = None        # Tuning lr (PTI: 3e-4 over 350 steps; 3e-3 converges in far fewer).
     pti_lr_rampdown: float = 0.3       # Fraction of tuning steps with a cosine lr decay (0 = constant lr).
     pti_l2_weight: float = 1.0
-    pti_stop_lpips: float = 0.06       # Early stop when LPIPS <= this (PTI's threshold).
-    pti_stop_fallback: float | None = 0.06  # Same for the pyramid fallback: 0.06 ~ PSNR 30 dB on celeba128 faces.
+    # Early stop when LPIPS <= this (PTI's threshold: 0.06); None = every step; "auto" = the preset's.
+    pti_stop_lpips: float | None | str = "auto"
+    pti_stop_fallback: float | None | str = "auto"  # Same for the pyramid fallback (0.06 ~ 27.5 dB on celeba128 faces).
     locality: bool = False             # PTI locality regularization.
     locality_weight: float = 0.1
     locality_alpha: float = 30.0
@@ -95,8 +107,12 @@ class InversionConfig:
         """A copy with every ``None`` budget filled from the device's preset."""
         if self.quality not in QUALITIES:
             raise ValueError(f"quality must be one of {QUALITIES}, got {self.quality!r}")
-        preset = PRESETS["cpu" if device.type == "cpu" else "gpu"][self.quality]
+        preset = dict(PRESETS["cpu" if device.type == "cpu" else "gpu"][self.quality])
+        stop = preset.pop("pti_stop")
         updates = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        for k in ("pti_stop_lpips", "pti_stop_fallback"):
+            if getattr(self, k) == "auto":
+                updates[k] = stop
         if self.amp == "auto":
             fast_bf16 = fast_autocast(device)
             updates["amp"] = "bf16" if fast_bf16 else "none"
@@ -141,6 +157,25 @@ class InversionResult:
         if photo is None:
             raise InversionError("The original photo is not stored with this result; pass it to paste_back().")
         return self.alignment.paste_back(edited, photo, feather=feather)
+
+    def transfer(self, after, handles=None, targets=None, *, before=None, tracked=None, mode: str = "motion",
+                 photo: Image.Image | None = None, settings=None):
+        """The edit from ``before`` to ``after`` (generator-resolution images) applied to the original photo.
+
+        before  : the square before the drag, as the drag engine drew it (default: ``reconstruction``).
+        handles, targets, tracked : the drag's points in square pixels (see
+                  :func:`inversion.motion_transfer.transfer_edit`); they keep the edit local.
+        mode    : 'motion' (the photo's own pixels, moved) or 'paste' (the square pasted back).
+        Returns an :class:`inversion.motion_transfer.PhotoEdit` (``.image`` is the edited photo).
+        """
+        from .motion_transfer import transfer_edit
+
+        photo = photo if photo is not None else self.photo
+        if photo is None:
+            raise InversionError("The original photo is not stored with this result; pass photo=.")
+        before = self.reconstruction if before is None else before
+        return transfer_edit(photo, self.alignment, before, after, handles, targets, tracked=tracked, mode=mode,
+                             settings=settings)
 
     def save(self, directory, save_photo: bool = True) -> Path:
         """DIR/aligned.png, reconstruction.png, report.json, latent.pt, alignment.json, photo.png, generator/."""
@@ -360,6 +395,16 @@ def alignment_for_model(source) -> tuple[str, str | None]:
 # --------------------------------------------------------------------------- invert
 
 
+def poor_reconstruction_notice(psnr_value: float, quality: str = "fast") -> str:
+    """What a poor reconstruction (PSNR below :data:`POOR_PSNR`) means for the edit, in one paragraph."""
+    advice = " The faithful preset may get closer." if quality != "faithful" else ""
+    return (f"Poor reconstruction: {psnr_value:.1f} dB (good ones reach {POOR_PSNR:.0f} dB or more). The generator "
+            "does not reproduce this face well (glasses, a hat, an unusual face, pose or lighting). Drags are still "
+            "applied to your photo's own pixels, but they are computed on the generator's version of the face: "
+            "parts it got wrong may move less precisely, and a pasted-back square would look like someone else."
+            + advice)
+
+
 def _device_of(G) -> torch.device:
     return next(G.parameters()).device
 
@@ -377,7 +422,8 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
                between steps.
     cache    : an :class:`InversionCache` (default: a process-wide one), or None.
 
-    Report keys: psnr, ssim, lpips (None without LPIPS weights), loss_used, face_found,
+    Report keys: psnr, poor_reconstruction (psnr below POOR_PSNR; a notice says what it means), ssim,
+    lpips (None without LPIPS weights), loss_used, face_found,
     num_faces, alignment, notices, identity_distance (None if no face), stage_mse
     (initial / projection / tuned), steps, timings (seconds per stage), photo_sha256,
     model_id, cached, config.
@@ -471,8 +517,13 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     identity = identity_distance(aligned, reconstruction) if (cfg.identity and face_found) else None
     lap("report")
     report_progress("report", 1, 1)
+    psnr_value = psnr(aligned, reconstruction)
+    poor = bool(psnr_value < POOR_PSNR)
+    if poor:
+        notices.append(poor_reconstruction_notice(psnr_value, cfg.quality))
     report = {
-        "psnr": round(psnr(aligned, reconstruction), 3),
+        "psnr": round(psnr_value, 3),
+        "poor_reconstruction": poor,
         "ssim": round(ssim(aligned, reconstruction), 4),
         "lpips": None if lpips_value is None else round(lpips_value, 4),
         "loss_used": loss.name,

@@ -253,3 +253,25 @@ def test_quality_picks_the_step_budget_and_explicit_steps_win():
     assert InversionConfig(quality="faithful", steps_pti=7).resolved(cpu).steps_pti == 7
     with pytest.raises(ValueError, match="quality"):
         InversionConfig(quality="best").resolved(cpu)
+
+
+def test_faithful_does_not_stop_where_fast_stops():
+    """On a GPU both presets used to stop at the same 0.06 threshold, long before either budget ended."""
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        fast, faithful = InversionConfig().resolved(device), InversionConfig(quality="faithful").resolved(device)
+        assert fast.pti_stop_lpips == fast.pti_stop_fallback == 0.06
+        assert faithful.pti_stop_lpips is None and faithful.pti_stop_fallback is None   # every step runs
+    # Explicit thresholds win over the preset's.
+    cfg = InversionConfig(quality="faithful", pti_stop_fallback=0.03, pti_stop_lpips=None).resolved(torch.device("cpu"))
+    assert cfg.pti_stop_fallback == 0.03 and cfg.pti_stop_lpips is None
+
+
+def test_poor_reconstruction_is_reported_with_what_it_means(G, face):
+    """A tiny generator cannot reproduce a face: the report says the reconstruction is poor, and why it matters."""
+    from inversion.pipeline import POOR_PSNR
+
+    result = invert(face, G, InversionConfig(steps_w=2, steps_pti=1, w_avg_samples=64, identity=False, loss="l2"),
+                    cache=None)
+    assert result.report["psnr"] < POOR_PSNR and result.report["poor_reconstruction"] is True
+    notice = [n for n in result.report["notices"] if n.startswith("Poor reconstruction")]
+    assert notice and "generator's version of the face" in notice[0]
