@@ -67,7 +67,7 @@ class DragConfig:
     region_feather  = 0.05,    # Width of the region's soft edge, as a fraction of the image side.
     blend_block     = None,    # "auto": the synthesis block whose output is blended into the unedited image
                                #   (None: the block below the feature block; at most the feature block).
-    lambda_warp     = 0.0,     # Weight of the dense term that keeps the features close to the first ones,
+    lambda_warp     = 2.0,     # Weight of the dense term that keeps the features close to the first ones,
                                #   smoothly displaced with the handles (motion.warp_supervision_loss).
     warp_sigma      = 0.0625,  # Width (Gaussian sigma) of that displacement, as a fraction of the image side.
     feature_block   = None,    # Synthesis block (1-based) whose output is F (None: default_feature_block(G),
@@ -103,7 +103,7 @@ class DragConfig:
     region_radius: float = 0.1
     region_feather: float = 0.05
     blend_block: int | None = None
-    lambda_warp: float = 0.0
+    lambda_warp: float = 2.0
     warp_sigma: float = 0.0625
     feature_block: int | None = None
     latent_space: str = "w+"
@@ -172,7 +172,7 @@ class DragConfig:
 # with the paper stay reproducible (BENCHMARKS.md, "Edit quality").
 PRESETS: dict[str, dict] = {
     "local": {},
-    "paper": {"region": "global"},
+    "paper": {"region": "global", "lambda_warp": 0.0},
 }
 
 
@@ -633,7 +633,7 @@ class DragSession:
         if self.config.lambda_warp:
             loss = loss + self.config.lambda_warp * warp_supervision_loss(
                 feat, opt.feat0, opt.handles0, tracked, self._targets, self.resolution,
-                self.config.warp_sigma * self.resolution, opt.warp_weight)
+                self.config.warp_sigma * self.resolution, opt.warp_weight, active)
         opt.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=[param])  # only the latent gets a gradient; G stays untouched
         opt.optimizer.step()

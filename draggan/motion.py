@@ -105,7 +105,7 @@ def displacement_field(points: torch.Tensor, moves: torch.Tensor, size: int, ima
 
 def warp_supervision_loss(feat: torch.Tensor, feat0: torch.Tensor, handles0: torch.Tensor, handles: torch.Tensor,
                           targets: torch.Tensor, image_size: int, sigma: float,
-                          weight: torch.Tensor | None = None) -> torch.Tensor:
+                          weight: torch.Tensor | None = None, active: torch.Tensor | None = None) -> torch.Tensor:
     """Dense supervision towards the first features, smoothly displaced: ``mean w |F(q) - sg(F0(q - u(q)))|``.
 
     Motion supervision says where each handle goes; this says what the rest should look like
@@ -117,9 +117,12 @@ def warp_supervision_loss(feat: torch.Tensor, feat0: torch.Tensor, handles0: tor
     feat, feat0 : [1, C, h, w] features now (with grad) and when the points were set.
     handles0    : [N, 2] the handles' first positions; handles: [N, 2] tracked now; targets [N, 2].
     weight      : optional [1, 1, h, w] weights of the feature pixels (e.g. the edit region).
+    active      : optional [N] 0/1: handles that still move (as in :func:`motion_loss`).
     """
     h = feat.shape[-1]
     step = unit_directions(handles, targets)
+    if active is not None:   # a handle that has arrived takes no further step
+        step = step * active.to(step.dtype)[:, None]
     moves = handles + step - handles0                                             # [N, 2]
     u = displacement_field(handles + step, moves, h, image_size, sigma)
     ax = (torch.arange(h, dtype=torch.float32, device=feat.device) + 0.5) * (image_size / h) - 0.5

@@ -148,7 +148,8 @@ def test_drag_moves_a_blob_to_the_target(block):
 
 def test_drag_moves_content_towards_the_target(G):
     handle, target = (28, 32), (38, 32)
-    s = session(G, points=([handle], [target]), max_steps=80)
+    # The algorithm's core: motion supervision and tracking alone (the warp term is tested on its own below).
+    s = session(G, points=([handle], [target]), max_steps=80, lambda_warp=0)
     ws0 = s.ws
     states = run(s)
     final = states[-1]
@@ -267,13 +268,23 @@ def test_mask_keeps_the_fixed_region_closer_to_the_original(G):
     assert masked < 0.7 * free
 
 
-def test_all_movable_mask_is_the_same_as_no_mask(G):
-    a = session(G)
-    b = session(G)
+def test_all_movable_mask_is_the_same_as_no_mask_in_the_paper_drag(G):
+    a = session(G, region="global", lambda_warp=0)
+    b = session(G, region="global", lambda_warp=0)
     b.set_mask(np.ones((R, R), dtype=bool))
     run(a, max_steps=3)
     run(b, max_steps=3)
     assert torch.equal(a.ws, b.ws)
+
+
+def test_all_movable_mask_lets_a_local_drag_change_everything(G):
+    handle, target = (20, 20), (25, 20)
+    far = far_from([handle, target], 32)
+    s = session(G, points=([handle], [target]))
+    s.set_mask(np.ones((R, R), dtype=bool))
+    before = s.render()
+    run(s, max_steps=10)
+    assert not np.array_equal(before[far], s.render()[far])
 
 
 def test_mask_validation(G):
@@ -329,7 +340,8 @@ def test_handles_already_at_targets_finish_without_changing_the_latent(G):
     s = session(G, points=([(30, 30), (40, 20)], [(30, 30), (40.5, 20)]))
     ws0 = s.ws
     states = run(s)
-    assert len(states) == 1 and states[0].done and states[0].loss == 0
+    # loss ~0: the warp term resamples the unchanged features at their own pixels (float rounding only)
+    assert len(states) == 1 and states[0].done and states[0].loss < 1e-6
     assert torch.equal(s.ws, ws0) and s.history == []
 
 
@@ -572,3 +584,47 @@ def test_presets():
         DragConfig.preset("fastest")
     with pytest.raises(DragConfigError, match="region"):
         DragConfig(region="everywhere")
+
+
+# --------------------------------------------------------------------------- warp supervision
+
+
+def test_displacement_field_moves_content_near_the_points_only():
+    from draggan.motion import displacement_field
+    u = displacement_field(torch.tensor([[16.0, 16.0]]), torch.tensor([[3.0, -2.0]]), 32, 32, sigma=2.0)
+    assert u.shape == (32, 32, 2)
+    torch.testing.assert_close(u[16, 16], torch.tensor([3.0, -2.0]))     # at the point: its whole move
+    assert u[16, 30].abs().max() < 1e-6 and u[0, 0].abs().max() < 1e-6   # far away: none
+    # Two points on top of each other average their moves instead of adding them.
+    both = displacement_field(torch.tensor([[16.0, 16.0], [16.0, 16.0]]), torch.tensor([[2.0, 0.0], [4.0, 0.0]]),
+                              32, 32, sigma=2.0)
+    torch.testing.assert_close(both[16, 16], torch.tensor([3.0, 0.0]))
+
+
+def test_warp_supervision_targets_the_first_features_moved_with_the_handles():
+    from draggan.motion import warp_supervision_loss
+    torch.manual_seed(0)
+    feat0 = F.avg_pool2d(torch.randn(1, 8, 40, 40), 5, stride=1, padding=2)[..., 4:36, 4:36]   # smooth, 32 x 32
+    p0 = torch.tensor([[16.0, 16.0]])
+    # Handles that have not moved and no step to take: the first features are the target, exactly.
+    assert warp_supervision_loss(feat0, feat0, p0, p0, p0, 32, sigma=100.0) == 0
+    # The handle came 2 px right and steps 1 more: with a wide field, the target is feat0 moved 3 px right.
+    handles, targets = torch.tensor([[18.0, 16.0]]), torch.tensor([[30.0, 16.0]])
+    moved = torch.roll(feat0, shifts=3, dims=-1)
+    interior = torch.zeros(1, 1, 32, 32)
+    interior[..., 4:28, 4:28] = 1                 # away from the border and the roll's wrap
+    at_moved = warp_supervision_loss(moved, feat0, p0, handles, targets, 32, sigma=100.0, weight=interior)
+    at_start = warp_supervision_loss(feat0, feat0, p0, handles, targets, 32, sigma=100.0, weight=interior)
+    assert at_moved < 0.1 * at_start     # not 0: the wide Gaussian still fades a little across the map
+
+
+def test_the_paper_preset_has_no_warp_term_and_the_default_has_one():
+    assert DragConfig.preset("paper").lambda_warp == 0 and DragConfig().lambda_warp > 0
+
+
+def test_the_default_drag_with_its_warp_term_still_moves_the_handle(G):
+    handle, target = (28, 32), (38, 32)
+    s = session(G, points=([handle], [target]), max_steps=80)
+    assert s.config.lambda_warp > 0
+    final = run(s)[-1]
+    assert final.distances[0] < 0.4 * 10     # most of the way on the tiny random generator
