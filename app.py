@@ -5,11 +5,11 @@
     python app.py --model path/to/generator --device cuda --port 8000
 
 This file only wires the interface to the library: sampling and dragging are
-``draggan.engine``, photo inversion is ``inversion``, per-user state is
-``draggan.sessions`` and drawing is ``draggan.overlay``. It runs unchanged as a
-Hugging Face Space (``@spaces.GPU`` is used where the ``spaces`` package exists).
+``draggan.engine`` (the live drag ``draggan.engine.live``), photo inversion is ``inversion``,
+per-user state is ``draggan.app.state`` and drawing is ``draggan.drawing.overlay``. It runs
+unchanged as a Hugging Face Space (``@spaces.GPU`` is used where the ``spaces`` package exists).
 
-Every user (browser tab) gets a private :class:`draggan.sessions.UserSession`
+Every user (browser tab) gets a private :class:`draggan.app.state.UserSession`
 keyed by Gradio's session hash; the base generators are shared read-only.
 Drags and inversions share one concurrency slot per device, behind a bounded queue.
 """
@@ -29,15 +29,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from draggan import registry
-from draggan.checkpoints import CheckpointError
-from draggan.download import DownloadError, is_offline
+from draggan.app.state import ModelPool, SessionError, SessionStore, UserSession
+from draggan.drawing.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
+from draggan.drawing.video import VideoError, drag_frame, write_video
 from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
-from draggan.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
-from draggan.points import PointError, format_points, parse_points
-from draggan.runtime import fast_autocast, runtime_for
-from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, live_drag, torch_threads
-from draggan.video import VideoError, write_video
+from draggan.engine.live import live_drag, torch_threads
+from draggan.engine.points import PointError, format_points, parse_points
+from draggan.loaders import registry
+from draggan.loaders.checkpoints import CheckpointError
+from draggan.loaders.download import DownloadError, is_offline
+from draggan.runtime import default_device, fast_autocast, runtime_for
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
 from inversion.motion_transfer import transfer_edit
 from inversion.photo import MAX_FILE_BYTES
@@ -52,7 +53,6 @@ except ImportError:
         return fn
 
 GPU_MAX_FPS = 15.0          # frames per second sent to the browser at most: what a person can follow
-VIDEO_VIEW_SIZE = 256       # recorded drags are written at about this size
 DEFAULT_SEED = 0
 DEFAULT_TRUNCATION = 0.7
 NO_IMAGE = "There is no image yet: pick a model and press **New face**, or upload a photo."
@@ -122,8 +122,8 @@ def registry_models() -> dict[str, str]:
 
 def default_model_for(device: str) -> str:
     """The model a visitor starts with: on a CPU without fast bf16 (e.g. AVX2 only) the distilled
-    celeba128-lite, whose drag streams about 6 frames/s on 2 AVX2 cores where celeba128 manages about 3
-    (BENCHMARKS.md); otherwise, or when it is missing, celeba128. Both stay in the dropdown."""
+    celeba128-lite, whose drag streams about twice as many frames per second there (BENCHMARKS.md, "App
+    responsiveness"); otherwise, or when it is missing, celeba128. Both stay in the dropdown."""
     lite = registry.get_model("celeba128-lite")
     if (lite is not None and torch.device(device).type == "cpu" and not fast_autocast(device)
             and (registry.REPO_ROOT / lite.path / "model.safetensors").is_file()):
@@ -927,9 +927,7 @@ class Studio:
         files.append(str(latent))
         if s.frames:
             suffix = ".mp4" if str(video_format).lower() == "mp4" else ".gif"
-            scale = view_scale(s.resolution, VIDEO_VIEW_SIZE)
-            frames = [render_view(f.image, scale, f.handles, f.targets, mask=s.mask, numbers=False)
-                      for f in s.frames]
+            frames = [drag_frame(f.image, f.handles, f.targets, mask=s.mask) for f in s.frames]
             try:
                 files.append(str(write_video(folder / f"drag-{stamp}{suffix}", frames, fps=10)))
             except VideoError as e:
@@ -1148,7 +1146,7 @@ def launch_options() -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(default_device(args.device))
     if args.threads or torch.device(device).type == "cpu":
         torch.set_num_threads(args.threads or cpu_threads())
     models = registry_models()

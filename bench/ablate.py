@@ -53,13 +53,30 @@ import json
 import sys
 import time
 
-
 from draggan.engine import DragConfig, default_feature_block
 
 from . import staged
-from .eval_drag import (EDITS, DragTask, _fmt, add_drag_stage_arguments, drag_items, drag_stage,
-                        drag_work, edit_task, environment, fmt_psnr, load_model, measure, pair_task, run_from_record,
-                        sample_faces, sample_pairs, summarize, work_tasks, write_json)
+from .eval_drag import (
+    EDITS,
+    DragTask,
+    _fmt,
+    add_drag_stage_arguments,
+    drag_items,
+    drag_stage,
+    drag_work,
+    edit_task,
+    environment,
+    fmt_psnr,
+    load_model,
+    measure,
+    pair_task,
+    run_from_record,
+    sample_faces,
+    sample_pairs,
+    summarize,
+    work_tasks,
+    write_json,
+)
 from .landmarks import measure_face
 
 # group -> [(label, DragConfig overrides)]
@@ -259,7 +276,8 @@ def markdown_tables(result: dict) -> str:
             mark = " **(pick)**" if v["label"] == rec else ""
             lines.append(f"| {v['label']}{mark} | {_fmt(s['md_mean'])} | {_fmt(s['md_no_edit_mean'])} | "
                          f"{_fmt(s.get('identity_to_source_mean'), 3)} | {fmt_psnr(s)} | "
-                         f"{_fmt(s.get('far_mae_mean'))} | {s['faces_found']}/{s['edits']} | {_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | "
+                         f"{_fmt(s.get('far_mae_mean'))} | {s['faces_found']}/{s['edits']} | "
+                         f"{_fmt(s['steps_mean'], 1)} | {_fmt(s['done_rate'])} | "
                          f"{_fmt(s['seconds_per_edit'], 1)} | {_fmt(s['ms_per_step'], 0)} |")
         lines.append("")
     missing = meta.get("missing_items")

@@ -87,7 +87,7 @@ def time_drag(client, steps: int, block: int, lr: float) -> dict:
 
 def engine_times(G, ws, config, points, repeats=3) -> tuple[float, float]:
     """(ms per step, ms per render) of the engine alone, for the same settings."""
-    from draggan.points import parse_points
+    from draggan.engine.points import parse_points
     session = DragSession(G, ws, config)
     session.set_points(*parse_points(points))
     it = session.drag(max_steps=repeats + 1, image_every=0)

@@ -29,9 +29,10 @@ import time
 import numpy as np
 import torch
 
-from draggan import ops
 from draggan.engine import DragConfig, DragSession
-from draggan.networks import Generator, GeneratorConfig
+from draggan.models import ops
+from draggan.models.networks import Generator, GeneratorConfig
+from draggan.runtime import default_device
 
 ARCHS = {
     "ffhq512": dict(img_resolution=512, channel_base=32768, channel_max=512, mapping_layers=8),
@@ -43,7 +44,7 @@ ARCHS = {
 
 def build_generator(args, device) -> tuple[Generator, str]:
     if args.model:
-        from draggan.checkpoints import load_generator
+        from draggan.loaders.checkpoints import load_generator
         return load_generator(args.model, device=device), args.model
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(**ARCHS[args.arch]))
@@ -111,7 +112,7 @@ def main(argv=None):
     src = p.add_mutually_exclusive_group()
     src.add_argument("--arch", choices=sorted(ARCHS), default="ffhq512", help="random-weight architecture")
     src.add_argument("--model", help="registry name or path of a real generator (instead of --arch)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=str(default_device()))
     p.add_argument("--handles", default="1,5", help="comma-separated handle counts (default 1,5)")
     p.add_argument("--mask", choices=["off", "on", "both"], default="off", help="benchmark with a mask term")
     p.add_argument("--feature-block", type=int, default=6)
@@ -121,7 +122,7 @@ def main(argv=None):
                    help="CUDA graph replay of the step (default: on for CUDA, off otherwise)")
     p.add_argument("--upsample", choices=["auto", "fold", "filter"], default="auto",
                    help="up-sampling convs: FIR filter folded into the kernel, or applied after it "
-                        "(auto: fold on CUDA only, see draggan.ops.fold_filter_default)")
+                        "(auto: fold on CUDA only, see draggan.models.ops.fold_filter_default)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--steps", type=int, default=50, help="timed steps per case")
     args = p.parse_args(argv)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from draggan.runtime import default_device
 from inversion import InversionConfig, invert
 from inversion.__main__ import load_model
 from inversion.pipeline import alignment_for_model
@@ -66,7 +67,7 @@ def bench_photos(eval_dir: Path, n: int, extra: bool = True) -> list[tuple[str, 
 
 
 def random_generator(resolution: int, device: str):
-    from draggan.networks import Generator
+    from draggan.models.networks import Generator
     torch.manual_seed(0)
     G = Generator(img_resolution=resolution, channel_base=32768, channel_max=512)
     return G.eval().requires_grad_(False).to(device)
@@ -74,9 +75,9 @@ def random_generator(resolution: int, device: str):
 
 def drag_check(result, steps: int, frac: float) -> dict:
     """Drag the chin (or the centre) down by ``frac`` of the size; final distance and identity kept."""
-    from draggan.engine import DragConfig, DragSession
     from PIL import Image
 
+    from draggan.engine import DragConfig, DragSession
     from inversion.align import transform_points
     from inversion.metrics import identity_distance
 
@@ -116,7 +117,7 @@ def fmt(v, digits=3):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="celeba128", help="model name/path, or random:RES for timing")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=str(default_device()))
     p.add_argument("-n", type=int, default=10, help="number of eval faces")
     p.add_argument("--eval-dir", type=Path, default=EVAL_DIR)
     p.add_argument("--no-extra", action="store_true", help="skip the skimage/matplotlib photos")

@@ -42,13 +42,27 @@ import numpy as np
 import torch
 from PIL import Image
 
+from draggan.drawing.overlay import render_view
 from draggan.engine import PRESETS, DragConfig, DragSession
 from draggan.runtime import runtime_for
-from draggan.video import draw_points
 
-from .eval_drag import (EDITS, DragRun, DragTask, FaceSample, _fmt, edit_task, environment, fmt_psnr,
-                        frechet_distance, load_model, measure, run_task, sample_faces, summarize,
-                        write_json)
+from .eval_drag import (
+    EDITS,
+    DragRun,
+    DragTask,
+    FaceSample,
+    _fmt,
+    edit_task,
+    environment,
+    fmt_psnr,
+    frechet_distance,
+    load_model,
+    measure,
+    run_task,
+    sample_faces,
+    summarize,
+    write_json,
+)
 from .landmarks import measure_face
 from .model_quality import detect_and_embed, eval_images, generated_images
 
@@ -165,7 +179,7 @@ def grid_image(tasks, runs, faces: int, scale: int = 2) -> np.ndarray:
         before = items[0][0].face.image
         handles = np.concatenate([t.handles for t, _ in items])
         targets = np.concatenate([t.targets for t, _ in items])
-        cells = [draw_points(before, handles, targets, scale=scale)]
+        cells = [render_view(before, scale, handles, targets, smooth=True, numbers=False)]
         cells += [np.asarray(Image.fromarray(r.image).resize((before.shape[1] * scale, before.shape[0] * scale),
                                                              Image.LANCZOS)) for _, r in items]
         rows.append(np.concatenate(cells, axis=1))

@@ -655,7 +655,7 @@ def markdown_table(result: dict) -> str:
 
 
 def load_model(name: str, device: str):
-    from draggan.checkpoints import load_generator
+    from draggan.loaders.checkpoints import load_generator
 
     return load_generator(name, device=device, progress=False)
 

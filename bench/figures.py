@@ -26,11 +26,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from draggan.drawing.overlay import render_view
 from draggan.engine import DragConfig
-from draggan.overlay import render_view
 
-from .eval_drag import (EDITS, DragTask, FaceSample, edit_task, environment, load_model, mean_distance, measure,
-                        pair_task, run_task, sample_faces, sample_pairs, write_json)
+from .eval_drag import (
+    EDITS,
+    DragTask,
+    FaceSample,
+    edit_task,
+    environment,
+    load_model,
+    mean_distance,
+    measure,
+    pair_task,
+    run_task,
+    sample_faces,
+    sample_pairs,
+    write_json,
+)
 from .landmarks import measure_face
 
 MAX_FILE_BYTES = 1_000_000
@@ -42,7 +55,7 @@ MAX_FILE_BYTES = 1_000_000
 def draw_drag(image: np.ndarray, handles, targets, scale: int = 2, numbers: bool = False) -> Image.Image:
     """The image enlarged ``scale`` times (Lanczos) with handles (red), targets (blue) and arrows between them.
 
-    Drawn by the app's :func:`draggan.overlay.render_view`, so figures look like the editor.
+    Drawn by the app's :func:`draggan.drawing.overlay.render_view`, so figures look like the editor.
     """
     return Image.fromarray(render_view(image, scale, handles=np.asarray(handles, float),
                                        targets=np.asarray(targets, float), smooth=True, numbers=numbers))

@@ -43,7 +43,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def run(model: str, n: int, qualities: list[str], device: str, cache_dir: Path | None, eval_dir: Path, log=print):
     from bench.bench_inversion import bench_photos
-    from draggan.checkpoints import load_generator
+    from draggan.loaders.checkpoints import load_generator
     from inversion import InversionCache, InversionConfig, invert
     from inversion.pipeline import alignment_for_model
 

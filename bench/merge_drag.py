@@ -67,8 +67,8 @@ def merge(results: list[dict]) -> dict:
     realism = {k: {**v, "note": "from the first file only (embeddings are not kept in results)"}
                for k, v in first.get("realism", {}).items()}
     # The first file's list of edits it lacked is what the others supply: not carried over.
-    meta = {**{k: v for k, v in first["meta"].items() if k != "missing_items"}, "pairs": max(len({(row["seed_source"], row["seed_target"]) for row in rows
-                                               if row["handles"] == n}) for n in counts),
+    pairs = max(len({(row["seed_source"], row["seed_target"]) for row in rows if row["handles"] == n}) for n in counts)
+    meta = {**{k: v for k, v in first["meta"].items() if k != "missing_items"}, "pairs": pairs,
             "sources": [{"command": r["meta"].get("command"), "device": r["meta"].get("env", {}).get("device"),
                          "date": r["meta"].get("env", {}).get("date"),
                          "edits": {str(n): sum(row["handles"] == n for row in r["rows"]) for n in counts}}

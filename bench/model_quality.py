@@ -39,8 +39,6 @@ DATA = Path(os.environ.get("DRAGGAN_CELEBA128",
 
 def detect_and_embed(rgb: np.ndarray) -> tuple[bool, np.ndarray | None]:
     """(face found, 128-D descriptor of the largest face or None) for a 128 px RGB image."""
-    import dlib
-
     big = cv2.resize(rgb, (rgb.shape[1] * 2, rgb.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
     rects = DLIB.detector(big, 1)
     if len(rects) == 0:
@@ -104,7 +102,7 @@ def main(argv=None):
     p.add_argument("--real-baseline", action="store_true", help="also measure real-vs-real FD and detection rate")
     args = p.parse_args(argv)
 
-    from draggan.checkpoints import load_generator
+    from draggan.loaders.checkpoints import load_generator
 
     t0 = time.time()
     G = load_generator(args.model, device=args.device)

@@ -420,7 +420,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from bench.bench_inversion import bench_photos
-    from draggan.checkpoints import load_generator
+    from draggan.loaders.checkpoints import load_generator
     from inversion import InversionCache, InversionConfig, invert
     from inversion.photo import read_photo
     from inversion.pipeline import alignment_for_model

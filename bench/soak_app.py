@@ -410,8 +410,8 @@ def cpu_name() -> str:
 def tuned_bound_mb(model: str) -> float | None:
     """The tuned-generator LRU's bound: max_tuned copies of the model (at most max_tuned_bytes)."""
     try:
-        from draggan.checkpoints import load_generator
-        from draggan.sessions import SessionStore, module_bytes
+        from draggan.app.state import SessionStore, module_bytes
+        from draggan.loaders.checkpoints import load_generator
 
         store = SessionStore()
         G = load_generator(model, progress=False)
@@ -444,8 +444,8 @@ def main(argv=None) -> None:
     if photo is None:   # without ../shared: a face of the model itself, saved as a photo
         from PIL import Image
 
-        from draggan.checkpoints import load_generator
         from draggan.engine import DragSession
+        from draggan.loaders.checkpoints import load_generator
 
         G = load_generator(args.model, progress=False)
         photo = work / "face.png"

@@ -530,7 +530,9 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, st
     Returns (args, device), or None after printing what is wrong (main then returns 2)."""
     import sys
 
-    import torch
+    import torch  # here, not at the top: the module itself needs only numpy (see above)
+
+    from draggan.runtime import default_device
 
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
@@ -539,7 +541,7 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, st
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return None
-    return args, args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return args, str(default_device(args.device))
 
 
 @dataclasses.dataclass
@@ -622,7 +624,8 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-__all__ = ["Stages", "run_stages", "log", "write_json", "ChunkWriter", "MAX_CHUNK_BYTES", "MAX_RESULT_FILES", "MAX_WORK_BYTES", "ResultSet", "ResultWriter",
+__all__ = ["Stages", "run_stages", "log", "write_json", "ChunkWriter", "MAX_CHUNK_BYTES", "MAX_RESULT_FILES",
+           "MAX_WORK_BYTES", "ResultSet", "ResultWriter",
            "StageError", "TimeBudget", "Work", "add_arguments", "check_arguments", "check_model", "done_ids",
            "gpu_stage", "load_results", "model_fingerprint", "parse_shard", "select_items", "staged_meta",
            "stored_outcomes"]

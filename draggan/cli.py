@@ -21,14 +21,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .engine import PRESETS, DragConfig
+from inversion.errors import InversionError
+from inversion.motion_transfer import transfer_edit
+from inversion.pipeline import INVERSION_GENERATOR, INVERSION_LATENT, read_inversion_folder
+
+from .drawing.video import VIDEO_FORMATS, VideoError, drag_frame, write_video
+from .engine import PRESETS, DragConfig, DragConfigError, DragSession, MaskError, to_uint8
+from .engine.points import PointError, parse_points
+from .loaders import CheckpointError, load_generator, registry
 from .runtime import DeviceError, default_device, runtime_for
-from .points import PointError, parse_points
 
 EXIT_USAGE = 2
-INVERSION_LATENT = "latent.pt"      # {'ws': [1, num_ws, w_dim] tensor}, written by the inversion pipeline
-INVERSION_GENERATOR = "generator"   # the tuned generator, Generator.save_pretrained format
 
 
 class CLIError(Exception):
@@ -166,16 +171,7 @@ def pick_device(name: str | None):
 
 
 def load_model(source: str, device):
-    """Load a generator by registry name or path (through draggan.checkpoints when available)."""
-    try:
-        from .checkpoints import CheckpointError, load_generator
-    except ImportError:  # registry/loader not installed: accept a save_pretrained directory
-        from .networks import Generator
-
-        path = Path(source)
-        if not (path / "config.json").is_file():
-            raise CLIError(f"model {source!r} not found: pass a directory written by Generator.save_pretrained")
-        return Generator.from_pretrained(path, device=device)
+    """A generator by registry name, path or URL (draggan.loaders), its problems as CLIErrors."""
     try:
         return load_generator(source, device=device)
     except CheckpointError as e:
@@ -183,57 +179,17 @@ def load_model(source: str, device):
 
 
 def load_inversion(directory: str, device):
-    """(G, ws) from an inversion output directory: DIR/latent.pt + DIR/generator/."""
-    import torch
-
-    root = Path(directory)
-    latent_path, generator_dir = root / INVERSION_LATENT, root / INVERSION_GENERATOR
-    if not root.is_dir():
-        raise CLIError(f"--inversion {directory}: no such directory")
-    if not latent_path.is_file() or not generator_dir.is_dir():
-        raise CLIError(f"--inversion {directory}: expected {INVERSION_LATENT} and {INVERSION_GENERATOR}/ inside "
-                       f"(the output of the inversion pipeline)")
+    """(G, ws, photo, alignment) of an inversion folder (inversion.read_inversion_folder); photo and alignment
+    are None, with a warning, when the folder has none: the edit is then written at the generator's size."""
     try:
-        data = torch.load(latent_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file is the user's input problem
-        raise CLIError(f"{latent_path}: cannot read the latent ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("ws"), torch.Tensor):
-        raise CLIError(f"{latent_path}: expected a dict with a 'ws' tensor")
-    G = load_model(str(generator_dir), device)
-    ws = data["ws"].float().to(device)
-    if ws.ndim == 2:
-        ws = ws[None]
-    if tuple(ws.shape) != (1, G.num_ws, G.w_dim):
-        raise CLIError(f"{latent_path}: 'ws' has shape {tuple(ws.shape)} but the generator needs "
-                       f"[1, {G.num_ws}, {G.w_dim}]")
-    return G, ws
-
-
-def load_inverted_photo(directory: str):
-    """(photo, Alignment) stored by the inversion pipeline (DIR/photo.png, DIR/alignment.json), or None with a
-    warning when the folder has no photo (saved without it): the edit is then written at the generator's size."""
-    import json
-
-    from PIL import Image
-
-    root = Path(directory)
-    photo_path, alignment_path = root / "photo.png", root / "alignment.json"
-    if not photo_path.is_file() or not alignment_path.is_file():
+        folder = read_inversion_folder(directory, device)
+    except InversionError as e:
+        raise CLIError(f"--inversion: {e}") from None
+    if folder["photo"] is None or folder["alignment"] is None:
         print(f"warning: {directory} holds no photo.png and alignment.json: writing the generator's image, "
               "not the edited photo", file=sys.stderr)
-        return None
-    from inversion.align import Alignment
-
-    try:
-        alignment = Alignment.from_dict(json.loads(alignment_path.read_text()))
-        with Image.open(photo_path) as im:
-            image = im.convert("RGB")
-    except (OSError, ValueError, KeyError) as e:
-        raise CLIError(f"--inversion {directory}: cannot read the photo or its alignment ({e})") from None
-    if image.size != tuple(alignment.photo_size):
-        raise CLIError(f"--inversion {directory}: photo.png is {image.size[0]}x{image.size[1]} but alignment.json "
-                       f"was made for {alignment.photo_size[0]}x{alignment.photo_size[1]}")
-    return image, alignment
+        return folder["generator"], folder["ws"].to(device), None, None
+    return folder["generator"], folder["ws"].to(device), folder["photo"], folder["alignment"]
 
 
 def load_mask(path: str, resolution: int) -> np.ndarray:
@@ -282,8 +238,6 @@ def format_handle_table(start, final, targets, distances) -> str:
 
 
 def cmd_edit(args) -> int:
-    from .engine import DragSession
-    from .video import VIDEO_FORMATS, draw_points, write_video
 
     handles, targets = args.points
     if args.inversion and (args.model or args.seed is not None):
@@ -298,8 +252,11 @@ def cmd_edit(args) -> int:
         raise CLIError("--square-out and --confidence-out are for --inversion DIR (an inverted photo)")
     device = pick_device(args.device)
 
+    photo = None
     if args.inversion:
-        G, ws = load_inversion(args.inversion, device)
+        G, ws, image, alignment = load_inversion(args.inversion, device)
+        if image is not None and args.photo_mode != "none":
+            photo = image, alignment
     else:
         G = load_model(args.model, device)
         ws = G.ws_from_seed(args.seed, args.truncation, device=device)
@@ -316,17 +273,16 @@ def cmd_edit(args) -> int:
     if args.mask:
         session.set_mask(load_mask(args.mask, G.img_resolution))
 
-    photo = load_inverted_photo(args.inversion) if args.inversion and args.photo_mode != "none" else None
     before = session.render()
     frames = []
     if args.video:
-        frames.append(draw_points(before, session.handles, session.targets))
+        frames.append(drag_frame(before, session.handles, session.targets, session.mask))
     start = session.handles
     state = None
     t0 = time.perf_counter()
     for state in session.drag(image_every=1 if args.video else 0):
         if args.video and state.image is not None:
-            frames.append(draw_points(state.image, state.handles, state.targets))
+            frames.append(drag_frame(state.image, state.handles, state.targets, session.mask))
         if state.warning:
             print(f"warning: {state.warning}", file=sys.stderr)
         if not args.quiet:
@@ -339,8 +295,6 @@ def cmd_edit(args) -> int:
     square = session.render()
     note = ""
     if photo is not None:
-        from inversion.motion_transfer import transfer_edit
-
         image, alignment = photo
         edit = transfer_edit(image, alignment, before, square, start, session.targets, tracked=session.handles,
                              mode=args.photo_mode)
@@ -367,10 +321,6 @@ def cmd_edit(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import torch
-
-    from .engine import to_uint8
-
     device = pick_device(args.device)
     G = load_model(args.model, device)
     out = Path(args.out)
@@ -385,11 +335,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_models(args) -> int:
-    try:
-        from .registry import format_model_table
-    except ImportError:
-        raise CLIError("the model registry (draggan.registry) is not installed") from None
-    print(format_model_table())
+    print(registry.format_model_table())
     return 0
 
 
@@ -398,16 +344,8 @@ def cmd_models(args) -> int:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'bad input', shown as one line instead of a traceback."""
-    from .engine import DragConfigError, MaskError
-    from .video import VideoError
 
-    errors: list[type[BaseException]] = [CLIError, PointError, DragConfigError, MaskError, VideoError]
-    try:
-        from .checkpoints import CheckpointError
-        errors.append(CheckpointError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return CLIError, PointError, DragConfigError, MaskError, VideoError, CheckpointError
 
 
 def main(argv=None) -> int:

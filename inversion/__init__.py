@@ -1,7 +1,7 @@
 """Real-photo inversion for DragGAN Studio: photo -> aligned face -> pivot latent + tuned generator.
 
     from inversion import invert
-    result = invert("photo.jpg", G)      # G: draggan.networks.Generator (left untouched)
+    result = invert("photo.jpg", G)      # G: draggan.models.networks.Generator (left untouched)
     result.ws, result.generator          # hand these to the drag engine
     result.transfer(after, handles, targets)   # a drag's edit on the photo's own pixels (motion transfer)
     result.paste_back(edited)            # the edited square, pasted back into the original photo
@@ -13,9 +13,9 @@ motion_transfer for how an edit reaches the photo.
 
 from .align import Alignment, FaceTemplate
 from .errors import Cancelled, InversionError, PhotoError
-from .pipeline import DEFAULT_CACHE, InversionCache, InversionConfig, InversionResult, alignment_for_model, invert
 from .motion_transfer import PhotoEdit, drag_photo, transfer_edit
 from .photo import read_photo
+from .pipeline import DEFAULT_CACHE, InversionCache, InversionConfig, InversionResult, alignment_for_model, invert
 
 __all__ = ["invert", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
            "Cancelled", "InversionError", "Alignment", "FaceTemplate", "read_photo", "alignment_for_model",

@@ -13,7 +13,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from draggan.loaders import load_generator, resolve_source
+from draggan.runtime import default_device
 
 from .errors import InversionError, PhotoError
 from .losses import LOSS_KINDS
@@ -21,19 +23,7 @@ from .pipeline import QUALITIES, InversionConfig, alignment_for_model, invert
 
 
 def load_model(name: str, device: str):
-    """(generator, model folder or None) from a registry name, URL or path.
-
-    Uses ``draggan.checkpoints`` (registry names, NVIDIA/rosinality files, project folders);
-    without it, a folder saved by ``Generator.from_pretrained``.
-    """
-    try:
-        from draggan.checkpoints import load_generator, resolve_source
-    except ImportError:
-        from draggan.networks import Generator
-        path = Path(name)
-        if not (path / "config.json").is_file() and (Path("checkpoints") / name / "config.json").is_file():
-            path = Path("checkpoints") / name
-        return Generator.from_pretrained(path, device=device), path
+    """(generator, model folder or None) from a registry name, URL or path (draggan.loaders)."""
     path = resolve_source(name, progress=True)
     return load_generator(path, device=device), (path if path.is_dir() else path.parent)
 
@@ -59,8 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    import torch
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(default_device(args.device))
     try:
         G, model_dir = load_model(args.model, device)
     except Exception as e:  # CheckpointError and friends carry a readable sentence

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from draggan.loaders import CheckpointError, load_generator
 from draggan.runtime import fast_autocast
 
 from . import align as align_mod
@@ -41,10 +42,8 @@ from .pti import TuningSettings, pivotal_tuning
 # worse), and projection beyond ~40 W steps at lr 0.1 barely changes the tuned result.
 #
 # ``pti_stop`` is the early-stop threshold of tuning (LPIPS, or the pyramid fallback; None = run
-# every step). ``fast`` stops as soon as the reconstruction is good enough to edit (0.06, about
-# 27.5 dB on held-out faces); ``faithful`` never stops early and so spends its whole, longer budget
-# getting closer to the photo. Before 2026-12-05 both stopped at 0.06, so on a GPU (where 0.06 is
-# reached long before either budget ends) they gave the same 27.5 dB in the same 1.8 s.
+# every step). ``fast`` stops as soon as the reconstruction is good enough to edit; ``faithful``
+# never stops early and so spends its whole, longer budget getting closer to the photo.
 # Figures with these defaults: BENCHMARKS.md, "Inversion presets as a user gets them".
 PRESETS = {
     "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
@@ -54,8 +53,7 @@ PRESETS = {
                              pti_stop=None)},
 }
 # Below this PSNR (aligned photo vs reconstruction) the report and the app say the reconstruction is
-# poor: glasses, hats, unusual faces (Grace Hopper: 21 dB with `fast`; 6 held-out faces: 23-30 dB with
-# `fast`, 27-37 dB with `faithful`, BENCHMARKS.md).
+# poor: glasses, hats, unusual faces (the spread on held-out faces and real photos: BENCHMARKS.md).
 POOR_PSNR = 24.0
 QUALITIES = tuple(PRESETS["cpu"])
 
@@ -83,7 +81,7 @@ class InversionConfig:
     pti_l2_weight: float = 1.0
     # Early stop when LPIPS <= this (PTI's threshold: 0.06); None = every step; "auto" = the preset's.
     pti_stop_lpips: float | None | str = "auto"
-    pti_stop_fallback: float | None | str = "auto"  # Same for the pyramid fallback (0.06 ~ 27.5 dB on celeba128 faces).
+    pti_stop_fallback: float | None | str = "auto"  # Same for the pyramid fallback.
     locality: bool = False             # PTI locality regularization.
     locality_weight: float = 0.1
     locality_alpha: float = 30.0
@@ -185,9 +183,9 @@ class InversionResult:
         self.reconstruction.save(d / "reconstruction.png")
         (d / "report.json").write_text(json.dumps(self.report, indent=2, default=_json_default) + "\n")
         (d / "alignment.json").write_text(json.dumps(self.alignment.to_dict()) + "\n")
-        torch.save({"ws": self.ws.detach().float().cpu()}, d / "latent.pt")
+        torch.save({"ws": self.ws.detach().float().cpu()}, d / INVERSION_LATENT)
         # fp32: the tuning deltas are small, fp16 would round part of them away.
-        self.generator.save_pretrained(d / "generator", dtype=torch.float32,
+        self.generator.save_pretrained(d / INVERSION_GENERATOR, dtype=torch.float32,
                                        metadata={"inverted_from": self.report.get("photo_sha256")})
         if save_photo and self.photo is not None:
             self.photo.save(d / "photo.png")
@@ -195,19 +193,78 @@ class InversionResult:
 
     @classmethod
     def load(cls, directory, device="cpu") -> "InversionResult":
-        from draggan.networks import Generator
+        """A result folder written by :meth:`save` (raises InversionError when something is missing or unreadable)."""
+        f = read_inversion_folder(directory, device)
+        missing = [name for name in ("aligned", "reconstruction", "report", "alignment") if f[name] is None]
+        if missing:
+            raise InversionError(f"{directory}: not a complete inversion result (missing: {', '.join(missing)}).")
+        return cls(**f)
 
-        d = Path(directory)
-        if not (d / "latent.pt").is_file():
-            raise InversionError(f"{d} is not an inversion result folder (latent.pt missing).")
-        ws = torch.load(d / "latent.pt", map_location="cpu", weights_only=True)["ws"].float()
-        photo = Image.open(d / "photo.png").convert("RGB") if (d / "photo.png").is_file() else None
-        return cls(ws=ws, generator=Generator.from_pretrained(d / "generator", device=device),
-                   aligned=Image.open(d / "aligned.png").convert("RGB"),
-                   reconstruction=Image.open(d / "reconstruction.png").convert("RGB"),
-                   report=json.loads((d / "report.json").read_text()),
-                   alignment=align_mod.Alignment.from_dict(json.loads((d / "alignment.json").read_text())),
-                   photo=photo)
+
+INVERSION_LATENT = "latent.pt"      # {'ws': [1, num_ws, w_dim] tensor}
+INVERSION_GENERATOR = "generator"   # the tuned generator, Generator.save_pretrained's format
+
+
+def read_inversion_folder(directory, device="cpu") -> dict:
+    """The one reader of an inversion folder (InversionResult.save's layout, as the CLI and the API use it).
+
+    Needs DIR/latent.pt and DIR/generator/; returns {ws, generator, photo, alignment, aligned,
+    reconstruction, report}, each of the optional parts None when its file is absent. Every problem
+    is an InversionError that says what is wrong with which file.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise InversionError(f"{d}: no such folder.")
+    latent, generator_dir = d / INVERSION_LATENT, d / INVERSION_GENERATOR
+    if not latent.is_file() or not generator_dir.is_dir():
+        raise InversionError(f"{d}: expected {INVERSION_LATENT} and {INVERSION_GENERATOR}/ inside "
+                             "(the output of python -m inversion).")
+    try:
+        data = torch.load(latent, map_location="cpu", weights_only=True)
+    except Exception:  # any unreadable file is the user's input problem
+        raise InversionError(f"{latent}: cannot read the latent (the file is damaged or not a saved latent).") \
+            from None
+    if not isinstance(data, dict) or not isinstance(data.get("ws"), torch.Tensor):
+        raise InversionError(f"{latent}: expected a dict with a 'ws' tensor.")
+    try:
+        G = load_generator(generator_dir, device=device, progress=False)
+    except CheckpointError as e:
+        raise InversionError(f"{generator_dir}: {e}") from None
+    ws = data["ws"].float()
+    ws = ws[None] if ws.ndim == 2 else ws
+    if tuple(ws.shape) != (1, G.num_ws, G.w_dim):
+        raise InversionError(f"{latent}: 'ws' has shape {tuple(ws.shape)} but the generator needs "
+                             f"[1, {G.num_ws}, {G.w_dim}].")
+
+    def image(name):
+        path = d / name
+        if not path.is_file():
+            return None
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except OSError:
+            raise InversionError(f"{path}: not a readable image.") from None
+
+    def json_file(name):
+        path = d / name
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise InversionError(f"{path}: not readable JSON.") from None
+
+    photo, alignment = image("photo.png"), json_file("alignment.json")
+    try:
+        alignment = None if alignment is None else align_mod.Alignment.from_dict(alignment)
+    except (KeyError, TypeError, ValueError):
+        raise InversionError(f"{d / 'alignment.json'}: not an alignment this version can read.") from None
+    if photo is not None and alignment is not None and photo.size != tuple(alignment.photo_size):
+        raise InversionError(f"{d}: photo.png is {photo.size[0]}x{photo.size[1]} but alignment.json was made for "
+                             f"{alignment.photo_size[0]}x{alignment.photo_size[1]}.")
+    return {"ws": ws, "generator": G, "photo": photo, "alignment": alignment, "aligned": image("aligned.png"),
+            "reconstruction": image("reconstruction.png"), "report": json_file("report.json")}
 
 
 def _json_default(o):
@@ -307,7 +364,7 @@ def _model_folders() -> list[Path]:
     """Folders of project-format models this checkout knows: the registry's bundled ones and checkpoints/*."""
     folders = []
     try:
-        from draggan import registry
+        from draggan.loaders import registry
         folders += [registry.bundled_path(m) for m in registry.MODELS.values() if m.path]
         folders += sorted(p for p in (registry.REPO_ROOT / "checkpoints").glob("*") if p.is_dir())
     except ImportError:
@@ -374,7 +431,7 @@ def alignment_for_model(source) -> tuple[str, str | None]:
     folder = None
     info = None
     try:
-        from draggan import registry
+        from draggan.loaders import registry
         info = registry.get_model(str(source))
         if info is not None and info.path:
             folder = registry.bundled_path(info)
@@ -414,7 +471,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     """Invert ``photo`` into ``G``: pivot latent + tuned generator copy + report.
 
     photo    : path, bytes, file object, ``PIL.Image`` or ``np.ndarray`` (HxW[xC], uint8/uint16/float).
-    G        : a ``draggan.networks.Generator``; never modified.
+    G        : a ``draggan.models.networks.Generator``; never modified.
     config   : :class:`InversionConfig` (defaults: presets for the device).
     progress : ``progress(stage, step, total)``; stages 'read', 'align', 'project_w',
                'project_wplus', 'tune', 'report'.

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from draggan.cuda_graphs import StepGraph, adam, set_lr, wants_graph
+from draggan.engine.cuda_graphs import StepGraph, adam, set_lr, wants_graph
 
 from .errors import Cancelled
 from .losses import ReconstructionLoss

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from draggan.cuda_graphs import StepGraph, adam, set_lr, wants_graph
+from draggan.engine.cuda_graphs import StepGraph, adam, set_lr, wants_graph
 
 from .losses import ReconstructionLoss
 from .project import ProgressFn, autocast, check_cancel, flush_denormals, objective

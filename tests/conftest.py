@@ -6,7 +6,6 @@ the same name (a smaller ``G``, say) takes precedence over these.
 """
 
 import pytest
-
 from helpers import one_torch_thread, save_tiny_model, tiny_generator
 
 

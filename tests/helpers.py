@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from draggan.networks import Generator
+from draggan.models.networks import Generator
 
 # A 64 px generator small enough that CPU tests render and drag it in milliseconds.
 TINY = dict(img_resolution=64, channel_base=2048, channel_max=64, z_dim=64, w_dim=64, mapping_layers=2)

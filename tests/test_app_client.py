@@ -14,8 +14,9 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import app  # noqa: E402
 from helpers import serve  # noqa: E402
+
+import app  # noqa: E402
 from inversion import InversionConfig  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import app
-from draggan.overlay import HANDLE_COLOR, view_scale
+from draggan.drawing.overlay import HANDLE_COLOR, view_scale
 from inversion import InversionConfig
 
 R = 64
@@ -256,7 +256,7 @@ def test_stop_mid_drag_keeps_the_progress_and_start_continues(studio, messages):
 
 
 def test_drag_error_is_a_warning_and_the_session_stays_usable(studio, messages, monkeypatch):
-    import draggan.sessions
+    import draggan.engine.live
     req = request()
     studio.on_load(req)
     studio.set_points_text("10,10->50,50", req)
@@ -265,8 +265,8 @@ def test_drag_error_is_a_warning_and_the_session_stays_usable(studio, messages, 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(draggan.sessions, "render_state", broken)
-    monkeypatch.setattr(draggan.sessions, "finish_frame", broken)
+    monkeypatch.setattr(draggan.engine.live, "render_state", broken)
+    monkeypatch.setattr(draggan.engine.live, "finish_frame", broken)
     outs = list(studio.drag(request=req, **drag_params(max_steps=3)))
     assert [m for m in messages if "out of memory" in m[1]] == [("warning", "The drag stopped with an error: "
                                                                             "out of memory")]
@@ -526,7 +526,7 @@ def test_drags_and_inversions_share_one_device_slot_behind_a_bounded_queue(studi
 
 
 def test_a_failed_download_is_one_short_sentence(tiny_model_dir, messages):
-    from draggan.download import DownloadError
+    from draggan.loaders.download import DownloadError
 
     def loader(source, device, progress):
         raise DownloadError(f"could not reach https://example.invalid/{source}.pkl ([Errno -2] Name or service"

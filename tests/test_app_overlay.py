@@ -1,10 +1,21 @@
-"""draggan.overlay: view geometry, points, mask shading and mask extraction."""
+"""draggan.drawing.overlay: view geometry, points, mask shading and mask extraction."""
 
 import numpy as np
 import pytest
 
-from draggan.overlay import (HANDLE_COLOR, MASK_COLOR, TARGET_COLOR, draw_points, mask_from_strokes, mask_layer,
-                             render_view, shade_fixed_region, upscale, view_scale, view_to_pixel)
+from draggan.drawing.overlay import (
+    HANDLE_COLOR,
+    MASK_COLOR,
+    TARGET_COLOR,
+    draw_points,
+    mask_from_strokes,
+    mask_layer,
+    render_view,
+    shade_fixed_region,
+    upscale,
+    view_scale,
+    view_to_pixel,
+)
 
 
 def test_view_scale_brings_small_images_to_about_512():

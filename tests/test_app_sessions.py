@@ -1,4 +1,4 @@
-"""draggan.sessions: per-user state, the bounded session store and the shared model pool."""
+"""draggan.app.state and draggan.engine.live: per-user state, the bounded store, the shared model pool, the live drag."""
 
 import threading
 import time
@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from draggan.engine import DragConfig
-from draggan.points import PointError
-from draggan.sessions import ModelPool, SessionError, SessionStore, UserSession, module_bytes
 from helpers import max_level_difference, tiny_generator
+
+from draggan.app.state import ModelPool, SessionError, SessionStore, UserSession, module_bytes
+from draggan.engine import DragConfig
+from draggan.engine.points import PointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -243,7 +243,7 @@ def live_session(G):
 @pytest.mark.parametrize("frames", ["full", "partial"])
 def test_live_drag_streams_rendered_frames_then_ends(G, frames):
     from draggan.engine import render_state
-    from draggan.sessions import live_drag
+    from draggan.engine.live import live_drag
     drag = live_session(G)
     starts = {}
     original_advance = drag._advance
@@ -275,7 +275,7 @@ def test_live_drag_streams_rendered_frames_then_ends(G, frames):
 
 
 def test_closing_a_live_drag_stops_it_and_its_threads(G):
-    from draggan.sessions import live_drag
+    from draggan.engine.live import live_drag
     drag = live_session(G)
     live = live_drag(drag, max_steps=10_000)
     first = next(e for e in live if e.kind == "frame")
@@ -286,14 +286,14 @@ def test_closing_a_live_drag_stops_it_and_its_threads(G):
 
 
 def test_live_drag_raises_errors_from_its_threads(G, monkeypatch):
-    import draggan.sessions
-    from draggan.sessions import live_drag
+    import draggan.engine.live
+    from draggan.engine.live import live_drag
 
     def broken(*args):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(draggan.sessions, "render_state", broken)
-    monkeypatch.setattr(draggan.sessions, "finish_frame", broken)
+    monkeypatch.setattr(draggan.engine.live, "render_state", broken)
+    monkeypatch.setattr(draggan.engine.live, "finish_frame", broken)
     for frames in ("full", "partial"):
         with pytest.raises(RuntimeError, match="render failed"):
             list(live_drag(live_session(G), max_steps=50, frames=frames))
@@ -310,7 +310,7 @@ def test_model_pool_prepares_each_model_once():
 
 
 def test_live_drag_throttles_frames(G):
-    from draggan.sessions import live_drag
+    from draggan.engine.live import live_drag
     drag = live_session(G)
     events = list(live_drag(drag, max_steps=30, frame_interval=60.0))
     # The first frame right away, then none until a minute has passed: the drag ended before that.
@@ -319,7 +319,7 @@ def test_live_drag_throttles_frames(G):
 
 def test_torch_threads_is_per_os_thread_and_restored():
     # torch's intra-op thread count belongs to the calling OS thread: a worker must set its own.
-    from draggan.sessions import torch_threads
+    from draggan.engine.live import torch_threads
     seen = {}
 
     def worker():
@@ -335,23 +335,23 @@ def test_torch_threads_is_per_os_thread_and_restored():
 
 
 def test_live_drag_workers_run_with_the_thread_count_asked(G, monkeypatch):
-    import draggan.sessions
-    from draggan.sessions import live_drag
+    import draggan.engine.live
+    from draggan.engine.live import live_drag
     counts = set()
-    real = draggan.sessions.render_state
+    real = draggan.engine.live.render_state
 
     def counting(*args):
         counts.add(torch.get_num_threads())
         return real(*args)
 
-    monkeypatch.setattr(draggan.sessions, "render_state", counting)
+    monkeypatch.setattr(draggan.engine.live, "render_state", counting)
     events = list(live_drag(live_session(G), max_steps=3, worker_threads=1, frames="full"))
     assert events[-1].kind == "end" and counts == {1}
 
 
 @pytest.mark.parametrize("frames,fast_steps", [("full", 1), ("partial", 2)])
 def test_live_drag_steps_with_every_thread_until_the_first_frame(G, frames, fast_steps):
-    from draggan.sessions import live_drag
+    from draggan.engine.live import live_drag
     drag = live_session(G)
     per_step = []
     original_advance = drag._advance

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bench import ablate, eval_drag, staged
-from bench.model_quality import DATA
 from bench.landmarks import FaceMeasure, LandmarkError, handle_points, measure_face
+from bench.model_quality import DATA
 from draggan.engine import DragConfig
-from draggan.networks import Generator
+from draggan.models.networks import Generator
 
 R = 64
 TEMPLATE_FILE = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128" / "alignment.json"

@@ -5,10 +5,10 @@ import argparse
 import time
 
 import pytest
+from helpers import serve
 
 import app
 from bench import soak_app
-from helpers import serve
 
 gradio_client = pytest.importorskip("gradio_client")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_generator
+from test_bench_drag import fake_detector
 
 from bench import ablate, eval_drag, eval_inversion, staged
 from bench.model_quality import DATA
 from draggan.engine import DragConfig
-from helpers import tiny_generator
-from test_bench_drag import fake_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

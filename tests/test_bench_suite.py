@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from PIL import Image
+from test_bench_drag import G, R, fake_detector, one_thread  # noqa: F401  (fixtures: tiny generator, one thread)
 
 from bench import eval_drag, eval_inversion, figures, run_all
+from draggan.drawing.overlay import HANDLE_COLOR, TARGET_COLOR
 from draggan.engine import DragConfig
-from draggan.overlay import HANDLE_COLOR, TARGET_COLOR
-from test_bench_drag import G, R, fake_detector, one_thread  # noqa: F401  (fixtures: tiny generator, one thread)
 
 
 def _near(img: np.ndarray, xy, colour, radius=2) -> bool:

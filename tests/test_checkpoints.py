@@ -11,9 +11,9 @@ import argparse
 import contextlib
 import hashlib
 import http.server
+import io
 import math
 import os
-import io
 import pickle
 import re
 import socket
@@ -26,14 +26,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from nvidia_fixture import block_resolutions, fake_nvidia_modules, fir_filter, nvidia_layout, write_nvidia_pickle, write_tf_pickle
 
-from draggan import registry
-from draggan.checkpoints import CheckpointError, load_generator, plain_load_failure
-from draggan.download import DownloadError, download
-from draggan.networks import Generator
-
-from nvidia_fixture import (block_resolutions, fake_nvidia_modules, fir_filter, nvidia_layout,
-                            write_nvidia_pickle, write_tf_pickle)
+from draggan.loaders import registry
+from draggan.loaders.checkpoints import CheckpointError, load_generator, plain_load_failure
+from draggan.loaders.download import DownloadError, download
+from draggan.models.networks import Generator
 
 CFG = dict(z_dim=12, w_dim=8, num_layers=2, img_resolution=16, img_channels=3,
            channel_base=128, channel_max=16, conv_clamp=1.5)  # channels 4:16, 8:16, 16:8

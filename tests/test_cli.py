@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_model
 from PIL import Image
 
 from draggan import cli
+from draggan.drawing.video import VideoError, drag_frame, write_video
 from draggan.engine import to_uint8
-from draggan.networks import Generator
-from draggan.points import PointError, format_points, parse_points, validate_points
-from draggan.video import VideoError, draw_points, write_video
-from helpers import save_tiny_model
+from draggan.engine.points import PointError, format_points, parse_points, validate_points
+from draggan.models.networks import Generator
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -114,9 +114,9 @@ def test_module_entry_point_reports_errors_without_traceback():
 
 
 def test_models_prints_the_registry_table(capsys, monkeypatch):
-    import draggan.registry
+    import draggan.loaders.registry
 
-    monkeypatch.setattr(draggan.registry, "format_model_table", lambda *a, **k: "NAME  RES\nfake  64")
+    monkeypatch.setattr(draggan.loaders.registry, "format_model_table", lambda *a, **k: "NAME  RES\nfake  64")
     code, out, _ = run_cli(capsys, "models")
     assert code == 0 and out.strip() == "NAME  RES\nfake  64"
 
@@ -168,8 +168,9 @@ def test_edit_from_an_inversion_directory(capsys, model_dir, tmp_path):
 
 def test_write_video_formats(tmp_path):
     frames = [np.full((32, 32, 3), 40 * i, dtype=np.uint8) for i in range(4)]
-    frames = [draw_points(f, [(5, 5)], [(20, 20)]) for f in frames]
-    assert frames[0][5, 5].tolist() != [0, 0, 0]           # the handle was drawn
+    frames = [drag_frame(f, [(5, 5)], [(20, 20)]) for f in frames]
+    scale = frames[0].shape[0] // 32
+    assert frames[0].shape[0] >= 224 and frames[0][int(5.5 * scale), int(5.5 * scale)].tolist() != [0, 0, 0]   # the handle
     write_video(tmp_path / "a.gif", frames, fps=10)
     with Image.open(tmp_path / "a.gif") as gif:
         assert gif.n_frames == 4

@@ -4,8 +4,8 @@ import json
 
 import torch
 
-from draggan.networks import Generator, GeneratorConfig
-from training.distill import distill, build_parser, prune_into, shared_blocks, slim_config
+from draggan.models.networks import Generator, GeneratorConfig
+from training.distill import build_parser, distill, prune_into, shared_blocks, slim_config
 
 
 def tiny_teacher(seed=0) -> Generator:

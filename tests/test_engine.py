@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import draggan.engine as engine
-from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError, default_feature_block
-from draggan.features import resize_features, sample_features, synthesis_features
-from draggan.motion import disk_offsets, motion_loss
-from draggan.networks import GeneratorConfig
-from draggan.points import PointError
-from draggan.tracking import track_points, window_offsets
 from helpers import max_level_difference, tiny_generator
+
+import draggan.engine.session as engine
+from draggan.engine import DragConfig, DragConfigError, DragSession, MaskError, default_feature_block
+from draggan.engine.features import resize_features, sample_features, synthesis_features
+from draggan.engine.motion import disk_offsets, motion_loss
+from draggan.engine.points import PointError
+from draggan.engine.tracking import track_points, window_offsets
+from draggan.models.networks import GeneratorConfig
 
 R = 64
 BLOCK = 4  # 32x32 features of the 64 px generator: cheap, and 2x below the image like DragGAN's block 6
@@ -465,7 +465,7 @@ def far_from(points, distance, size=R):
 
 
 def test_soft_region_covers_the_path_and_grows_with_the_drag():
-    from draggan.region import region_radius_px, soft_region
+    from draggan.engine.region import region_radius_px, soft_region
     m = soft_region(64, [(20, 20)], [(26, 20)], radius=0.1, feather=0.05)
     assert m.dtype == np.float32 and m.shape == (64, 64)
     assert m[20, 20] == 1 and m[20, 23] == 1 and m[20, 26] == 1          # handle, path, target
@@ -476,7 +476,7 @@ def test_soft_region_covers_the_path_and_grows_with_the_drag():
 
 
 def test_feathered_mask_is_one_inside_and_eases_to_zero_outside():
-    from draggan.region import feathered_mask
+    from draggan.engine.region import feathered_mask
     movable = np.zeros((64, 64), bool)
     movable[:, :32] = True
     m = feathered_mask(movable, 0.1)
@@ -590,7 +590,7 @@ def test_presets():
 
 
 def test_displacement_field_moves_content_near_the_points_only():
-    from draggan.motion import displacement_field
+    from draggan.engine.motion import displacement_field
     u = displacement_field(torch.tensor([[16.0, 16.0]]), torch.tensor([[3.0, -2.0]]), 32, 32, sigma=2.0)
     assert u.shape == (32, 32, 2)
     torch.testing.assert_close(u[16, 16], torch.tensor([3.0, -2.0]))     # at the point: its whole move
@@ -602,7 +602,7 @@ def test_displacement_field_moves_content_near_the_points_only():
 
 
 def test_warp_supervision_targets_the_first_features_moved_with_the_handles():
-    from draggan.motion import warp_supervision_loss
+    from draggan.engine.motion import warp_supervision_loss
     torch.manual_seed(0)
     feat0 = F.avg_pool2d(torch.randn(1, 8, 40, 40), 5, stride=1, padding=2)[..., 4:36, 4:36]   # smooth, 32 x 32
     p0 = torch.tensor([[16.0, 16.0]])

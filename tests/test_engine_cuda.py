@@ -7,11 +7,11 @@ recapture when points change, and recover from a non-finite step in place.
 import numpy as np
 import pytest
 import torch
-
-import draggan.engine as engine
-from draggan.engine import DragConfig, DragConfigError, DragSession
-from draggan.networks import Generator
 from helpers import max_level_difference
+
+import draggan.engine.session as engine
+from draggan.engine import DragConfig, DragConfigError, DragSession
+from draggan.models.networks import Generator
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 R, BLOCK = 64, 4

@@ -8,8 +8,18 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from inversion.align import (Alignment, FaceTemplate, align_photo, center_matrix, detect_faces, ffhq_quad,
-                             landmark_subset, read_alignment_spec, similarity_fit, transform_points)
+from inversion.align import (
+    Alignment,
+    FaceTemplate,
+    align_photo,
+    center_matrix,
+    detect_faces,
+    ffhq_quad,
+    landmark_subset,
+    read_alignment_spec,
+    similarity_fit,
+    transform_points,
+)
 
 TEMPLATE_JSON = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128" / "alignment.json"
 

@@ -7,8 +7,8 @@ graph must really be used (replays, not eager steps), since that is its point.
 import pytest
 import torch
 
-from draggan.cuda_graphs import StepGraph
-from draggan.networks import Generator
+from draggan.engine.cuda_graphs import StepGraph
+from draggan.models.networks import Generator
 from inversion.losses import make_loss
 from inversion.project import ProjectionSettings, project
 from inversion.pti import TuningSettings, pivotal_tuning

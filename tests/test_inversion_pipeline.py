@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from helpers import tiny_generator
 from PIL import Image
 
-from draggan.networks import Generator
-from helpers import tiny_generator
-from inversion import Cancelled, InversionCache, InversionConfig, InversionResult, PhotoError, invert
-from inversion import losses
+from draggan.models.networks import Generator
+from inversion import Cancelled, InversionCache, InversionConfig, InversionResult, PhotoError, invert, losses
 from inversion.__main__ import main as cli_main
 from inversion.metrics import psnr, to_image
 
@@ -231,7 +230,7 @@ def test_alignment_for_model(tmp_path):
 
 
 def test_bundled_model_finds_its_template_without_being_told():
-    from draggan.registry import REPO_ROOT
+    from draggan.loaders.registry import REPO_ROOT
     from inversion.pipeline import resolve_alignment
 
     folder = REPO_ROOT / "checkpoints" / "celeba128"

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from inversion.align import Alignment, warp_square
-from inversion.motion_transfer import (MotionSettings, estimate_flow, locality_weight, motion_region,
-                                       transfer_edit, warp_backward)
+from inversion.motion_transfer import MotionSettings, estimate_flow, locality_weight, motion_region, transfer_edit, warp_backward
 
 R = 128
 H, W = 420, 380
@@ -223,8 +222,8 @@ def inverted(G):
     """An InversionResult as the pipeline makes it, for the tiny 64 px generator and a synthetic photo."""
     import torch
 
-    from inversion import InversionResult
     from draggan.engine import to_uint8
+    from inversion import InversionResult
 
     size = G.img_resolution
     photo = texture(300, 260, seed=5)
@@ -248,8 +247,8 @@ def far_from(alignment, shape, points, radius):
 
 @pytest.mark.usefixtures("one_thread")
 def test_drag_photo_returns_the_edited_photo_at_its_own_size(inverted):
-    from inversion import drag_photo
     from draggan.engine import DragConfig
+    from inversion import drag_photo
 
     handles, targets = [(30, 34)], [(34, 34)]
     edit = drag_photo(inverted, handles, targets, DragConfig(max_steps=6, feature_block=3))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from draggan import ops
+from draggan.models import ops
 
 
 def test_folded_filter_equals_convolving_kernel_and_filter():

@@ -13,11 +13,11 @@ import types
 import gradio as gr
 import numpy as np
 import pytest
+from photo_corpus import corpus, plain_sentence_problems
 
 import app
 from inversion import PhotoError, read_photo
 from inversion.photo import MAX_FILE_BYTES
-from photo_corpus import corpus, plain_sentence_problems
 
 CORPUS = corpus()
 IDS = [s.kind for s in CORPUS]

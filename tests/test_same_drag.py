@@ -5,13 +5,13 @@ import types
 import numpy as np
 import pytest
 import torch
+from helpers import max_level_difference
 from PIL import Image
 
 import app
 from draggan import cli
 from draggan.engine import DragConfig
 from draggan.runtime import DeviceError, default_device, fast_autocast, runtime_for
-from helpers import max_level_difference
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from draggan.networks import Generator
+from draggan.models.networks import Generator
 from training.augment import augment
 from training.discriminator import Discriminator, MinibatchStdLayer
 
@@ -188,7 +188,7 @@ def test_resume_from_shipped_model_folder(tmp_path):
 
 def test_the_shipped_resume_state_loads_with_its_own_trained_generator():
     """checkpoints/celeba128/resume is what the next GPU run starts from: it must load strictly."""
-    from draggan.checkpoints import load_generator
+    from draggan.loaders.checkpoints import load_generator
     from training.checkpoint import load_training_state
 
     shipped = load_generator("celeba128")

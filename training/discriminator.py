@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from draggan import ops
-from draggan.networks import FullyConnectedLayer
+from draggan.models import ops
+from draggan.models.networks import FullyConnectedLayer
 
 
 class Conv2dLayer(nn.Module):

@@ -34,9 +34,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from draggan.checkpoints import load_generator
-from draggan.features import synthesis_features
-from draggan.networks import Generator, GeneratorConfig
+from draggan.engine.features import synthesis_features
+from draggan.loaders.checkpoints import load_generator
+from draggan.models.networks import Generator, GeneratorConfig
+from draggan.runtime import default_device
 
 from .jsonlog import log_jsonl
 
@@ -120,7 +121,8 @@ def sample_ws(G: Generator, n: int, gen: torch.Generator, device, mixing: float 
     z2 = torch.randn(n, G.z_dim, generator=gen, device=device)
     ws2 = G.mapping(z2)
     cut = torch.randint(1, G.num_ws, (n, 1, 1), generator=gen, device=device)
-    mix = (torch.rand(n, 1, 1, generator=gen, device=device) < mixing) & (torch.arange(G.num_ws, device=device)[None, :, None] >= cut)
+    later_layers = torch.arange(G.num_ws, device=device)[None, :, None] >= cut
+    mix = (torch.rand(n, 1, 1, generator=gen, device=device) < mixing) & later_layers
     return torch.where(mix, ws2, ws)
 
 
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def distill(args) -> dict:
     from inversion.losses import make_loss
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -214,7 +216,8 @@ def distill(args) -> dict:
 
 def save_student(student: Generator, folder: Path, args, nimg: int, n_shared: int):
     # fp32, so that --resume continues exactly; save_pretrained(dtype=torch.float16) makes the shipped copy.
-    student.save_pretrained(folder, dtype=torch.float32, metadata={"distilled_from": str(args.teacher), "kimg": str(round(nimg / 1000, 3))})
+    student.save_pretrained(folder, dtype=torch.float32,
+                            metadata={"distilled_from": str(args.teacher), "kimg": str(round(nimg / 1000, 3))})
     (folder / "distill.json").write_text(json.dumps({"nimg": nimg, "teacher": str(args.teacher),
                                                      "channel_base": args.channel_base, "shared_blocks": n_shared}))
 

@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from draggan.networks import Generator, GeneratorConfig
+from draggan.models.networks import Generator, GeneratorConfig
 
 from .checkpoint import load_sharded
 

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from draggan.networks import Generator, GeneratorConfig
+from draggan.models.networks import Generator, GeneratorConfig
 
 from . import checkpoint
 from .augment import AdaptiveP, augment

@@ -33,8 +33,9 @@ def _chromium_missing() -> str | None:
 
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
-    import app
     from helpers import save_tiny_model, serve  # tests/helpers.py; here so screenshot_app.py can import this file
+
+    import app
     from inversion import InversionConfig
 
     model = save_tiny_model(tmp_path_factory.mktemp("tiny"))

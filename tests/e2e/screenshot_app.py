@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import app  # noqa: E402
 import test_app_browser as ui  # noqa: E402
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+import app  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -38,10 +39,10 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "app.png"))
     args = p.parse_args(argv)
 
-    from playwright.sync_api import sync_playwright
     from PIL import Image
+    from playwright.sync_api import sync_playwright
 
-    from draggan.points import parse_points
+    from draggan.engine.points import parse_points
 
     demo = app.build_app({args.model: args.model}, args.model)
     G = demo.studio.load_model(args.model)

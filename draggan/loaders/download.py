@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .checkpoints import CheckpointError
+from .errors import CheckpointError
 
 CONNECT_TIMEOUT_S = 5.0   # give up quickly when offline
 READ_TIMEOUT_S = 60.0     # but tolerate slow servers once the transfer runs

@@ -17,7 +17,7 @@ file is refused before it is called, and the error names it.
 
 The record tree of ``G_ema`` is then checked (StyleGAN2 'skip' generator only),
 its ``init_kwargs`` mapped to a ``GeneratorConfig`` and its tensors flattened
-into a state dict that must load into ``draggan.networks.Generator`` exactly.
+into a state dict that must load into ``draggan.models.networks.Generator`` exactly.
 
 TensorFlow-era StyleGAN2 pickles (``dnnlib.tflib.network.Network``) are read the
 same way and converted with the variable mapping of NVIDIA's ``legacy.py``.
@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import CheckpointError
+from ..models.networks import Generator, GeneratorConfig
+from .convert import adopt_fixed_filters, estimate_w_avg, load_state_strict
+from .errors import CheckpointError, plain_load_failure
 
 # --------------------------------------------------------------------------- records
 
@@ -187,7 +189,6 @@ def read_pickle(path_or_bytes):
         raise CheckpointError(f"{name}: {e}") from None
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError,
             KeyError, RuntimeError, MemoryError) as e:
-        from .checkpoints import plain_load_failure
 
         reason = plain_load_failure(e)
         if not reason.startswith("refused"):
@@ -248,8 +249,6 @@ def _pick_generator(data, name) -> ModuleRecord:
 
 def config_from_record(G: ModuleRecord, name="checkpoint"):
     """Map ``G_ema``'s own init_kwargs (module attributes as fallback) to a ``GeneratorConfig``."""
-    from .networks import GeneratorConfig
-
     if _is_stylegan3(G):
         raise CheckpointError(
             f"{name}: this is a StyleGAN3 (alias-free) generator. Only StyleGAN2-architecture "
@@ -330,47 +329,11 @@ def config_from_record(G: ModuleRecord, name="checkpoint"):
     return cfg
 
 
-def load_state_strict(G, state: dict, name="checkpoint"):
-    """``G.load_state_dict(state, strict=True)``, with a readable report of what does not fit."""
-    own = G.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing", missing), ("left over", unexpected), ("wrong shape", mismatched)):
-            if items:
-                more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
-                parts.append(f"{label}: {', '.join(items[:8])}{more}")
-        raise CheckpointError(f"{name}: the weights do not fit the generator architecture; " + "; ".join(parts))
-    G.load_state_dict(state, strict=True)
-    return G
-
-
-def _adopt_fixed_filters(state: dict, own: dict, name: str) -> dict:
-    """NVIDIA stores the [1,3,3,1] FIR filter in every layer; check it and use our own buffers."""
-    from . import ops
-
-    expected = ops.setup_filter()
-    out = {}
-    for key, value in state.items():
-        if key.endswith("resample_filter"):
-            if value.shape != expected.shape or not torch.allclose(value.float(), expected, atol=1e-6):
-                raise CheckpointError(f"{name}: {key} is not the [1,3,3,1] filter; unsupported generator")
-            continue
-        out[key] = value
-    out.update({k: v for k, v in own.items() if k.endswith("resample_filter")})
-    return out
-
-
 def generator_from_record(G_rec: ModuleRecord, name="checkpoint"):
-    from .networks import Generator
-
     cfg = config_from_record(G_rec, name)
     G = Generator(cfg)
     own = G.state_dict()
-    state = _adopt_fixed_filters(flatten_state(G_rec), own, name)
+    state = adopt_fixed_filters(flatten_state(G_rec), own, name)
     # Layers built with use_noise=False carry no noise; zero strength reproduces that.
     for key in own:
         if key.endswith("noise_strength") and key not in state:
@@ -378,7 +341,6 @@ def generator_from_record(G_rec: ModuleRecord, name="checkpoint"):
             state[key[: -len("noise_strength")] + "noise_const"] = torch.zeros_like(
                 own[key[: -len("noise_strength")] + "noise_const"])
     if "mapping.w_avg" not in state:  # trained with w_avg_beta=None
-        from .rosinality import estimate_w_avg
         load_state_strict(G, {**state, "mapping.w_avg": own["mapping.w_avg"]}, name)
         state["mapping.w_avg"] = estimate_w_avg(G.mapping)
     return load_state_strict(G, state, name)
@@ -389,14 +351,13 @@ def generator_from_record(G_rec: ModuleRecord, name="checkpoint"):
 
 def generator_from_tf(tf_G: TFNetworkRecord, name="checkpoint"):
     """Convert a TensorFlow StyleGAN2 generator (config E/F) with legacy.py's variable mapping."""
-    from .networks import Generator, GeneratorConfig
-
     st = tf_G.state
     if int(st.get("version", 0) or 0) < 4:
         raise CheckpointError(f"{name}: TensorFlow pickle version too old (StyleGAN1?); only StyleGAN2 is supported")
     kw = dict(st.get("static_kwargs") or {})
     if kw.get("architecture", "skip") != "skip":
-        raise CheckpointError(f"{name}: architecture {kw['architecture']!r} is not supported; only StyleGAN2's 'skip' generator is")
+        raise CheckpointError(f"{name}: architecture {kw['architecture']!r} is not supported; "
+                              "only StyleGAN2's 'skip' generator is")
     if (kw.get("nonlinearity", "lrelu") != "lrelu" or kw.get("mapping_nonlinearity", "lrelu") != "lrelu"
             or list(kw.get("resample_kernel", [1, 3, 3, 1])) != [1, 3, 3, 1]):
         raise CheckpointError(f"{name}: unsupported TensorFlow generator settings")
@@ -466,7 +427,7 @@ def generator_from_tf(tf_G: TFNetworkRecord, name="checkpoint"):
 
 
 def generator_from_nvidia_pickle(path_or_bytes, name=None):
-    """Load ``G_ema`` of a NVIDIA StyleGAN2 pickle into ``draggan.networks.Generator``."""
+    """Load ``G_ema`` of a NVIDIA StyleGAN2 pickle into ``draggan.models.networks.Generator``."""
     name = name or (str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else "checkpoint")
     data = read_pickle(path_or_bytes)
     if isinstance(data, tuple) and len(data) == 3 and all(isinstance(x, TFNetworkRecord) for x in data):

@@ -2,15 +2,15 @@
 
 ``source`` may be
 
-* a registry name (``"stylegan2-ffhq-512x512"``, ``"celeba128"``; see ``draggan.registry``),
-* an ``http(s)://`` URL (downloaded once into the cache, see ``draggan.download``),
+* a registry name (``"stylegan2-ffhq-512x512"``, ``"celeba128"``; see ``draggan.loaders.registry``),
+* an ``http(s)://`` URL (downloaded once into the cache, see ``draggan.loaders.download``),
 * a local path to one of three formats, recognised by content rather than by name:
 
   1. NVIDIA stylegan2-ada-pytorch / stylegan3 ``.pkl`` (and the older TensorFlow
      StyleGAN2 ``.pkl``), read by a restricted unpickler that never runs code from
-     the file (``draggan.nvidia_pickle``);
+     the file (``draggan.loaders.nvidia_pickle``);
   2. rosinality stylegan2-pytorch ``.pt`` with a ``g_ema`` state dict
-     (``draggan.rosinality``), read with ``torch.load(weights_only=True)``;
+     (``draggan.loaders.rosinality``), read with ``torch.load(weights_only=True)``;
   3. the project's own format: a directory with ``config.json`` + ``model.safetensors``
      (or the path of either file), read by ``Generator.from_pretrained``.
 
@@ -24,44 +24,19 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import re
 import zipfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "load_generator", "load_generator_file", "resolve_source", "plain_load_failure"]
+from ..models.networks import Generator
+from . import registry
+from .download import cached_download, url_cache_path
+from .errors import CheckpointError, plain_load_failure
+from .nvidia_pickle import generator_from_nvidia_pickle
+from .rosinality import generator_from_rosinality
 
-
-class CheckpointError(Exception):
-    """A checkpoint could not be found, fetched, trusted or converted (message says why)."""
-
-
-def plain_load_failure(e: BaseException) -> str:
-    """What a failed ``torch.load`` or unpickling means, as a clause a user can read.
-
-    PyTorch's own texts name C++ sources ("[enforce fail at inline_container.cc:180]"), ask for bug
-    reports, and some advise re-running ``torch.load`` with ``weights_only`` switched off, the unsafe
-    path that runs code from the file: none of that may reach a user. What the file asked for (a
-    global such as ``posix.system``) is kept, since it tells the user why the file was refused.
-    """
-    text = str(e)
-    low = text.lower()
-    wanted = re.search(r"unsupported global:?\s*(?:global\s+)?([A-Za-z_][\w.]*)", text, re.IGNORECASE)
-    if wanted:
-        return (f"refused to load: the file asks for '{wanted[1]}', which is not part of a StyleGAN2 checkpoint "
-                "(loading it could run arbitrary code). Nothing from the file was executed")
-    if isinstance(e, (EOFError, zipfile.BadZipFile)) or any(w in low for w in (
-            "central directory", "corrupt", "truncated", "ran out of input", "unexpected eof", "pickle data was",
-            "invalid header", "failed reading", "enforce fail", "not in a subdirectory", "unsupported operand",
-            "unpickler error", "pickle data", "unpickling stack", "load key")):
-        return ("the file is truncated or damaged (not a complete checkpoint). Download or copy it again; "
-                "only plain tensors and containers are accepted from checkpoints")
-    if isinstance(e, MemoryError):
-        return "the file is too large to load with the memory this machine has"
-    return ("the file is not a StyleGAN2 checkpoint that can be read safely (only plain tensors and containers "
-            "are accepted, nothing that runs code). Check that it is the generator file you meant")
-
+__all__ = ["CheckpointError", "load_generator", "load_generator_file", "plain_load_failure", "resolve_source"]
 
 # First bytes of a legacy (pre-zip) ``torch.save`` file: pickle protocol 2 + torch's magic number.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
@@ -73,8 +48,6 @@ def _is_url(source) -> bool:
 
 def resolve_source(source, cache_dir=None, progress=True) -> Path:
     """Turn a registry name, URL or path into a local path (downloading if needed)."""
-    from . import registry
-    from .download import cached_download, url_cache_path
 
     if isinstance(source, (str, Path)) and not _is_url(source):
         info = registry.get_model(str(source)) if isinstance(source, str) else None
@@ -108,7 +81,6 @@ def load_generator(source, device="cpu", cache_dir=None, progress=True):
 
 def load_generator_file(path) -> "torch.nn.Module":
     """Load a generator from a local file or directory, detecting its format from the content."""
-    from .networks import Generator
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -131,7 +103,6 @@ def load_generator_file(path) -> "torch.nn.Module":
         if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC):
             return _load_torch_save(path)
         if head[:1] == b"\x80":  # a pickle (NVIDIA .pkl)
-            from .nvidia_pickle import generator_from_nvidia_pickle
             return generator_from_nvidia_pickle(path)
     except CheckpointError:
         raise
@@ -147,7 +118,6 @@ def _load_torch_save(path: Path):
     """A ``torch.save`` file: rosinality's checkpoint (``{'g_ema': state_dict, ...}``)."""
     import argparse
 
-    from .rosinality import generator_from_rosinality
 
     try:
         # rosinality's train.py also stores its argparse.Namespace; that class is inert data.

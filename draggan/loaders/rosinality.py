@@ -1,4 +1,4 @@
-"""Convert rosinality/stylegan2-pytorch generators (``g_ema``) to ``draggan.networks``.
+"""Convert rosinality/stylegan2-pytorch generators (``g_ema``) to ``draggan.models.networks``.
 
 rosinality's generator computes the same StyleGAN2 function with other names:
 
@@ -22,23 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from .checkpoints import CheckpointError
-
-W_AVG_SAMPLES = 10_000
-W_AVG_SEED = 0
-
-
-@torch.no_grad()
-def estimate_w_avg(mapping, samples=W_AVG_SAMPLES, seed=W_AVG_SEED) -> torch.Tensor:
-    """Mean of ``mapping(z)`` over ``samples`` z ~ N(0, I) from a fixed seed (for truncation)."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(samples, mapping.z_dim, generator=gen)
-    c = torch.zeros(samples, mapping.c_dim) if mapping.c_dim else None
-    total = torch.zeros(mapping.w_dim, dtype=torch.float64)
-    for i in range(0, samples, 2048):
-        ws = mapping(z[i:i + 2048], None if c is None else c[i:i + 2048])
-        total += ws[:, 0].double().sum(0)
-    return (total / samples).float()
+from ..models import ops
+from ..models.networks import Generator, GeneratorConfig
+from .convert import estimate_w_avg, load_state_strict
+from .errors import CheckpointError
 
 
 def solve_channels(channels: dict[int, int], name="checkpoint") -> tuple[int, int]:
@@ -66,9 +53,6 @@ def _drop_prefix(sd: dict) -> dict:
 
 def generator_from_rosinality(ckpt, name="checkpoint", lr_multiplier=0.01):
     """Build a ``Generator`` from a rosinality checkpoint dict (or its bare ``g_ema`` state dict)."""
-    from . import ops
-    from .networks import Generator, GeneratorConfig
-    from .nvidia_pickle import load_state_strict
 
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{name}: expected a dict from torch.load, got {type(ckpt).__name__}")

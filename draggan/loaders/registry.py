@@ -14,9 +14,11 @@ other means can be dropped into the cache directory by hand.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
-from .checkpoints import CheckpointError
+from .download import cache_dir_or_default, cached_download
+from .errors import CheckpointError
 
 NVIDIA_NC = "NVIDIA Source Code License-NC (non-commercial use only)"
 SELF_DISTILLED = "Self-Distilled StyleGAN release (Mokady et al. 2022), research use; see self-distilled-stylegan.github.io"
@@ -27,7 +29,8 @@ _SG2_TF = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
 _SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan/"
 
 # The repository root, where bundled models live (``checkpoints/...``).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The bundled models: $DRAGGAN_MODELS (a folder holding checkpoints/), else the checkout this package is in.
+REPO_ROOT = Path(os.environ.get("DRAGGAN_MODELS") or Path(__file__).resolve().parents[2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +101,6 @@ def bundled_path(info: ModelInfo) -> Path:
 
 def local_path(info: ModelInfo, cache_dir=None) -> Path:
     """Where the model is (or would be) on this machine."""
-    from .download import cache_dir_or_default
 
     if info.path:
         return bundled_path(info)
@@ -112,7 +114,6 @@ def is_available(info: ModelInfo, cache_dir=None) -> bool:
 
 def resolve_model(info: ModelInfo, cache_dir=None, progress=True) -> Path:
     """Local path of a registry model, downloading it into the cache if needed."""
-    from .download import cached_download
 
     path = local_path(info, cache_dir)
     if info.path:

@@ -1,4 +1,4 @@
-"""Writing drag progress as an animation (GIF via Pillow, MP4 via OpenCV) and drawing points on frames."""
+"""Writing drag progress as an animation (GIF via Pillow, MP4 via OpenCV), frames drawn as the editor draws them."""
 
 from __future__ import annotations
 
@@ -6,36 +6,23 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from .overlay import render_view, view_scale
 
 VIDEO_FORMATS = (".gif", ".mp4")
-HANDLE_COLOR = (230, 40, 40)    # red, as in the DragGAN paper
-TARGET_COLOR = (40, 90, 230)    # blue
-ARROW_COLOR = (255, 255, 255)
+VIDEO_VIEW_SIZE = 256       # recorded drags are written at about this size
 
 
 class VideoError(ValueError):
     """An animation that cannot be written (unknown format, no frames, codec missing)."""
 
 
-def draw_points(image: np.ndarray, handles, targets, scale: int = 1) -> np.ndarray:
-    """A copy of an HxWx3 uint8 image, optionally upscaled by ``scale`` (nearest), with
-    handles (red), targets (blue) and a line from each handle to its target."""
-    frame = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    if scale > 1:
-        frame = frame.resize((frame.width * scale, frame.height * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(frame)
-    radius = max(1, round(frame.width / 96))
-
-    def centre(p):  # pixel centre of image pixel p in the (scaled) frame
-        return (p[0] + 0.5) * scale - 0.5, (p[1] + 0.5) * scale - 0.5
-
-    for h, t in zip(np.asarray(handles, dtype=float), np.asarray(targets, dtype=float)):
-        (hx, hy), (tx, ty) = centre(h), centre(t)
-        draw.line([(hx, hy), (tx, ty)], fill=ARROW_COLOR, width=max(1, radius // 2))
-        draw.ellipse([tx - radius, ty - radius, tx + radius, ty + radius], fill=TARGET_COLOR)
-        draw.ellipse([hx - radius, hy - radius, hx + radius, hy + radius], fill=HANDLE_COLOR)
-    return np.asarray(frame)
+def drag_frame(image: np.ndarray, handles, targets, mask=None) -> np.ndarray:
+    """One frame of a drag's video: the image at about VIDEO_VIEW_SIZE px with the editor's points and arrows
+    (the app's own drawing, :func:`draggan.drawing.overlay.render_view`)."""
+    scale = view_scale(np.asarray(image).shape[0], VIDEO_VIEW_SIZE)
+    return render_view(image, scale, handles, targets, mask=mask, numbers=False)
 
 
 def write_video(path, frames: Sequence[np.ndarray], fps: float = 24.0) -> Path:

@@ -3,7 +3,7 @@
 Pure numpy + Pillow, shared by the web app, the CLI's videos and figures.
 
 Coordinates: points are generator pixels (x, y) of an ``R x R`` image, as in
-``draggan.points``. A view is the image upscaled by an integer ``scale``, so
+``draggan.engine.points``. A view is the image upscaled by an integer ``scale``, so
 generator pixel ``(x, y)`` covers view pixels ``[x*scale, (x+1)*scale)``; its
 centre is at ``(x + 0.5) * scale`` and a click on view pixel ``(u, v)`` belongs
 to generator pixel ``(u // scale, v // scale)`` (see :func:`view_to_pixel`).

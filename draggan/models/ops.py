@@ -153,10 +153,10 @@ def fold_filter_default(device: torch.device) -> bool:
 
     Folding turns "3x3 transposed conv, then 4x4 blur" into one 6x6 transposed
     conv: one kernel instead of two, which pays on a GPU, where a step is bound
-    by kernel launches (H100, BENCHMARKS.md). But the folded conv does 4x the
-    multiply-adds, and a CPU is bound by exactly those: on a 2-core AVX2 CPU
-    the unfolded pair renders a 128 px image in 0.29 s instead of 0.53 s (one
-    thread). So: fold on CUDA only, unless :data:`FOLD_FILTER` says otherwise.
+    by kernel launches. But the folded conv does 4x the multiply-adds, and a CPU
+    is bound by exactly those: there the unfolded pair renders about twice as
+    fast (BENCHMARKS.md, "Drag step speed"). So: fold on CUDA only, unless
+    :data:`FOLD_FILTER` says otherwise.
     """
     return device.type == "cuda" if FOLD_FILTER is None else FOLD_FILTER
 

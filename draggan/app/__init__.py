@@ -1,0 +1,2 @@
+"""The app's side of the project: per-tab state and the stores that bound it (``state``).
+The Gradio handlers and layout are ``app.py`` at the top of the repository."""
