@@ -51,6 +51,8 @@ import numpy as np
 import torch
 
 from draggan.engine import DragConfig, DragSession, to_uint8
+from draggan.loaders import load_generator
+from draggan.runtime import runtime_for
 
 from . import staged
 from .landmarks import HANDLE_SETS, FaceMeasure, handle_points, measure_face
@@ -655,9 +657,8 @@ def markdown_table(result: dict) -> str:
 
 
 def load_model(name: str, device: str):
-    from draggan.loaders.checkpoints import load_generator
-
-    return load_generator(name, device=device, progress=False)
+    """The generator as the app and the CLI run it on ``device`` (runtime policy: memory layout)."""
+    return runtime_for(device).prepare(load_generator(name, device=device, progress=False))
 
 
 def add_drag_stage_arguments(p: argparse.ArgumentParser) -> None:
@@ -697,7 +698,8 @@ def main(argv=None) -> int:
         return 2
     try:
         overrides = json.loads(args.config) if args.config else {}
-        config = DragConfig(**overrides)
+        # The settings a user gets on this device: the runtime policy's autocast unless --config says otherwise.
+        config = DragConfig(**{"autocast": runtime_for(device).autocast, **overrides})
     except (ValueError, TypeError) as e:
         print(f"error: --config must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
         return 2

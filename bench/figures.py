@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from draggan.drawing.overlay import render_view
 from draggan.engine import DragConfig
+from draggan.runtime import runtime_for
 
 from .eval_drag import (
     EDITS,
@@ -278,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-pairs", type=int, default=3, help="pairs averaged in the MD curve")
     p.add_argument("--curve-steps", type=int, default=60)
     p.add_argument("--curve-every", type=int, default=5, help="re-detect landmarks every N steps")
-    p.add_argument("--example-steps", type=int, default=80, help="step cap of the example drags")
+    p.add_argument("--example-steps", type=int, default=None,
+                   help="step cap of the example drags (default: the engine's, as a user gets it)")
     p.add_argument("--first-seed", type=int, default=2000)
     p.add_argument("--config", default=None, help="JSON dict of DragConfig overrides, e.g. '{\"lr\": 0.01}'")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -291,7 +293,9 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        config = DragConfig(**(json.loads(args.config) if args.config else {}))
+        # What a user gets on this device: the runtime policy's autocast unless --config says otherwise.
+        config = DragConfig(**{"autocast": runtime_for(args.device).autocast,
+                               **(json.loads(args.config) if args.config else {})})
     except (ValueError, TypeError) as e:
         print(f"error: --config must be a JSON object of DragConfig fields: {e}", file=sys.stderr)
         return 2

@@ -358,8 +358,17 @@ def test_default_radii_and_stop_distance_scale_with_resolution():
     cfg = DragConfig()
     assert cfg.radii(512) == (3.0, 12.0) and cfg.radii(1024) == (6.0, 24.0)
     assert cfg.radii(64) == (1.0, 2.0)                       # floors
-    assert cfg.stop_distance_for(512, 5) == 1.0 and cfg.stop_distance_for(1024, 6) == 4.0
-    assert cfg.stop_distance_for(128, 6) == 1.0
+    assert cfg.stop_distance_for(512, 5) == 0.5                # the local default: half a pixel
+    paper = DragConfig.preset("paper")                         # the paper's, scaled with the resolution
+    assert paper.stop_distance_for(512, 5) == 1.0 and paper.stop_distance_for(1024, 6) == 4.0
+    assert paper.stop_distance_for(128, 6) == 1.0
+
+
+def test_a_target_off_the_pixel_grid_stops_as_close_as_the_grid_allows(G):
+    # 4.5 px right of the handle: the handle moves in whole pixels, so the best it can do is 0.5 px away.
+    s = session(G, points=([(20, 20)], [(24.5, 20)]), stop_distance=0.1, lambda_warp=0, lr=0.02)
+    states = run(s, max_steps=150)
+    assert states[-1].done and states[-1].distances[0] == pytest.approx(0.5, abs=1e-4)
 
 
 def test_bad_configs_and_points_get_clear_errors(G):

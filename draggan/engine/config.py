@@ -25,7 +25,7 @@ class MaskError(ValueError):
 class DragConfig:
     """Settings of a drag. Distances and radii are in image pixels of the generator's R x R output.
 
-    lr              = 2e-3,    # Adam learning rate on the latent.
+    lr              = 4e-3,    # Adam learning rate on the latent (the paper: 2e-3).
     max_steps       = 300,     # Steps per drag() call; a call ends earlier when every handle has arrived.
     r1              = None,    # Motion-supervision disk radius (None: 3 * R/512, at least 1 px).
     r2              = None,    # Point-tracking window radius (None: 12 * R/512, at least 2 px).
@@ -45,8 +45,9 @@ class DragConfig:
                                #   block 6 = 128 px features from 512 px up, the half-resolution block below).
     latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
     optimize_layers = 6,       # W+ only: how many layers, from the coarsest, are optimized; the rest stay fixed.
-    stop_distance   = None,    # A handle has arrived within this distance (None: 1 px, 2 px with more than
-                               #   5 handles, scaled by R/512, at least 1 px).
+    stop_distance   = 0.5,     # A handle has arrived within this distance, or as close as the pixel grid it moves
+                               #   on allows (None: the paper's 1 px, 2 px with more than 5 handles, scaled by
+                               #   R/512, at least 1 px).
     noise_mode      = "const", # Synthesis noise: "const", "random" or "none".
     autocast        = False,   # Run the generator under bf16 autocast (for CUDA); sampling and losses stay fp32.
     cuda_graph      = None,    # Replay each step as a captured CUDA graph (None: on for CUDA devices).
@@ -56,8 +57,14 @@ class DragConfig:
     push), while r1 = 1 already gives 5 pixels. The tracking window must be wider
     than how far content moves in one step (about a pixel, plus overshoot), or a
     handle that lags once can never catch up; r2 = 2 (5 x 5) leaves that margin.
-    A stop distance below one pixel is unreachable for handles that move on the
-    integer pixel grid.
+    A handle moves on the integer grid around where it started, so a target off
+    that grid is at best as close as the grid allows (up to 0.71 px): the session
+    stops each handle there if that is farther than ``stop_distance``.
+
+    Why these local defaults (lr 4e-3, stop 0.5 px, the region, the warp term): the
+    ablations on named edits, which score identity and locality beside the landmark
+    distance (BENCHMARKS.md, "Edit quality"). ``DragConfig.preset("paper")`` is
+    DragGAN as published.
 
     Why CUDA graphs: a step at 512 px is a few hundred small kernels whose launch
     cost (Python, dispatcher, driver) exceeds their GPU time; replaying a graph
@@ -65,7 +72,7 @@ class DragConfig:
     steps and recaptured whenever points, mask or latent change.
     """
 
-    lr: float = 2e-3
+    lr: float = 4e-3
     max_steps: int = 300
     r1: float | None = None
     r2: float | None = None
@@ -79,7 +86,7 @@ class DragConfig:
     feature_block: int | None = None
     latent_space: str = "w+"
     optimize_layers: int = 6
-    stop_distance: float | None = None
+    stop_distance: float | None = 0.5
     noise_mode: str = "const"
     autocast: bool = False
     cuda_graph: bool | None = None
@@ -143,7 +150,7 @@ class DragConfig:
 # with the paper stay reproducible (BENCHMARKS.md, "Edit quality").
 PRESETS: dict[str, dict] = {
     "local": {},
-    "paper": {"region": "global", "lambda_warp": 0.0},
+    "paper": {"region": "global", "lambda_warp": 0.0, "lr": 2e-3, "stop_distance": None},
 }
 
 

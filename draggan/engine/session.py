@@ -91,7 +91,7 @@ class _Optimization:
     lr: float
     feat0: torch.Tensor          # [1, C, h, w] features of the image when the points were set
     ref_features: torch.Tensor   # [N, C] features of the initial handles (tracking templates)
-    stop_distance: torch.Tensor  # scalar, pixels
+    stop_distance: torch.Tensor  # [N] pixels: the configured distance, or the closest the pixel grid allows
     stop_distance_px: float
     blend: LocalBlend | None = None         # the local edit's blend (region.py); None: the whole image may change
     handles0: torch.Tensor | None = None    # [N, 2] the handles when the points were set (warp supervision)
@@ -575,13 +575,18 @@ class DragSession:
         feat0 = feat0.float()
         ref = sample_features(feat0, self._handles, self.resolution)
         stop_px = cfg.stop_distance_for(self.resolution, len(self._handles_np))
+        # A handle moves on the integer grid around where it started, so a target off that grid is never
+        # reached exactly: a handle has arrived within stop_px or as close as the grid allows.
+        offset = self._targets_np - self._handles_np
+        grid_floor = np.linalg.norm(offset - np.round(offset), axis=1) + 1e-3
+        stop = torch.from_numpy(np.maximum(stop_px, grid_floor).astype(np.float32)).to(self.device)
         graphed = self._use_cuda_graph()
         # A graph replays the optimizer step as captured: lr and step count live on the device.
         optimizer = adam([param], cfg.lr, graphed)
         self._opt = _Optimization(
             param=param, prev_param=param.detach().clone(), optimizer=optimizer,
             lr=cfg.lr, feat0=feat0, ref_features=ref,
-            stop_distance=torch.tensor(stop_px, device=self.device), stop_distance_px=stop_px, blend=blend,
+            stop_distance=stop, stop_distance_px=stop_px, blend=blend,
             handles0=self._handles.clone(),
             warp_weight=None if blend is None else resize_mask(blend.mask, feat0.shape[-1]),
             runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))
