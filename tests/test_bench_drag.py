@@ -37,7 +37,7 @@ def fake_detector(rgb, embed=False):
     ys, xs = np.mgrid[:g.shape[0], :g.shape[1]]
     c = np.array([(w * xs).sum(), (w * ys).sum()]) - (g.shape[0] - 1) / 2
     emb = g.reshape(16, g.shape[0] // 16, 8, g.shape[1] // 8).mean((1, 3)).ravel() / 255 if embed else None
-    return FaceMeasure(landmarks=template68(g.shape[0]) + 3 * c / g.shape[0] * 8, score=1.0, embedding=emb)
+    return FaceMeasure(landmarks=template68(g.shape[0]) + 3 * c, score=1.0, embedding=emb)
 
 
 @pytest.fixture(scope="module", autouse=True)
