@@ -81,8 +81,8 @@ from .landmarks import measure_face
 
 # group -> [(label, DragConfig overrides)]
 FULL_GRID: dict[str, list[tuple[str, dict]]] = {
-    "lr": [("lr = 1e-3", {"lr": 1e-3}), ("lr = 2e-3", {"lr": 2e-3}), ("lr = 5e-3", {"lr": 5e-3}),
-           ("lr = 1e-2", {"lr": 1e-2})],
+    "lr": [("lr = 1e-3", {"lr": 1e-3}), ("lr = 2e-3", {"lr": 2e-3}), ("lr = 4e-3", {"lr": 4e-3}),
+           ("lr = 8e-3", {"lr": 8e-3})],
     "feature_block": [("block 4 (32 px)", {"feature_block": 4}), ("block 5 (64 px)", {"feature_block": 5}),
                       ("block 6 (128 px)", {"feature_block": 6})],
     "r1": [("r1 = 1", {"r1": 1.0}), ("r1 = 2", {"r1": 2.0}), ("r1 = 3", {"r1": 3.0})],
@@ -95,6 +95,10 @@ FULL_GRID: dict[str, list[tuple[str, dict]]] = {
                ("local, radius 0.1", {"region_radius": 0.1}), ("local, radius 0.15", {"region_radius": 0.15})],
     "blend_block": [("blend at block 3 (16 px)", {"blend_block": 3}), ("blend at block 4 (32 px)", {"blend_block": 4}),
                     ("blend at block 5 (64 px)", {"blend_block": 5})],
+    "warp": [("no warp term (lambda_warp 0)", {"lambda_warp": 0.0}), ("lambda_warp 2", {"lambda_warp": 2.0}),
+             ("lambda_warp 4", {"lambda_warp": 4.0})],
+    "latent_pull": [("no latent pull", {"lambda_latent": 0.0}), ("lambda_latent 0.01", {"lambda_latent": 0.01}),
+                    ("lambda_latent 0.1", {"lambda_latent": 0.1}), ("lambda_latent 1", {"lambda_latent": 1.0})],
 }
 # --quick: two settings per group, the default and its most informative alternative.
 QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
@@ -106,6 +110,8 @@ QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
     "stop_distance": [FULL_GRID["stop_distance"][1], FULL_GRID["stop_distance"][2]],
     "region": [FULL_GRID["region"][0], FULL_GRID["region"][2]],
     "blend_block": [FULL_GRID["blend_block"][1], FULL_GRID["blend_block"][2]],
+    "warp": [FULL_GRID["warp"][0], FULL_GRID["warp"][1]],
+    "latent_pull": [FULL_GRID["latent_pull"][0], FULL_GRID["latent_pull"][2]],
 }
 
 

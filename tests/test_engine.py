@@ -637,3 +637,15 @@ def test_the_default_drag_with_its_warp_term_still_moves_the_handle(G):
     assert s.config.lambda_warp > 0
     final = run(s)[-1]
     assert final.distances[0] < 0.4 * 10     # most of the way on the tiny random generator
+
+
+def test_the_latent_pull_keeps_the_latent_closer_to_where_the_drag_started(G):
+    start = G.ws_from_seed(0)
+    moved = {}
+    for pull in (0.0, 50.0):
+        s = session(G, points=([(28, 32)], [(38, 32)]), max_steps=15, stop_distance=0.1, lambda_latent=pull)
+        run(s)
+        moved[pull] = (s.state().ws - start).norm().item()
+    assert moved[0.0] > 0 and moved[50.0] < 0.5 * moved[0.0]
+    with pytest.raises(DragConfigError, match="lambda_latent"):
+        DragConfig(lambda_latent=-1)

@@ -41,6 +41,8 @@ class DragConfig:
     lambda_warp     = 2.0,     # Weight of the dense term that keeps the features close to the first ones,
                                #   smoothly displaced with the handles (motion.warp_supervision_loss).
     warp_sigma      = 0.0625,  # Width (Gaussian sigma) of that displacement, as a fraction of the image side.
+    lambda_latent   = 0.0,     # Weight of an L2 pull of the latent towards where the drag started
+                               #   (squared offset, summed over w's channels, averaged over optimized layers).
     feature_block   = None,    # Synthesis block (1-based) whose output is F (None: default_feature_block(G),
                                #   block 6 = 128 px features from 512 px up, the half-resolution block below).
     latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
@@ -83,6 +85,7 @@ class DragConfig:
     blend_block: int | None = None
     lambda_warp: float = 2.0
     warp_sigma: float = 0.0625
+    lambda_latent: float = 0.0
     feature_block: int | None = None
     latent_space: str = "w+"
     optimize_layers: int = 6
@@ -114,6 +117,7 @@ class DragConfig:
             (self.blend_block is None or self.blend_block >= 1, f"blend_block must be >= 1, got {self.blend_block}"),
             (self.lambda_warp >= 0, f"lambda_warp must be >= 0, got {self.lambda_warp}"),
             (self.warp_sigma > 0, f"warp_sigma must be positive, got {self.warp_sigma}"),
+            (self.lambda_latent >= 0, f"lambda_latent must be >= 0, got {self.lambda_latent}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -475,6 +475,8 @@ class DragSession:
             loss = loss + self.config.lambda_warp * warp_supervision_loss(
                 feat, opt.feat0, opt.handles0, tracked, self._targets, self.resolution,
                 self.config.warp_sigma * self.resolution, opt.warp_weight, active)
+        if self.config.lambda_latent:
+            loss = loss + self.config.lambda_latent * param.float().square().sum(-1).mean()
         opt.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=[param])  # only the latent gets a gradient; G stays untouched
         opt.optimizer.step()
