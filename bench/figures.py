@@ -126,13 +126,14 @@ def md_curves(G, task_groups: dict, config: DragConfig, steps: int, every: int, 
     """Per label of ``task_groups`` ({label: [DragTask, ...]}): the steps, and the mean over its tasks of the
     re-detected MD and of the engine's tracked distance, every ``every`` steps.
 
-    Drags run all ``steps`` steps (the stop distance is set out of reach).
+    The stop distance is set as close as the pixel grid allows, so most drags run all ``steps``
+    steps; one that arrives earlier keeps its image from then on, so its last values carry forward.
     """
     cfg = dataclasses.replace(config, stop_distance=1e-3)
     R = int(G.img_resolution)
     curves = {}
     for label, tasks in task_groups.items():
-        md_rows, tracked_rows = [], []
+        md_rows, tracked_rows, longest = [], [], []
         for task in tasks:
             run = run_task(G, task, cfg, max_steps=steps, image_every=every)
             md = []
@@ -141,12 +142,20 @@ def md_curves(G, task_groups: dict, config: DragConfig, steps: int, every: int, 
                 md.append(np.nan if face is None else mean_distance(task.select(face.landmarks), task.targets))
             md_rows.append(md)
             tracked_rows.append([d for s, d in run.tracked if s % every == 0 or s == run.steps])
-        curves[label] = {"steps": [s for s, _, _ in run.frames],
-                         "md": np.nanmean(np.array(md_rows, float), 0).round(4).tolist(),
-                         "tracked": np.mean(np.array(tracked_rows, float), 0).round(4).tolist(),
+            frame_steps = [s for s, _, _ in run.frames]
+            longest = max(longest, frame_steps, key=len)
+        curves[label] = {"steps": longest,
+                         "md": np.nanmean(_carry_forward(md_rows), 0).round(4).tolist(),
+                         "tracked": np.mean(_carry_forward(tracked_rows), 0).round(4).tolist(),
                          "stop_distance_default": config.stop_distance_for(R, len(tasks[0].handles)),
                          "tasks": len(tasks)}
     return curves
+
+
+def _carry_forward(rows: list[list[float]]) -> np.ndarray:
+    """Rows of unequal length as one array: each row padded with its last value."""
+    n = max(len(r) for r in rows)
+    return np.array([list(r) + [r[-1]] * (n - len(r)) for r in rows], float)
 
 
 def md_curve_figure(panels: dict, path, resolution: int) -> Path:
