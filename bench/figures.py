@@ -6,11 +6,12 @@ writes ``drag_examples.png`` (rows of: a generated face with handles (red) on dl
 landmarks and arrows to their targets (blue), then the result with the tracked handles;
 the edits are :data:`bench.eval_drag.EDITS`), ``md_vs_iterations.png`` (re-detected landmark MD and the
 engine's tracked handle distance against the optimization step, for 1, 5 and 68
-handles on Table 1 protocol pairs, and for each named edit) and ``drag.gif`` (the first edit, step by step),
+handles on Table 1 protocol pairs, and for each named edit) and ``drag_example.gif`` (the first edit, step by step; README's ``docs/drag.gif`` is its CLI example's ``--video``),
 plus ``figures.json`` with the numbers.
 
-For the MD curve the stop distance is set out of reach, so every drag runs all its
-steps and the curves show what more iterations buy; dotted lines mark the paper's
+For the MD curve the stop distance is set as close as the pixel grid allows, so most drags
+run all their steps and the curves show what more iterations buy (one that arrives earlier
+keeps its last values); dotted lines mark the paper's
 MD scaled to our resolution.
 """
 
@@ -257,7 +258,7 @@ def make_figures(G, out_dir, num_examples: int = 3, curve_pairs: int = 3, curve_
     examples = (drag_examples(G, faces[:1], edits, config, example_steps, image_every=1)
                 + drag_examples(G, faces[1:], edits[1:], config, example_steps))
     paths = {"examples": str(examples_figure(examples, out_dir / "drag_examples.png")),
-             "gif": str(drag_gif(examples[0], out_dir / "drag.gif"))}
+             "gif": str(drag_gif(examples[0], out_dir / "drag_example.gif"))}
     if log:
         log(f"figures: examples {[None if e.md is None else round(e.md, 2) for e in examples]}")
     R = int(G.img_resolution)
