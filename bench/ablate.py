@@ -99,6 +99,9 @@ FULL_GRID: dict[str, list[tuple[str, dict]]] = {
              ("lambda_warp 4", {"lambda_warp": 4.0})],
     "latent_pull": [("no latent pull", {"lambda_latent": 0.0}), ("lambda_latent 0.01", {"lambda_latent": 0.01}),
                     ("lambda_latent 0.1", {"lambda_latent": 0.1}), ("lambda_latent 1", {"lambda_latent": 1.0})],
+    "tracking": [("nearest-neighbour search (DragGAN)", {"tracking": "nn"}),
+                 ("line search, adaptive template (FreeDrag)", {"tracking": "line"}),
+                 ("line search, 0.5 px goals", {"tracking": "line", "line_step": 0.5})],
 }
 # --quick: two settings per group, the default and its most informative alternative.
 QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
@@ -112,6 +115,7 @@ QUICK_GRID: dict[str, list[tuple[str, dict]]] = {
     "blend_block": [FULL_GRID["blend_block"][1], FULL_GRID["blend_block"][2]],
     "warp": [FULL_GRID["warp"][0], FULL_GRID["warp"][1]],
     "latent_pull": [FULL_GRID["latent_pull"][0], FULL_GRID["latent_pull"][2]],
+    "tracking": [FULL_GRID["tracking"][0], FULL_GRID["tracking"][1]],
 }
 
 

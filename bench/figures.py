@@ -6,7 +6,8 @@ writes ``drag_examples.png`` (rows of: a generated face with handles (red) on dl
 landmarks and arrows to their targets (blue), then the result with the tracked handles;
 the edits are :data:`bench.eval_drag.EDITS`), ``md_vs_iterations.png`` (re-detected landmark MD and the
 engine's tracked handle distance against the optimization step, for 1, 5 and 68
-handles on Table 1 protocol pairs, and for each named edit) and ``drag_example.gif`` (the first edit, step by step; README's ``docs/drag.gif`` is its CLI example's ``--video``),
+handles on Table 1 protocol pairs, and for each named edit) and ``drag_example.gif`` (the first
+edit, step by step; README's ``docs/drag.gif`` is its CLI example's ``--video``),
 plus ``figures.json`` with the numbers.
 
 For the MD curve the stop distance is set as close as the pixel grid allows, so most drags

@@ -28,7 +28,7 @@ from inversion.motion_transfer import transfer_edit
 from inversion.pipeline import INVERSION_GENERATOR, INVERSION_LATENT, read_inversion_folder
 
 from .drawing.video import VIDEO_FORMATS, VideoError, drag_frame, write_video
-from .engine import PRESETS, DragConfig, DragConfigError, DragSession, MaskError, to_uint8
+from .engine import PRESETS, TRACKINGS, DragConfig, DragConfigError, DragSession, MaskError, to_uint8
 from .engine.points import PointError, parse_points
 from .loaders import CheckpointError, load_generator, registry
 from .runtime import DeviceError, default_device, runtime_for
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--region-radius", type=positive_float,
                       help=f"local edits without a mask: radius of the region around each drag, as a fraction of "
                            f"the image side (default {DragConfig.region_radius})")
+    edit.add_argument("--tracking", choices=TRACKINGS,
+                      help="how handles are followed: nn = DragGAN's nearest-neighbour search (default), "
+                           "line = FreeDrag's feature dragging along the handle->target line")
     edit.add_argument("--steps", type=positive_int, help=f"maximum optimization steps (default {DragConfig.max_steps})")
     edit.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {DragConfig.lr:g})")
     edit.add_argument("--r1", type=positive_float, help="motion supervision radius in pixels (default 3*R/512, >=1)")
@@ -262,7 +265,8 @@ def cmd_edit(args) -> int:
         ws = G.ws_from_seed(args.seed, args.truncation, device=device)
 
     chosen = {"lr": args.lr, "max_steps": args.steps, "r1": args.r1, "r2": args.r2, "lambda_mask": args.lambda_mask,
-              "feature_block": args.feature_block, "latent_space": args.space, "region_radius": args.region_radius}
+              "feature_block": args.feature_block, "latent_space": args.space, "region_radius": args.region_radius,
+              "tracking": args.tracking}
     # The app's runtime policy (bf16 where it is fast), so the same points give the same drag in both.
     runtime = runtime_for(device)
     G = runtime.prepare(G)

@@ -649,3 +649,47 @@ def test_the_latent_pull_keeps_the_latent_closer_to_where_the_drag_started(G):
     assert moved[0.0] > 0 and moved[50.0] < 0.5 * moved[0.0]
     with pytest.raises(DragConfigError, match="lambda_latent"):
         DragConfig(lambda_latent=-1)
+
+
+# --------------------------------------------------------------------------- FreeDrag-style line search
+
+
+def _line_state(handles, targets, step_px=1.0):
+    from draggan.engine.line_search import start_line_search
+    feat0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    return feat0, start_line_search(feat0, handles, targets, disk_offsets(1.0), 32, step_px)
+
+
+def test_line_search_accepts_a_reached_goal_and_moves_the_next_one_along_the_line():
+    from draggan.engine.line_search import update_line_search
+    handles, targets = torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 10.0]])
+    feat0, state = _line_state(handles, targets)
+    np.testing.assert_allclose(state.goals.numpy(), [[11.0, 10.0]])
+    low = state.goal_loss0 * 0.3                                   # the template distance fell by 70 %
+    new = update_line_search(state, feat0, low, handles, targets, torch.tensor([True]), disk_offsets(1.0), 32)
+    np.testing.assert_allclose(new.numpy(), [[11.0, 10.0]])         # the handle is where the goal was
+    np.testing.assert_allclose(state.goals.numpy(), [[12.0, 10.0]])  # the next goal, one step further
+    assert state.steps.item() == 0
+
+
+def test_line_search_backtracks_a_goal_that_made_no_progress_and_never_passes_the_target():
+    from draggan.engine.line_search import STEPS_PER_GOAL, update_line_search
+    handles, targets = torch.tensor([[10.0, 10.0], [30.0, 10.0]]), torch.tensor([[20.0, 10.0], [30.5, 10.0]])
+    feat0, state = _line_state(handles, targets, step_px=2.0)
+    np.testing.assert_allclose(state.goals.numpy(), [[12.0, 10.0], [30.5, 10.0]])  # the target when closer
+    active = torch.tensor([True, True])
+    for _ in range(STEPS_PER_GOAL):
+        new = update_line_search(state, feat0, state.goal_loss0.clone(), handles, targets, active,
+                                 disk_offsets(1.0), 32)
+    np.testing.assert_allclose(new.numpy(), handles.numpy())            # no progress: the handles stay
+    np.testing.assert_allclose(state.step_px.numpy(), [1.0, 1.0])       # the step halves
+    np.testing.assert_allclose(state.goals.numpy(), [[11.0, 10.0], [30.5, 10.0]])
+
+
+def test_the_line_search_tracking_drags_the_handle_to_its_target(G):
+    s = session(G, points=([(28, 32)], [(38, 32)]), max_steps=120, tracking="line")
+    final = run(s)[-1]
+    assert final.distances[0] < 0.3 * 10
+    assert abs(final.handles[0][1] - 32) < 1e-4          # the handle stays on the line to its target
+    with pytest.raises(DragConfigError, match="tracking"):
+        DragConfig(tracking="optical flow")

@@ -41,12 +41,12 @@ def test_cuda_graph_needs_a_cuda_device():
 
 
 @cuda
-@pytest.mark.parametrize("space", ["w+", "w"])
-def test_graph_replay_computes_the_eager_drag(space):
+@pytest.mark.parametrize("space,tracking", [("w+", "nn"), ("w", "nn"), ("w+", "line")])
+def test_graph_replay_computes_the_eager_drag(space, tracking):
     torch.backends.cudnn.deterministic = True
     G = generator("cuda")
-    eager, eager_states = drag_trace(G, latent_space=space, cuda_graph=False)
-    graph, graph_states = drag_trace(G, latent_space=space, cuda_graph=True)
+    eager, eager_states = drag_trace(G, latent_space=space, tracking=tracking, cuda_graph=False)
+    graph, graph_states = drag_trace(G, latent_space=space, tracking=tracking, cuda_graph=True)
     assert graph._opt.runner.graph is not None and eager._opt.runner.graph is None
     assert len(graph_states) == len(eager_states)
     for a, b in zip(eager_states, graph_states):

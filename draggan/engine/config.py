@@ -11,6 +11,7 @@ import torch
 LATENT_SPACES = ("w", "w+")
 NOISE_MODES = ("const", "random", "none")
 REGIONS = ("auto", "global")
+TRACKINGS = ("nn", "line")
 
 
 class DragConfigError(ValueError):
@@ -43,6 +44,10 @@ class DragConfig:
     warp_sigma      = 0.0625,  # Width (Gaussian sigma) of that displacement, as a fraction of the image side.
     lambda_latent   = 0.0,     # Weight of an L2 pull of the latent towards where the drag started
                                #   (squared offset, summed over w's channels, averaged over optimized layers).
+    tracking        = "nn",    # How handles are followed. "nn": DragGAN's nearest-neighbour search of the first
+                               #   features within r2; "line": FreeDrag's feature dragging along the handle->target
+                               #   line with an adaptive template and backtracking (line_search.py).
+    line_step       = None,    # "line" only: how far each goal lies along the line, pixels (None: R/128, >= 1 px).
     feature_block   = None,    # Synthesis block (1-based) whose output is F (None: default_feature_block(G),
                                #   block 6 = 128 px features from 512 px up, the half-resolution block below).
     latent_space    = "w+",    # "w+": optimize the first `optimize_layers` W+ layers; "w": one w for all layers.
@@ -86,6 +91,8 @@ class DragConfig:
     lambda_warp: float = 2.0
     warp_sigma: float = 0.0625
     lambda_latent: float = 0.0
+    tracking: str = "nn"
+    line_step: float | None = None
     feature_block: int | None = None
     latent_space: str = "w+"
     optimize_layers: int = 6
@@ -97,6 +104,7 @@ class DragConfig:
     def __post_init__(self):
         self.latent_space = str(self.latent_space).lower()
         self.region = str(self.region).lower()
+        self.tracking = str(self.tracking).lower()
         checks = [
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
@@ -118,6 +126,8 @@ class DragConfig:
             (self.lambda_warp >= 0, f"lambda_warp must be >= 0, got {self.lambda_warp}"),
             (self.warp_sigma > 0, f"warp_sigma must be positive, got {self.warp_sigma}"),
             (self.lambda_latent >= 0, f"lambda_latent must be >= 0, got {self.lambda_latent}"),
+            (self.tracking in TRACKINGS, f"tracking must be one of {TRACKINGS}, got {self.tracking!r}"),
+            (self.line_step is None or self.line_step > 0, f"line_step must be positive, got {self.line_step}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -140,6 +150,9 @@ class DragConfig:
         r1 = self.r1 if self.r1 is not None else max(3.0 * resolution / 512, 1.0)
         r2 = self.r2 if self.r2 is not None else max(12.0 * resolution / 512, 2.0)
         return float(r1), float(r2)
+
+    def line_step_for(self, resolution: int) -> float:
+        return float(self.line_step) if self.line_step is not None else max(resolution / 128, 1.0)
 
     def stop_distance_for(self, resolution: int, num_handles: int) -> float:
         if self.stop_distance is not None:
@@ -186,4 +199,5 @@ def generator_autocast(config: DragConfig, device: torch.device):
 
 
 __all__ = ["DragConfig", "DragConfigError", "LATENT_SPACES", "MaskError", "NOISE_MODES", "PRESETS", "REGIONS",
+           "TRACKINGS",
            "default_feature_block", "generator_autocast"]

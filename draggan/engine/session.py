@@ -27,7 +27,8 @@ import torch
 from .config import DragConfig, DragConfigError, MaskError, default_feature_block, generator_autocast
 from .cuda_graphs import StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
-from .motion import disk_offsets, motion_supervision_loss, warp_supervision_loss
+from .line_search import LineSearch, start_line_search, template_distance, update_line_search
+from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, warp_supervision_loss
 from .points import PointError, validate_points
 from .region import Canvas, LocalBlend, edit_region, resize_mask, to_block
 from .tracking import track_points, window_offsets
@@ -96,6 +97,7 @@ class _Optimization:
     blend: LocalBlend | None = None         # the local edit's blend (region.py); None: the whole image may change
     handles0: torch.Tensor | None = None    # [N, 2] the handles when the points were set (warp supervision)
     warp_weight: torch.Tensor | None = None  # [1, 1, h, w] the region at the feature block (None: everywhere)
+    line: LineSearch | None = None          # tracking "line": feature dragging along the lines (line_search.py)
     nonfinite_streak: int = 0
     runner: StepGraph | None = None         # takes DragSession._step, eagerly or as a replayed CUDA graph
     partial_frames: bool = False            # the step keeps its features and skip image (see PartialFrame)
@@ -466,11 +468,19 @@ class DragSession:
         else:
             feat = out
         feat = feat.float()
-        tracked = track_points(feat.detach(), handles, opt.ref_features, self._window, self.resolution)
-        dist = (self._targets - tracked).norm(dim=1)
-        active = dist > opt.stop_distance
-        loss = motion_supervision_loss(feat, tracked, self._targets, self._disk, self.resolution, active=active,
-                                       feat0=opt.feat0, fixed=self._fixed, lambda_mask=self.config.lambda_mask)
+        if opt.line is None:
+            tracked = track_points(feat.detach(), handles, opt.ref_features, self._window, self.resolution)
+            active = (self._targets - tracked).norm(dim=1) > opt.stop_distance
+            loss = motion_supervision_loss(feat, tracked, self._targets, self._disk, self.resolution, active=active,
+                                           feat0=opt.feat0, fixed=self._fixed, lambda_mask=self.config.lambda_mask)
+        else:  # the handles are where their templates were last dragged to: no search
+            tracked = handles
+            active = (self._targets - tracked).norm(dim=1) > opt.stop_distance
+            goal_loss = template_distance(feat, opt.line.goals, opt.line.templates, self._disk, self.resolution)
+            loss = (goal_loss * active.float()).sum()
+            if self._fixed is not None:
+                loss = loss + self.config.lambda_mask * fixed_region_loss(feat, opt.feat0, self._fixed,
+                                                                          self.resolution)
         if self.config.lambda_warp:
             loss = loss + self.config.lambda_warp * warp_supervision_loss(
                 feat, opt.feat0, opt.handles0, tracked, self._targets, self.resolution,
@@ -484,6 +494,9 @@ class DragSession:
             ok = torch.isfinite(loss) & torch.isfinite(param).all()
             done = ok & ~active.any()
             param.copy_(torch.where(ok & ~done, param, opt.prev_param))
+            if opt.line is not None:
+                tracked = update_line_search(opt.line, feat.detach(), goal_loss.detach(), handles, self._targets,
+                                             active & ok, self._disk, self.resolution)
             handles.copy_(torch.where(ok, tracked, handles))
             distances = (self._targets - handles).norm(dim=1)
             return torch.cat([handles.flatten(), distances, loss.detach().reshape(1).float(),
@@ -591,6 +604,8 @@ class DragSession:
             stop_distance=stop, stop_distance_px=stop_px, blend=blend,
             handles0=self._handles.clone(),
             warp_weight=None if blend is None else resize_mask(blend.mask, feat0.shape[-1]),
+            line=None if cfg.tracking == "nn" else start_line_search(
+                feat0, self._handles, self._targets, self._disk, self.resolution, cfg.line_step_for(self.resolution)),
             runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))
 
     def _apply_config(self, cfg: DragConfig) -> None:
