@@ -145,6 +145,7 @@ def test_work_round_trips_and_refuses_other_weights(G_loaded, tmp_path):
 # --------------------------------------------------------------------------- drag protocol
 
 
+@pytest.mark.slow
 def test_drag_stages_chained_give_the_one_shot_result_and_the_edit_stage_needs_no_dlib(G_loaded, model_dir, tmp_path):
     config = DragConfig(feature_block=4, stop_distance=0.01)  # out of reach: every drag runs all its steps
     work = eval_drag.prepare_protocol(G_loaded, 2, (1, 5), config, 3, model=str(model_dir), command="prepare",
@@ -248,6 +249,7 @@ def test_ablation_one_shot_reports_each_variant_when_its_run_is_done(G_loaded):
 # --------------------------------------------------------------------------- inversion
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EVAL_DIR.is_dir(), reason="celeba128 eval faces not present")
 def test_inversion_stages_chained_give_the_one_shot_tables_and_the_run_stage_needs_no_dlib(G_loaded, model_dir,
                                                                                             tmp_path):

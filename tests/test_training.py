@@ -54,6 +54,7 @@ def read_log(out):
     return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_train_writes_snapshot_and_resumes(shards, tmp_path):
     out = tmp_path / "run"
     run_train(["--data", str(shards), "--out", str(out), "--kimg", "0.064", "--batch", "8",
@@ -73,6 +74,7 @@ def test_train_writes_snapshot_and_resumes(shards, tmp_path):
     assert json.loads((out / "state" / "meta.json").read_text())["cur_nimg"] == 96
 
 
+@pytest.mark.slow
 def test_discriminator_warmup_after_resume_does_not_train_G(shards, tmp_path):
     out = tmp_path / "run"
     run_train(["--data", str(shards), "--out", str(out), "--kimg", "0.064", "--batch", "8", *TINY])
@@ -99,6 +101,7 @@ def test_discriminator_warmup_after_resume_does_not_train_G(shards, tmp_path):
     assert any(changed)  # the one G step moved G_ema
 
 
+@pytest.mark.slow
 def test_two_process_gloo_matches_one_process(shards, tmp_path):
     """Same seed, same global batch: 1 and 2 processes log the same losses step by step."""
     common = ["--data", str(shards), "--kimg", "0.032", "--batch", "8", "--tick-kimg", "0.008",
@@ -225,6 +228,7 @@ def test_collect_hands_back_the_compact_state_log_and_newest_grid(tmp_path):
     assert "holds 9 files" in crowded.stderr and "at most 8" in crowded.stderr
 
 
+@pytest.mark.slow
 def test_collect_waits_for_the_run_to_end_and_fails_fast_on_a_fresh_machine(tmp_path):
     collect = str(Path(__file__).parents[1] / "training" / "collect.sh")
     run, out = tmp_path / "run", tmp_path / "out"
