@@ -1,5 +1,6 @@
 """Staged benchmark runs (bench/staged.py): prepare here, edit/run without dlib, score here (CPU, tiny generator)."""
 
+import argparse
 import json
 import os
 import shutil
@@ -112,6 +113,38 @@ def test_chunk_writer_respects_a_tiny_cap_and_images_round_trip(tmp_path):
         staged.ChunkWriter(tmp_path, cap_bytes=2000).add("big", images["im0"])
     with pytest.raises(staged.StageError, match="uint8"):
         staged.ChunkWriter(tmp_path).add("f", images["im0"].astype(np.float32))
+
+
+def test_transfer_limits_are_options_with_the_lab_machines_as_defaults(tmp_path):
+    """--chunk-mib, --max-files and --work-mib (lab/README.md): a results folder keeps to the file count
+    and size asked for, the GPU stage refuses up front what cannot fit, the work folder its size cap."""
+    p = argparse.ArgumentParser()
+    staged.add_arguments(p)
+    args = p.parse_args([])
+    assert staged.transfer_limits(args) == {"cap_bytes": staged.MAX_CHUNK_BYTES, "max_files": staged.MAX_RESULT_FILES}
+    assert args.work_mib * 2 ** 20 == staged.MAX_WORK_BYTES
+    assert "at least 2" in staged.check_arguments(p.parse_args(["--max-files", "1"]))
+
+    rng = np.random.default_rng(0)
+    work = staged.Work(data={"benchmark": "t", "items": [{"id": f"i{k}"} for k in range(5)]})
+
+    def produce(items):
+        for it in items:
+            yield it, {}, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # incompressible, ~3 KiB
+
+    limits = staged.transfer_limits(p.parse_args(["--chunk-mib", str(8000 / 2 ** 20), "--max-files", "4"]))
+    meta = staged.gpu_stage(work, produce, tmp_path / "res", {}, "test", **limits)
+    assert meta["items_done"] == 5 and len(list((tmp_path / "res").iterdir())) == 4  # results.json + 3 chunks
+    with pytest.raises(staged.StageError, match="--shard"):
+        staged.gpu_stage(work, produce, tmp_path / "res2", {}, "test", cap_bytes=8000, max_files=3)
+    work.data["image_bytes"] = 32 * 32 * 3
+    with pytest.raises(staged.StageError, match="may need up to"):  # refused before any item runs
+        staged.gpu_stage(work, lambda items: pytest.fail("ran"), tmp_path / "res3", {}, "test",
+                         cap_bytes=8000, max_files=3)
+    big = staged.Work(data={"benchmark": "t", "items": []}, files={"blob.bin": rng.bytes(20000)})
+    with pytest.raises(staged.StageError, match="--work-mib"):
+        big.save(tmp_path / "work", max_bytes=10000)
+    big.save(tmp_path / "work2")
 
 
 def test_shards_split_the_items_without_overlap():
