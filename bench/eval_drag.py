@@ -450,7 +450,7 @@ def drag_stage(G, work: staged.Work, args, command: str, log=None) -> dict:
     device = next(G.parameters()).device
     return staged.gpu_stage(
         work, lambda items: drag_items(G, work, items, args.warmup_steps, log), args.results[0], gpu_env(device),
-        command, staged.parse_shard(args.shard), skip, args.time_budget, int(args.chunk_mib * 2 ** 20),
+        command, staged.parse_shard(args.shard), skip, args.time_budget, **staged.transfer_limits(args),
         extra_meta={"configs": work.data["configs"], "max_steps": work.data["max_steps"],
                     "warmup_steps": args.warmup_steps}, log=log)
 

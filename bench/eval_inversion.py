@@ -206,7 +206,7 @@ def run_stage(G, work: staged.Work, args, command: str, log=None) -> dict:
     device = next(G.parameters()).device
     return staged.gpu_stage(work, lambda items: invert_items(G, work, items, log), args.results[0],
                             gpu_env(device), command, staged.parse_shard(args.shard), skip, args.time_budget,
-                            int(args.chunk_mib * 2 ** 20), extra_meta={"configs": work.data["configs"]}, log=log)
+                            **staged.transfer_limits(args), extra_meta={"configs": work.data["configs"]}, log=log)
 
 
 # --------------------------------------------------------------------------- score (dlib)

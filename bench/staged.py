@@ -12,8 +12,9 @@ stages that meet in two folders:
 and its weights' fingerprint); ``results.json`` holds one record per item run (steps,
 seconds, where its image is) and where and when it ran. Result images are HxWx3 uint8
 arrays in compressed ``.npz`` chunks, each at most ``--chunk-mib`` MiB, at most
-:data:`MAX_RESULT_FILES` files per results folder, so a results folder always fits
-what comes back from the GPU machine.
+``--max-files`` files per results folder, so a results folder always fits what comes
+back from the GPU machine; a work folder is at most ``--work-mib`` MiB. The defaults are
+the lent machine's transfer limits, which ``lab/README.md`` lists.
 
 This module holds what the three benchmarks share: the two folder layouts, the image
 chunks, the stage command-line options, sharding and the time budget. It needs only
@@ -40,7 +41,9 @@ WORK_FILE = "work.json"
 LATENTS_FILE = "latents.npz"
 RESULTS_FILE = "results.json"
 CHUNK_PREFIX = "images"
-MAX_RESULT_FILES = 7                 # results.json + up to 6 image chunks
+# The lent GPU machine's transfer limits (lab/README.md): the defaults of --max-files, --chunk-mib
+# and --work-mib, which a machine with other limits overrides.
+MAX_RESULT_FILES = 7                 # results.json + up to 6 image chunks (the device returns 8 files a call)
 MAX_CHUNK_BYTES = 15 * 2 ** 20       # what one file coming back from the GPU machine may weigh
 MAX_WORK_BYTES = 20 * 2 ** 20        # a work folder travels in a carried folder of 25 MiB
 STAGES = ("all", "prepare", "edit", "run", "score")  # "run" is "edit" by another name
@@ -96,8 +99,8 @@ class Work:
             raise StageError(f"{path} is missing from the work folder; run --stage prepare again")
         return path.read_bytes()
 
-    def save(self, directory) -> Path:
-        """Write the work folder (replacing an earlier work there); returns the work.json path."""
+    def save(self, directory, max_bytes: int = MAX_WORK_BYTES) -> Path:
+        """Write the work folder (replacing an earlier work there), at most ``max_bytes``; returns the work.json path."""
         d = Path(directory)
         if d.exists() and not d.is_dir():
             raise StageError(f"--work {d} is a file, not a folder")
@@ -119,9 +122,9 @@ class Work:
         path.write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
         self.directory = d
         size = folder_bytes(d)
-        if size > MAX_WORK_BYTES:
+        if size > max_bytes:
             raise StageError(f"the work folder {d} holds {size / 2**20:.1f} MiB, more than the "
-                             f"{MAX_WORK_BYTES / 2**20:.0f} MiB that can travel; prepare fewer items")
+                             f"{max_bytes / 2**20:.0f} MiB that can travel (--work-mib); prepare fewer items")
         return path
 
     @classmethod
@@ -240,7 +243,7 @@ def deflated_npy_bytes(array: np.ndarray) -> int:
 class ResultWriter:
     """The GPU stage's output: records + image chunks, then ``results.json``."""
 
-    def __init__(self, directory, work: Work, cap_bytes: int = MAX_CHUNK_BYTES):
+    def __init__(self, directory, work: Work, cap_bytes: int = MAX_CHUNK_BYTES, max_files: int = MAX_RESULT_FILES):
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise StageError(f"--results {self.directory} is a file, not a folder")
@@ -253,7 +256,7 @@ class ResultWriter:
         for p in self.directory.iterdir():  # an earlier run's results: replaced, not mixed
             p.unlink()
         self.work = work
-        self.chunks = ChunkWriter(self.directory, cap_bytes)
+        self.chunks = ChunkWriter(self.directory, cap_bytes, max_files - 1)  # and results.json
         self.records: list[dict] = []
 
     def add(self, record: dict, image: np.ndarray | None) -> None:
@@ -433,19 +436,21 @@ def run_items(produce: Callable[[list[dict]], Iterator[tuple[dict, dict, np.ndar
 
 def gpu_stage(work: Work, produce, results_dir, env: dict, command: str, shard: tuple[int, int] = (1, 1),
               skip: set[str] = frozenset(), time_budget: float | None = None,
-              cap_bytes: int = MAX_CHUNK_BYTES, extra_meta: dict | None = None, log=None) -> dict:
-    """The edit/run stage for any benchmark: the shard's items through ``produce``, into a results folder."""
+              cap_bytes: int = MAX_CHUNK_BYTES, max_files: int = MAX_RESULT_FILES, extra_meta: dict | None = None,
+              log=None) -> dict:
+    """The edit/run stage for any benchmark: the shard's items through ``produce``, into a results folder
+    of at most ``max_files`` files (results.json and image chunks) of at most ``cap_bytes`` each."""
     items = select_items(work.items, shard, skip)
     image_bytes = work.data.get("image_bytes")
     if image_bytes:  # worst case (incompressible images): refuse before hours of GPU work, not after
-        room = (MAX_RESULT_FILES - 1) * (cap_bytes - _ARCHIVE_OVERHEAD)
+        room = (max_files - 1) * (cap_bytes - _ARCHIVE_OVERHEAD)
         need = len(items) * (image_bytes + _MEMBER_OVERHEAD)
         if need > room:
             parts = -(-need // room) * shard[1]
             raise StageError(f"{len(items)} result images may need up to {need / 2**20:.0f} MiB, more than "
-                             f"{MAX_RESULT_FILES - 1} chunks of {cap_bytes / 2**20:.1f} MiB; "
+                             f"{max_files - 1} chunks of {cap_bytes / 2**20:.1f} MiB; "
                              f"split the run with --shard K/{parts}")
-    writer = ResultWriter(results_dir, work, cap_bytes)
+    writer = ResultWriter(results_dir, work, cap_bytes, max_files)
     budget = TimeBudget(time_budget)
     t0 = time.perf_counter()
     for record, image in run_items(produce, items, budget, log):
@@ -498,10 +503,21 @@ def add_arguments(p: argparse.ArgumentParser, gpu_stage_name: str = "edit") -> N
     g.add_argument("--time-budget", type=float, default=None,
                    help=f"{gpu_stage_name}: start no item that would end after this many seconds; "
                         f"the results say which items were not reached")
+    # The transfer limits of the machine the stages meet across (defaults: the lent GPU's, lab/README.md).
     g.add_argument("--chunk-mib", type=float, default=MAX_CHUNK_BYTES / 2 ** 20,
-                   help=f"{gpu_stage_name}: size cap of each image chunk file (MiB)")
+                   help=f"{gpu_stage_name}: size cap of each file of the results folder (MiB; default %(default)s)")
+    g.add_argument("--max-files", type=int, default=MAX_RESULT_FILES,
+                   help=f"{gpu_stage_name}: most files in the results folder, results.json included "
+                        f"(default %(default)s)")
+    g.add_argument("--work-mib", type=float, default=MAX_WORK_BYTES / 2 ** 20,
+                   help="prepare: size cap of the work folder (MiB; default %(default)s)")
     g.add_argument("--allow-missing", action="store_true",
                    help="score: score the items that were run even if some were not")
+
+
+def transfer_limits(args) -> dict:
+    """The GPU stage's ``cap_bytes`` and ``max_files`` from ``--chunk-mib`` and ``--max-files``."""
+    return {"cap_bytes": int(args.chunk_mib * 2 ** 20), "max_files": args.max_files}
 
 
 def check_arguments(args) -> str | None:
@@ -515,8 +531,10 @@ def check_arguments(args) -> str | None:
         return "--stage score needs --results DIR [DIR ...] (the folders the GPU stage wrote)"
     if stage != "edit" and (args.shard or args.skip_done or args.time_budget is not None):
         return f"--shard, --skip-done and --time-budget belong to the GPU stage, not to --stage {args.stage}"
-    if args.chunk_mib <= 0:
-        return "--chunk-mib must be positive"
+    if args.chunk_mib <= 0 or args.work_mib <= 0:
+        return "--chunk-mib and --work-mib must be positive"
+    if args.max_files < 2:
+        return "--max-files must be at least 2 (results.json and one image chunk)"
     try:
         parse_shard(args.shard)
     except StageError as e:
@@ -583,7 +601,7 @@ def run_stages(stages: Stages, args) -> int:
             result = stages.run_all()
         elif args.stage == "prepare":
             work = stages.prepare()
-            path = work.save(args.work)
+            path = work.save(args.work, int(args.work_mib * 2 ** 20))
             log(f"wrote {path}: {stages.describe(work)}, {folder_bytes(args.work) / 2**20:.2f} MiB")
             return 0
         elif args.stage in ("edit", "run"):
@@ -628,4 +646,4 @@ __all__ = ["Stages", "run_stages", "log", "write_json", "ChunkWriter", "MAX_CHUN
            "MAX_WORK_BYTES", "ResultSet", "ResultWriter",
            "StageError", "TimeBudget", "Work", "add_arguments", "check_arguments", "check_model", "done_ids",
            "gpu_stage", "load_results", "model_fingerprint", "parse_shard", "select_items", "staged_meta",
-           "stored_outcomes"]
+           "stored_outcomes", "transfer_limits"]

@@ -6,7 +6,19 @@ the same name (a smaller ``G``, say) takes precedence over these.
 """
 
 import pytest
+import torch
 from helpers import one_torch_thread, save_tiny_model, tiny_generator
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked ``gpu`` are skipped, saying why, where there is no CUDA device (CI, most laptops)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")

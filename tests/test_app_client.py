@@ -20,6 +20,8 @@ import app  # noqa: E402
 from inversion import InversionConfig  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")
+# A served app and real round trips: about 40 s for the file on a 2-core CPU, most tests over 1.5 s each.
+pytestmark = pytest.mark.slow
 R = 64
 
 

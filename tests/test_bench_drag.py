@@ -109,6 +109,7 @@ def test_handle_subsets():
 # --------------------------------------------------------------------------- dlib on a real face
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "eval").is_dir(), reason="celeba128 dataset not present (../shared or $DRAGGAN_CELEBA128)")
 def test_dlib_landmarks_are_mapped_back_to_image_pixels():
     from PIL import Image

@@ -26,6 +26,7 @@ def soak_args(**kw):
     return argparse.Namespace(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_two_sessions_rounds_export_their_own_latents_and_replay_exactly(served, tiny_model_dir, tmp_path):
     demo, url = served
     shared = soak_app.Shared(soak_args(), url, time.monotonic())
@@ -40,6 +41,7 @@ def test_two_sessions_rounds_export_their_own_latents_and_replay_exactly(served,
     assert result["matched_1e-4"] == 3, result
 
 
+@pytest.mark.slow
 def test_a_swapped_latent_is_caught_by_the_replay(served, tiny_model_dir, tmp_path):
     """The leak check can fail: give one session's export the other's latent and the replay says so."""
     demo, url = served

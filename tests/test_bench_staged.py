@@ -1,5 +1,6 @@
 """Staged benchmark runs (bench/staged.py): prepare here, edit/run without dlib, score here (CPU, tiny generator)."""
 
+import argparse
 import json
 import os
 import shutil
@@ -114,6 +115,38 @@ def test_chunk_writer_respects_a_tiny_cap_and_images_round_trip(tmp_path):
         staged.ChunkWriter(tmp_path).add("f", images["im0"].astype(np.float32))
 
 
+def test_transfer_limits_are_options_with_the_lab_machines_as_defaults(tmp_path):
+    """--chunk-mib, --max-files and --work-mib (lab/README.md): a results folder keeps to the file count
+    and size asked for, the GPU stage refuses up front what cannot fit, the work folder its size cap."""
+    p = argparse.ArgumentParser()
+    staged.add_arguments(p)
+    args = p.parse_args([])
+    assert staged.transfer_limits(args) == {"cap_bytes": staged.MAX_CHUNK_BYTES, "max_files": staged.MAX_RESULT_FILES}
+    assert args.work_mib * 2 ** 20 == staged.MAX_WORK_BYTES
+    assert "at least 2" in staged.check_arguments(p.parse_args(["--max-files", "1"]))
+
+    rng = np.random.default_rng(0)
+    work = staged.Work(data={"benchmark": "t", "items": [{"id": f"i{k}"} for k in range(5)]})
+
+    def produce(items):
+        for it in items:
+            yield it, {}, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # incompressible, ~3 KiB
+
+    limits = staged.transfer_limits(p.parse_args(["--chunk-mib", str(8000 / 2 ** 20), "--max-files", "4"]))
+    meta = staged.gpu_stage(work, produce, tmp_path / "res", {}, "test", **limits)
+    assert meta["items_done"] == 5 and len(list((tmp_path / "res").iterdir())) == 4  # results.json + 3 chunks
+    with pytest.raises(staged.StageError, match="--shard"):
+        staged.gpu_stage(work, produce, tmp_path / "res2", {}, "test", cap_bytes=8000, max_files=3)
+    work.data["image_bytes"] = 32 * 32 * 3
+    with pytest.raises(staged.StageError, match="may need up to"):  # refused before any item runs
+        staged.gpu_stage(work, lambda items: pytest.fail("ran"), tmp_path / "res3", {}, "test",
+                         cap_bytes=8000, max_files=3)
+    big = staged.Work(data={"benchmark": "t", "items": []}, files={"blob.bin": rng.bytes(20000)})
+    with pytest.raises(staged.StageError, match="--work-mib"):
+        big.save(tmp_path / "work", max_bytes=10000)
+    big.save(tmp_path / "work2")
+
+
 def test_shards_split_the_items_without_overlap():
     items = [{"id": f"i{k}"} for k in range(7)]
     assert staged.parse_shard("2/3") == (2, 3) and staged.parse_shard(None) == (1, 1)
@@ -145,6 +178,7 @@ def test_work_round_trips_and_refuses_other_weights(G_loaded, tmp_path):
 # --------------------------------------------------------------------------- drag protocol
 
 
+@pytest.mark.slow
 def test_drag_stages_chained_give_the_one_shot_result_and_the_edit_stage_needs_no_dlib(G_loaded, model_dir, tmp_path):
     config = DragConfig(feature_block=4, stop_distance=0.01)  # out of reach: every drag runs all its steps
     work = eval_drag.prepare_protocol(G_loaded, 2, (1, 5), config, 3, model=str(model_dir), command="prepare",
@@ -248,6 +282,7 @@ def test_ablation_one_shot_reports_each_variant_when_its_run_is_done(G_loaded):
 # --------------------------------------------------------------------------- inversion
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EVAL_DIR.is_dir(), reason="celeba128 eval faces not present")
 def test_inversion_stages_chained_give_the_one_shot_tables_and_the_run_stage_needs_no_dlib(G_loaded, model_dir,
                                                                                             tmp_path):

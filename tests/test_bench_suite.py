@@ -25,6 +25,7 @@ def test_draw_drag_puts_handles_and_targets_where_the_points_are():
     assert not _near(out, (25.5 * 4, 5.5 * 4), TARGET_COLOR, radius=4)
 
 
+@pytest.mark.slow
 def test_example_figure_gif_and_md_curves_on_a_tiny_generator(G, tmp_path):
     faces, _ = eval_drag.sample_faces(G, 2, detector=fake_detector)
     config = DragConfig(feature_block=4, stop_distance=0.01)  # out of reach: every drag runs all its steps

@@ -106,6 +106,7 @@ def test_user_errors_exit_2_without_traceback(capsys, model_dir, tmp_path, extra
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_module_entry_point_reports_errors_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "draggan", "sample", "--model", "m", "--seeds", "9-2", "--out", "o"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)

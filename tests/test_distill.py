@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from draggan.models.networks import Generator, GeneratorConfig
@@ -52,6 +53,7 @@ def test_prune_into_keeps_the_shared_prefix_and_starts_close_to_the_teacher():
     assert pruned < random  # the kept channels carry the teacher's image, random weights do not
 
 
+@pytest.mark.slow
 def test_distill_lowers_the_loss_and_leaves_shared_layers_frozen(tmp_path, monkeypatch):
     teacher = tiny_teacher()
     teacher_dir = tmp_path / "teacher"

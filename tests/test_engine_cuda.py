@@ -1,4 +1,4 @@
-"""CUDA-graph drag steps (run where a GPU exists; CI has none, so these skip there).
+"""CUDA-graph drag steps (marked gpu: run where a GPU exists; CI has none, so tests/conftest.py skips them).
 
 The captured step must compute the same drag as the eager one, survive
 recapture when points change, and recover from a non-finite step in place.
@@ -13,7 +13,6 @@ import draggan.engine.session as engine
 from draggan.engine import DragConfig, DragConfigError, DragSession
 from draggan.models.networks import Generator
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 R, BLOCK = 64, 4
 POINTS = ([(20, 30), (40, 36)], [(30, 30), (44, 26)])
 
@@ -40,7 +39,7 @@ def test_cuda_graph_needs_a_cuda_device():
         s.drag()
 
 
-@cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("space,tracking", [("w+", "nn"), ("w", "nn"), ("w+", "line")])
 def test_graph_replay_computes_the_eager_drag(space, tracking):
     torch.backends.cudnn.deterministic = True
@@ -59,7 +58,7 @@ def test_graph_replay_computes_the_eager_drag(space, tracking):
     assert not torch.equal(graph.ws, G.ws_from_seed(1, device="cuda"))     # it did drag
 
 
-@cuda
+@pytest.mark.gpu
 def test_new_points_and_mask_recapture_the_graph():
     G = generator("cuda")
     s, _ = drag_trace(G, steps=5, cuda_graph=True)
@@ -75,7 +74,7 @@ def test_new_points_and_mask_recapture_the_graph():
     assert np.isfinite([st.loss for st in states]).all()
 
 
-@cuda
+@pytest.mark.gpu
 def test_non_finite_step_inside_the_graph_is_undone_in_place(monkeypatch):
     G = generator("cuda")
     poison = torch.ones((), device="cuda")           # a device value the captured graph reads on every replay
@@ -96,7 +95,7 @@ def test_non_finite_step_inside_the_graph_is_undone_in_place(monkeypatch):
     assert not torch.equal(s.ws, before)             # the same graph goes on dragging
 
 
-@cuda
+@pytest.mark.gpu
 def test_partial_frames_inside_the_graph_match_eager():
     G = generator("cuda")
     runs = {}

@@ -1,4 +1,4 @@
-"""CUDA-graph projection and tuning (run where a GPU exists; CI has none, so these skip there).
+"""CUDA-graph projection and tuning (marked gpu: run where a GPU exists; CI has none, so tests/conftest.py skips them).
 
 The captured steps must compute the same optimization as eager ones, and the
 graph must really be used (replays, not eager steps), since that is its point.
@@ -12,8 +12,6 @@ from draggan.models.networks import Generator
 from inversion.losses import make_loss
 from inversion.project import ProjectionSettings, project
 from inversion.pti import TuningSettings, pivotal_tuning
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def generator(device):
@@ -37,7 +35,7 @@ def test_step_graph_runs_eagerly_off_cuda():
         StepGraph(lambda: None, torch.device("cpu"), enabled=True)
 
 
-@cuda
+@pytest.mark.gpu
 def test_step_graph_replays_after_warmup():
     x = torch.zeros(1, device="cuda")
     calls = []
@@ -53,7 +51,7 @@ def test_step_graph_replays_after_warmup():
     assert run.captured and len(calls) == run.warmup_steps + 1  # the rest were replays
 
 
-@cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("amp", [None, "bf16"])
 def test_graphed_projection_and_tuning_match_eager(amp):
     G = generator("cuda")

@@ -27,6 +27,7 @@ def face():
     return Image.fromarray(skimage.data.astronaut()).crop((96, 0, 352, 256))  # 256 px around the face
 
 
+@pytest.mark.slow
 def test_errors_fall_stage_by_stage_and_G_untouched(G, face):
     before = {k: v.clone() for k, v in G.state_dict().items()}
     seen = []
@@ -57,6 +58,7 @@ def test_errors_fall_stage_by_stage_and_G_untouched(G, face):
     assert set(result.report["timings"]) >= {"read", "align", "project", "tune", "report", "total"}
 
 
+@pytest.mark.slow
 def test_wplus_phase_changes_layers_independently(G, face):
     result = invert(face, G, InversionConfig(**{**FAST, "steps_wplus": 4, "steps_pti": 0}), cache=None)
     ws = result.ws[0]
@@ -86,6 +88,7 @@ def test_faceless_photo_notice(G):
     assert any("no alignment template" in n for n in r["notices"])
 
 
+@pytest.mark.slow
 def test_cache_hits_same_photo_only(G, face):
     cache = InversionCache(max_items=2)
     cfg = InversionConfig(**{**FAST, "steps_w": 3, "steps_pti": 2})
@@ -147,6 +150,7 @@ def test_lpips_fallback_reported_and_no_download(G, face, tmp_path, monkeypatch)
     assert any("LPIPS weights missing" in n for n in r["notices"])
 
 
+@pytest.mark.slow
 def test_lpips_loads_vgg_weights_from_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     # A stand-in for torchvision's vgg16 file: the `features.*` tensors with recognisable values.
@@ -198,6 +202,7 @@ def test_save_load_and_cli(G, face, tmp_path):
     assert cli_main([str(tmp_path / "missing.jpg"), "--model", str(model), "--out", str(tmp_path / "x")]) == 2
 
 
+@pytest.mark.slow
 def test_locality_regularization_limits_drift_near_the_pivot(G, face):
     """PTI's locality term keeps latents around the pivot rendering as the original generator did."""
     from inversion.pti import noise_layers, set_const_noise

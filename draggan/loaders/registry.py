@@ -28,8 +28,8 @@ _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/
 _SG2_TF = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
 _SELF_DISTILLED = "https://storage.googleapis.com/self-distilled-stylegan/"
 
-# The repository root, where bundled models live (``checkpoints/...``).
-# The bundled models: $DRAGGAN_MODELS (a folder holding checkpoints/), else the checkout this package is in.
+# The bundled models live in ``checkpoints/`` of the checkout, which a wheel does not carry: $DRAGGAN_MODELS
+# (a folder holding checkpoints/), else the checkout this package is in (or was installed editable from).
 REPO_ROOT = Path(os.environ.get("DRAGGAN_MODELS") or Path(__file__).resolve().parents[2])
 
 
@@ -120,7 +120,9 @@ def resolve_model(info: ModelInfo, cache_dir=None, progress=True) -> Path:
         if not is_available(info, cache_dir):
             raise CheckpointError(
                 f"model '{info.name}' is not available yet: expected a directory with config.json + "
-                f"model.safetensors at {path}. It is the project's own model; train it or copy it there.")
+                f"model.safetensors at {path}. It is the project's own model, bundled in the checkout's "
+                f"checkpoints/ (a wheel does not carry it): set DRAGGAN_MODELS to a checkout (a folder holding "
+                f"checkpoints/), install the checkout editable (pip install -e), or train it or copy it there.")
         return path
     return cached_download(info.url, path, sha256=info.sha256, progress=progress)
 

@@ -16,6 +16,16 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: `-m "not e2e"` must see the mark
+def pytest_collection_modifyitems(items):
+    """Every test under tests/e2e is marked ``e2e`` (pytest passes this hook all items, not only ours)."""
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
+
 CHROMIUM = os.environ.get("DRAGGAN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU figures of BENCHMARKS.md, in one command on a CUDA machine (we run it on the
 # lent H100, which has PyTorch but no dlib: dlib-based scoring happens afterwards on the
-# CPU, see bench/eval_drag.py --stage).
+# CPU, see bench/eval_drag.py --stage and lab/README.md). Run it from the checkout's root.
 #
-#   bench/gpu_figures.sh OUT_DIR [TRAIN_DATA_DIR] [EVAL_FACES_DIR]
+#   lab/gpu_figures.sh OUT_DIR [TRAIN_DATA_DIR] [EVAL_FACES_DIR]
 #
 # 1. the engine's and inversion's CUDA tests (CUDA-graph replay == eager, recapture, NaN recovery);
 # 2. drag ms/step at 512 px (FFHQ-512 architecture, random weights) and for the bundled

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark the training step on this GPU, then start the real run in the background
-# (setsid: it survives the end of the calling command). Used for the device runs.
-# Usage: training/launch_gpu.sh DATA_GLOB RUN_DIR MAX_MINUTES [extra train args...]
+# (setsid: it survives the end of the calling command). Used for the device runs; run it from
+# the checkout's root (see lab/README.md).
+# Usage: lab/launch_gpu.sh DATA_GLOB RUN_DIR MAX_MINUTES [extra train args...]
 # SKIP_BENCH=1 starts the run at once (the benchmarks take up to 6 minutes of a short lease).
-# Poll it with calls that end in `training/collect.sh RUN_DIR $OUT` (every snapshot comes back).
+# Poll it with calls that end in `lab/collect.sh RUN_DIR $OUT` (every snapshot comes back).
 set -u
 data_glob=$1; run=$2; minutes=$3; shift 3
 mkdir -p /root/data "$run"
