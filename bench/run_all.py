@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.run_all --quick --device cpu --out bench/results/quick/
     .venv/bin/python -m bench.run_all --device cuda --out bench/results/      # the full protocol (GPU)
 
-Parts (``--only`` picks some): ``drag`` (Table 1 protocol, :mod:`bench.eval_drag`),
+Parts (``--only`` picks some): ``edit_quality`` (what a user keeps after the named edits:
+identity, locality, realism beside MD; :mod:`bench.edit_quality`, CPU), ``drag`` (Table 1 protocol, :mod:`bench.eval_drag`),
 ``ablate`` (:mod:`bench.ablate`), ``inversion`` (:mod:`bench.eval_inversion`),
 ``speed`` (ms per step through the engine's :mod:`bench.bench_drag`) and ``figures``
 (:mod:`bench.figures`, written to ``--figures``). Each part writes its JSON under
@@ -29,15 +30,17 @@ from pathlib import Path
 
 from draggan.engine import DragConfig
 
-from . import ablate, eval_drag, eval_inversion, figures
+from . import ablate, edit_quality, eval_drag, eval_inversion, figures
 
-PARTS = ("drag", "ablate", "inversion", "speed", "figures")
+PARTS = ("edit_quality", "drag", "ablate", "inversion", "speed", "figures")
 
 # Sizes per mode. None = the script's own default.
-QUICK = dict(drag_pairs=1, drag_steps=8, ablate_tasks=1, ablate_steps=5, inv_photos=1, inv_budgets="5:0,5:5",
+QUICK = dict(eq_faces=1, eq_workers=0, eq_eval=50,
+             drag_pairs=1, drag_steps=8, ablate_tasks=1, ablate_steps=5, inv_photos=1, inv_budgets="5:0,5:5",
              inv_loss_budget="5:5", fig_examples=1, fig_curve_pairs=1, fig_curve_steps=8, fig_every=4,
              fig_example_steps=8)
-FULL = dict(drag_pairs=100, drag_steps=None, ablate_tasks=24, ablate_steps=None, inv_photos=20,
+FULL = dict(eq_faces=30, eq_workers=2, eq_eval=500,
+            drag_pairs=100, drag_steps=None, ablate_tasks=24, ablate_steps=None, inv_photos=20,
             inv_budgets=eval_inversion.DEFAULT_BUDGETS, inv_loss_budget="30:25", fig_examples=3, fig_curve_pairs=3,
             fig_curve_steps=60, fig_every=5, fig_example_steps=80)
 
@@ -155,6 +158,17 @@ def main(argv=None) -> int:
             G = eval_drag.load_model(args.model, args.device)
         return G
 
+    def edits():
+        eq_argv = ["--model", args.model, "--faces", str(size["eq_faces"]), "--workers", str(size["eq_workers"]),
+                   "--eval-limit", str(size["eq_eval"]), "--out", str(out / "edit_quality.json"),
+                   "--grid", str(fig_dir / "edit_quality.jpg")]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = edit_quality.main(eq_argv)
+        if rc:
+            raise RuntimeError(f"edit_quality exited with {rc}")
+        return buf.getvalue().strip()
+
     def drag():
         r = eval_drag.evaluate(model(), size["drag_pairs"], (1, 5, 68), DragConfig(), size["drag_steps"],
                                model=args.model, device=args.device, command=command + "  [drag]", log=log)
@@ -194,7 +208,7 @@ def main(argv=None) -> int:
                                  device=args.device, command=command + "  [figures]", log=log)
         return "\n".join(f"- {k}: `{v}`" for k, v in r["paths"].items())
 
-    table = {"drag": drag, "ablate": ablations, "inversion": inversion, "speed": speed, "figures": figs}
+    table = {"edit_quality": edits, "drag": drag, "ablate": ablations, "inversion": inversion, "speed": speed, "figures": figs}
     report = [f"# Evaluation suite ({'quick' if args.quick else 'full'})", "",
               f"`{command}` — {eval_drag.environment(args.device)['device']}", ""]
     status = {}
