@@ -121,20 +121,22 @@ class PhotoEdit:
     seconds: dict = dataclasses.field(default_factory=dict)
     square: np.ndarray | None = None
 
-    def confidence_map(self) -> np.ndarray:
-        """The confidence at photo resolution, [H, W] float32 in [0, 1] (zero outside the edit)."""
+    def _to_photo(self, square_map: np.ndarray | None) -> np.ndarray:
+        """A map over the aligned square, at photo resolution ([H, W] float32; zero outside it, or everywhere
+        when there is none)."""
         w, h = self.alignment.photo_size
-        if self.confidence is None:
+        if square_map is None:
             return np.zeros((h, w), np.float32)
-        return cv2.warpAffine(self.confidence, self.alignment.matrix, (w, h),
+        return cv2.warpAffine(square_map, self.alignment.matrix, (w, h),
                               flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
+    def confidence_map(self) -> np.ndarray:
+        """The confidence at photo resolution, [H, W] float32 in [0, 1] (zero outside the edit)."""
+        return self._to_photo(self.confidence)
+
     def region_map(self) -> np.ndarray:
-        w, h = self.alignment.photo_size
-        if self.region is None:
-            return np.zeros((h, w), np.float32)
-        return cv2.warpAffine(self.region, self.alignment.matrix, (w, h),
-                              flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        """Where the photo's pixels may move, at photo resolution, [H, W] float32 in [0, 1]."""
+        return self._to_photo(self.region)
 
     def confidence_overlay(self, alpha: float = 0.6) -> Image.Image:
         """The edited photo with the motion region outlined (cyan) and generator content tinted (magenta)."""

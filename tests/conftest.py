@@ -1,4 +1,5 @@
-"""Fixtures shared by the test files: one torch thread, the tiny generator and its saved folder.
+"""Fixtures shared by the test files: one torch thread, the tiny generator and its saved folder, the app's
+handlers on it and a recorder of the messages they show.
 
 None is autouse: a file that wants one torch thread for all its tests says
 ``pytestmark = pytest.mark.usefixtures("one_thread")``. A file's own fixture of
@@ -38,3 +39,27 @@ def G():
 def tiny_model_dir(tmp_path_factory):
     """The tiny generator (seed 0) saved in fp32 by save_pretrained, once per module."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Record the app's gr.Warning / gr.Info calls as (level, text)."""
+    import gradio as gr
+
+    log = []
+    monkeypatch.setattr(gr, "Warning", lambda text, *a, **k: log.append(("warning", text)))
+    monkeypatch.setattr(gr, "Info", lambda text, *a, **k: log.append(("info", text)))
+    return log
+
+
+@pytest.fixture
+def studio(tiny_model_dir, tmp_path):
+    """The app's handlers (``Studio``) on the tiny model, with a two-step inversion."""
+    import app
+    from inversion import InversionConfig
+
+    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False,
+                         store=app.SessionStore(export_root=tmp_path / "exports"),
+                         inversion=InversionConfig(steps_w=2, steps_pti=1, w_avg_samples=64, identity=False,
+                                                   loss="l2", amp="none"))
+    return demo.studio

@@ -23,24 +23,6 @@ SCALE = view_scale(R)   # the view is R * SCALE pixels wide
 pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread and tiny_model_dir: conftest.py
 
 
-@pytest.fixture
-def messages(monkeypatch):
-    """Record gr.Warning / gr.Info calls as (level, text)."""
-    log = []
-    monkeypatch.setattr(gr, "Warning", lambda text, *a, **k: log.append(("warning", text)))
-    monkeypatch.setattr(gr, "Info", lambda text, *a, **k: log.append(("info", text)))
-    return log
-
-
-@pytest.fixture
-def studio(tiny_model_dir, tmp_path):
-    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False,
-                         store=app.SessionStore(export_root=tmp_path / "exports"),
-                         inversion=InversionConfig(steps_w=2, steps_pti=1, w_avg_samples=64, identity=False,
-                                                   loss="l2", amp="none"))
-    return demo.studio
-
-
 def request(sid="user-a"):
     return types.SimpleNamespace(session_hash=sid)
 

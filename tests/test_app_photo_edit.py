@@ -5,33 +5,12 @@ Handlers are called directly, as in test_app_handlers.py (tiny generator, tiny i
 
 import types
 
-import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
-import app
-from inversion import InversionConfig
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread and tiny_model_dir: conftest.py
 PHOTO_SIZE = (80, 96)   # width, height
-
-
-@pytest.fixture
-def messages(monkeypatch):
-    log = []
-    monkeypatch.setattr(gr, "Warning", lambda text, *a, **k: log.append(("warning", text)))
-    monkeypatch.setattr(gr, "Info", lambda text, *a, **k: log.append(("info", text)))
-    return log
-
-
-@pytest.fixture
-def studio(tiny_model_dir, tmp_path):
-    demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False,
-                         store=app.SessionStore(export_root=tmp_path / "exports"),
-                         inversion=InversionConfig(steps_w=2, steps_pti=1, w_avg_samples=64, identity=False,
-                                                   loss="l2", amp="none"))
-    return demo.studio
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ read_photo does.
 import re
 import types
 
-import gradio as gr
 import numpy as np
 import pytest
 from photo_corpus import corpus, plain_sentence_problems
@@ -61,14 +60,6 @@ def studio(tiny_model_dir, tmp_path_factory):
     demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False,
                          store=app.SessionStore(export_root=tmp_path_factory.mktemp("exports")))
     return demo.studio
-
-
-@pytest.fixture
-def messages(monkeypatch):
-    log = []
-    monkeypatch.setattr(gr, "Warning", lambda text, *a, **k: log.append(("warning", text)))
-    monkeypatch.setattr(gr, "Info", lambda text, *a, **k: log.append(("info", text)))
-    return log
 
 
 @pytest.mark.parametrize("sample", CORPUS, ids=IDS)
