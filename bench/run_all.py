@@ -58,6 +58,16 @@ def run_part(name: str, fn, log) -> tuple[str, float, str | None]:
     return text, time.perf_counter() - t, error
 
 
+def run_script(main, argv: list[str], name: str) -> str:
+    """A benchmark's ``main(argv)`` in this process; its printed tables are the part's text."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    if rc:
+        raise RuntimeError(f"{name} exited with {rc}")
+    return buf.getvalue().strip()
+
+
 def speed_rows(device: str, quick: bool, drag_result: dict | None = None) -> dict:
     """ms per drag step via the engine's benchmark (bench/bench_drag.py's functions), for the bundled model and
     NVIDIA's 512 px FFHQ architecture (random weights; speed does not depend on them).
@@ -162,12 +172,7 @@ def main(argv=None) -> int:
         eq_argv = ["--model", args.model, "--faces", str(size["eq_faces"]), "--workers", str(size["eq_workers"]),
                    "--eval-limit", str(size["eq_eval"]), "--out", str(out / "edit_quality.json"),
                    "--grid", str(fig_dir / "edit_quality.jpg")]
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            rc = edit_quality.main(eq_argv)
-        if rc:
-            raise RuntimeError(f"edit_quality exited with {rc}")
-        return buf.getvalue().strip()
+        return run_script(edit_quality.main, eq_argv, "edit_quality")
 
     def drag():
         r = eval_drag.evaluate(model(), size["drag_pairs"], (1, 5, 68), DragConfig(), size["drag_steps"],
@@ -186,12 +191,7 @@ def main(argv=None) -> int:
         inv_argv = ["--model", args.model, "--device", args.device, "-n", str(size["inv_photos"]),
                     "--budgets", size["inv_budgets"], "--loss-budget", size["inv_loss_budget"],
                     "--out", str(out / "inversion.json")]
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            rc = eval_inversion.main(inv_argv)
-        if rc:
-            raise RuntimeError(f"eval_inversion exited with {rc}")
-        return buf.getvalue().strip()
+        return run_script(eval_inversion.main, inv_argv, "eval_inversion")
 
     def speed():
         drag_json = out / "drag_accuracy.json"
