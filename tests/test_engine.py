@@ -687,9 +687,28 @@ def test_line_search_backtracks_a_goal_that_made_no_progress_and_never_passes_th
 
 
 def test_the_line_search_tracking_drags_the_handle_to_its_target(G):
-    s = session(G, points=([(28, 32)], [(38, 32)]), max_steps=120, tracking="line")
+    s = session(G, points=([(28, 32)], [(38, 32)]), max_steps=300, tracking="line")
     final = run(s)[-1]
     assert final.distances[0] < 0.3 * 10
     assert abs(final.handles[0][1] - 32) < 1e-4          # the handle stays on the line to its target
     with pytest.raises(DragConfigError, match="tracking"):
         DragConfig(tracking="optical flow")
+
+
+def test_line_search_accepts_a_goal_already_as_close_as_half_the_first_goals_distance():
+    """A goal set next to the handle starts near the floor and cannot halve its distance again: no stall."""
+    from draggan.engine.line_search import update_line_search
+    handles, targets = torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 10.0]])
+    feat0, state = _line_state(handles, targets)
+    state.first_loss.fill_(1.0)
+    state.goal_loss0.fill_(0.1)
+    new = update_line_search(state, feat0, torch.tensor([0.09]), handles, targets, torch.tensor([True]),
+                             disk_offsets(1.0), 32)
+    np.testing.assert_allclose(new.numpy(), [[11.0, 10.0]])
+    # Without that, the same distance (0.9 of the goal's start) is no progress: the handle stays.
+    _, state = _line_state(handles, targets)
+    state.first_loss.fill_(0.1)
+    state.goal_loss0.fill_(0.1)
+    new = update_line_search(state, feat0, torch.tensor([0.09]), handles, targets, torch.tensor([True]),
+                             disk_offsets(1.0), 32)
+    np.testing.assert_allclose(new.numpy(), handles.numpy())

@@ -8,8 +8,8 @@ a short way along the straight line to its target:
 
     L_i = mean_{q, c} | F(g_i + q) - sg(T_i(q)) |          (q in the r1 disk)
 
-When ``L_i`` has fallen to ``ACCEPT_RATIO`` of its value when the goal was set,
-or after ``STEPS_PER_GOAL`` steps with some progress, the handle moves to the
+When ``L_i`` has fallen to ``ACCEPT_RATIO`` of its value when the goal was set (or
+of the first goal's), or after ``STEPS_PER_GOAL`` steps with some progress, the handle moves to the
 goal, the template absorbs the new features with a weight that shrinks when the
 motion was poor (adaptive template, so a failed step does not overwrite it),
 
@@ -32,8 +32,8 @@ import torch
 from .features import sample_features
 
 ACCEPT_RATIO = 0.5     # a goal is reached when its template distance halved since the goal was set
-PROGRESS_RATIO = 0.9   # after STEPS_PER_GOAL steps, accept a goal that gained at least this much
-STEPS_PER_GOAL = 4     # optimization steps spent on one goal before it is accepted or backtracked
+PROGRESS_RATIO = 0.7   # after STEPS_PER_GOAL steps, accept a goal whose distance fell at least this far
+STEPS_PER_GOAL = 6     # optimization steps spent on one goal before it is accepted or backtracked
 ALPHA, BETA = 8.0, 0.7  # template update weight: near 1 for a goal reached cleanly, near 0 for a poor one
 MIN_STEP_PX = 0.125    # backtracking stops halving here
 
@@ -89,7 +89,10 @@ def update_line_search(state: LineSearch, feat: torch.Tensor, loss: torch.Tensor
     state.steps.add_(active.float())
     ratio = loss / state.goal_loss0
     out_of_steps = state.steps >= STEPS_PER_GOAL
-    accept = active & ((ratio <= ACCEPT_RATIO) | (out_of_steps & (ratio <= PROGRESS_RATIO)))
+    # Reached: the distance halved since the goal was set, or is as low as half the first goal's (a goal
+    # set very close to the handle starts near the floor and cannot halve again).
+    reached = (ratio <= ACCEPT_RATIO) | (loss <= ACCEPT_RATIO * state.first_loss)
+    accept = active & (reached | (out_of_steps & (ratio <= PROGRESS_RATIO)))
     backtrack = active & out_of_steps & ~accept
 
     weight = torch.sigmoid(-ALPHA * (loss / state.first_loss - BETA))[:, None, None]
