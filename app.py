@@ -61,6 +61,9 @@ HELP = ("**Click the image** to place a handle (red), then its target (blue); re
 # DragConfig.region, as the drag settings offer it.
 REGION_CHOICES = [("Local: around the points, or the painted mask", "auto"),
                   ("Whole image (the DragGAN paper)", "global")]
+# DragConfig.tracking: how handles are followed.
+TRACKING_CHOICES = [("Search near the handle (DragGAN)", "nn"),
+                    ("Along the line to the target (FreeDrag: closer to the face, moves less)", "line")]
 
 PHOTO_PREVIEW_SIZE = 512    # the uploaded photo is shown, as read, at most this large
 MAX_FEATURE_BLOCK = 9       # a 1024 px generator's last block (block b's features are 2^(b+1) px)
@@ -361,7 +364,7 @@ class Studio:
         return f"{info.description}. Licence: {info.licence}."
 
     def drag_config(self, G, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None,
-                    block=None, region=None) -> DragConfig:
+                    block=None, region=None, tracking=None) -> DragConfig:
         """A DragConfig from the UI's values (empty or 0 radii: the paper's defaults scaled to the model)."""
         base = DragConfig()
         block = parse_feature_block(block) or default_feature_block(G)
@@ -371,6 +374,7 @@ class Studio:
             r1=float(r1) if r1 else None, r2=float(r2) if r2 else None,
             lambda_mask=float(lambda_mask) if lambda_mask is not None else base.lambda_mask,
             feature_block=min(block, G.num_blocks), region=region or base.region,
+            tracking=tracking or base.tracking,
             latent_space=(space or base.latent_space).lower(), autocast=self.autocast)
 
     def view(self, s: UserSession, handles=None, image=None) -> np.ndarray | None:
@@ -754,7 +758,7 @@ class Studio:
         return out
 
     def drag(self, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None, block=None,
-             region="auto", request: gr.Request = None):
+             region="auto", tracking="nn", request: gr.Request = None):
         """Stream frames while the handles move; ends on arrival, after max steps, or on Stop.
 
         None (or 0) for r1, r2 and block: the model's defaults; block is a number or the menu's label."""
@@ -771,7 +775,8 @@ class Studio:
         if s.pending is not None:
             gr.Info(f"Handle {len(s.handles) + 1} has no target yet; it is left out of this drag.")
         try:
-            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block, region))
+            s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block, region,
+                                             tracking))
             s.sync_engine()
             live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
                              frame_interval=self.frame_interval, worker_threads=self.drag_threads,
@@ -992,6 +997,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["report"] = gr.Markdown(elem_classes="compact-md", elem_id="report", label="Quality report")
                 with gr.Accordion("Drag settings", open=False):
                     ui["region"] = gr.Radio(REGION_CHOICES, value=config.region, label="What may change")
+                    ui["tracking"] = gr.Radio(TRACKING_CHOICES, value=config.tracking, label="Handle tracking")
                     ui["lr"] = gr.Number(value=config.lr, label="Learning rate", minimum=1e-5, step=5e-4)
                     ui["max_steps"] = gr.Slider(1, 1000, value=config.max_steps, step=1,
                                                 label="Max steps per Start")
@@ -1055,7 +1061,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         photo_out = [ui["photo_result"], ui["photo_confidence"], ui["aligned"], ui["reconstruction"], ui["report"]]
         drag_view = view + [ui["photo_result"], ui["photo_confidence"]]   # drags, undo, reset: the photo follows
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"],
-                       ui["region"]]
+                       ui["region"], ui["tracking"]]
 
         demo.load(gpu(studio.on_load), None, editor_view + params + [ui["model"], ui["model_info"]],
                   concurrency_limit=None, api_name=False)   # scripts call /sample

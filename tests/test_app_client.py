@@ -184,7 +184,8 @@ def test_view_api_alone_is_enough_to_call_every_endpoint(server):
         for r in endpoint["returns"]:
             assert not r["label"].startswith("value_"), (name, r)
     drag = {p["parameter_name"]: p for p in api["/drag"]["parameters"]}
-    assert list(drag) == ["lr", "max_steps", "r1", "r2", "lambda_mask", "space", "block", "region"]
+    assert list(drag) == ["lr", "max_steps", "r1", "r2", "lambda_mask", "space", "block", "region", "tracking"]
+    assert drag["tracking"]["parameter_default"] == "nn" and drag["tracking"]["type"]["enum"] == ["nn", "line"]
     assert all(p["parameter_has_default"] for p in drag.values())
     assert drag["r1"]["parameter_default"] is None and drag["block"]["parameter_default"] is None
     block = drag["block"]["type"]["anyOf"]

@@ -548,3 +548,16 @@ def test_default_model_is_the_lite_one_on_cpus_without_fast_bf16(monkeypatch, tm
     assert app.default_model_for("cuda") == "celeba128"
     monkeypatch.setattr(app, "fast_autocast", lambda device: True)  # bf16 matrix units: the full model is fast
     assert app.default_model_for("cpu") == "celeba128"
+
+
+def test_the_tracking_choice_reaches_the_engine_and_keeps_the_undo_history(studio):
+    req = request()
+    studio.on_load(req)
+    studio.set_points_text("20,20->30,20", req)
+    s = session(studio, req)
+    run_drag(studio, req, max_steps=2)
+    assert s.drag.config.tracking == "nn" and s.can_undo
+    run_drag(studio, req, max_steps=2, tracking="line")
+    assert s.drag.config.tracking == "line" and s.drag.config.region == "auto"
+    studio.undo(req)
+    assert s.can_undo                 # the first drag is still there to undo after the change of settings
