@@ -654,6 +654,13 @@ def test_the_latent_pull_keeps_the_latent_closer_to_where_the_drag_started(G):
 # --------------------------------------------------------------------------- FreeDrag-style line search
 
 
+def _update(state, feat, loss, handles, targets, active):
+    """One line-search update from ``feat``, with this step's template distances ``loss``."""
+    from draggan.engine.line_search import patch_features, update_line_search
+    goal_features = patch_features(feat, state.goals, disk_offsets(1.0), 32)
+    return update_line_search(state, feat, goal_features, loss, handles, targets, active, disk_offsets(1.0), 32)
+
+
 def _line_state(handles, targets, step_px=1.0):
     from draggan.engine.line_search import start_line_search
     feat0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -661,26 +668,24 @@ def _line_state(handles, targets, step_px=1.0):
 
 
 def test_line_search_accepts_a_reached_goal_and_moves_the_next_one_along_the_line():
-    from draggan.engine.line_search import update_line_search
     handles, targets = torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 10.0]])
     feat0, state = _line_state(handles, targets)
     np.testing.assert_allclose(state.goals.numpy(), [[11.0, 10.0]])
     low = state.goal_loss0 * 0.3                                   # the template distance fell by 70 %
-    new = update_line_search(state, feat0, low, handles, targets, torch.tensor([True]), disk_offsets(1.0), 32)
+    new = _update(state, feat0, low, handles, targets, torch.tensor([True]))
     np.testing.assert_allclose(new.numpy(), [[11.0, 10.0]])         # the handle is where the goal was
     np.testing.assert_allclose(state.goals.numpy(), [[12.0, 10.0]])  # the next goal, one step further
     assert state.steps.item() == 0
 
 
 def test_line_search_backtracks_a_goal_that_made_no_progress_and_never_passes_the_target():
-    from draggan.engine.line_search import STEPS_PER_GOAL, update_line_search
+    from draggan.engine.line_search import STEPS_PER_GOAL
     handles, targets = torch.tensor([[10.0, 10.0], [30.0, 10.0]]), torch.tensor([[20.0, 10.0], [30.5, 10.0]])
     feat0, state = _line_state(handles, targets, step_px=2.0)
     np.testing.assert_allclose(state.goals.numpy(), [[12.0, 10.0], [30.5, 10.0]])  # the target when closer
     active = torch.tensor([True, True])
     for _ in range(STEPS_PER_GOAL):
-        new = update_line_search(state, feat0, state.goal_loss0.clone(), handles, targets, active,
-                                 disk_offsets(1.0), 32)
+        new = _update(state, feat0, state.goal_loss0.clone(), handles, targets, active)
     np.testing.assert_allclose(new.numpy(), handles.numpy())            # no progress: the handles stay
     np.testing.assert_allclose(state.step_px.numpy(), [1.0, 1.0])       # the step halves
     np.testing.assert_allclose(state.goals.numpy(), [[11.0, 10.0], [30.5, 10.0]])
@@ -697,18 +702,15 @@ def test_the_line_search_tracking_drags_the_handle_to_its_target(G):
 
 def test_line_search_accepts_a_goal_already_as_close_as_half_the_first_goals_distance():
     """A goal set next to the handle starts near the floor and cannot halve its distance again: no stall."""
-    from draggan.engine.line_search import update_line_search
     handles, targets = torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 10.0]])
     feat0, state = _line_state(handles, targets)
     state.first_loss.fill_(1.0)
     state.goal_loss0.fill_(0.1)
-    new = update_line_search(state, feat0, torch.tensor([0.09]), handles, targets, torch.tensor([True]),
-                             disk_offsets(1.0), 32)
+    new = _update(state, feat0, torch.tensor([0.09]), handles, targets, torch.tensor([True]))
     np.testing.assert_allclose(new.numpy(), [[11.0, 10.0]])
     # Without that, the same distance (0.9 of the goal's start) is no progress: the handle stays.
     _, state = _line_state(handles, targets)
     state.first_loss.fill_(0.1)
     state.goal_loss0.fill_(0.1)
-    new = update_line_search(state, feat0, torch.tensor([0.09]), handles, targets, torch.tensor([True]),
-                             disk_offsets(1.0), 32)
+    new = _update(state, feat0, torch.tensor([0.09]), handles, targets, torch.tensor([True]))
     np.testing.assert_allclose(new.numpy(), handles.numpy())

@@ -56,10 +56,15 @@ def patch_features(feat: torch.Tensor, centres: torch.Tensor, offsets: torch.Ten
     return sample_features(feat, centres[:, None, :] + offsets[None], image_size).float()
 
 
+def feature_distance(patch: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """``mean |patch - T|`` per handle over the disk and channels, [N]."""
+    return (patch - templates).abs().mean(dim=(1, 2))
+
+
 def template_distance(feat: torch.Tensor, goals: torch.Tensor, templates: torch.Tensor, offsets: torch.Tensor,
                       image_size: int) -> torch.Tensor:
     """``mean |F(goal + q) - T(q)|`` per handle, [N]; differentiable in ``feat``."""
-    return (patch_features(feat, goals, offsets, image_size) - templates).abs().mean(dim=(1, 2))
+    return feature_distance(patch_features(feat, goals, offsets, image_size), templates)
 
 
 def next_goals(handles: torch.Tensor, targets: torch.Tensor, step_px: torch.Tensor) -> torch.Tensor:
@@ -81,11 +86,12 @@ def start_line_search(feat0: torch.Tensor, handles: torch.Tensor, targets: torch
 
 
 @torch.no_grad()
-def update_line_search(state: LineSearch, feat: torch.Tensor, loss: torch.Tensor, handles: torch.Tensor,
-                       targets: torch.Tensor, active: torch.Tensor, offsets: torch.Tensor,
+def update_line_search(state: LineSearch, feat: torch.Tensor, goal_features: torch.Tensor, loss: torch.Tensor,
+                       handles: torch.Tensor, targets: torch.Tensor, active: torch.Tensor, offsets: torch.Tensor,
                        image_size: int) -> torch.Tensor:
-    """Advance, keep or pull back each active handle's goal from this step's template distances ``loss``
-    (measured on ``feat``); updates ``state`` in place and returns the new handle positions [N, 2]."""
+    """Advance, keep or pull back each active handle's goal from this step's features at the goals
+    (``goal_features`` [N, D, C], sampled from ``feat``) and their template distances ``loss``; updates
+    ``state`` in place and returns the new handle positions [N, 2]."""
     state.steps.add_(active.float())
     ratio = loss / state.goal_loss0
     out_of_steps = state.steps >= STEPS_PER_GOAL
@@ -96,7 +102,6 @@ def update_line_search(state: LineSearch, feat: torch.Tensor, loss: torch.Tensor
     backtrack = active & out_of_steps & ~accept
 
     weight = torch.sigmoid(-ALPHA * (loss / state.first_loss - BETA))[:, None, None]
-    goal_features = patch_features(feat, state.goals, offsets, image_size)
     blended = weight * goal_features + (1 - weight) * state.templates
     state.templates.copy_(torch.where(accept[:, None, None], blended, state.templates))
 

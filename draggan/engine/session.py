@@ -27,7 +27,7 @@ import torch
 from .config import DragConfig, DragConfigError, MaskError, default_feature_block, generator_autocast
 from .cuda_graphs import StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
-from .line_search import LineSearch, start_line_search, template_distance, update_line_search
+from .line_search import LineSearch, feature_distance, patch_features, start_line_search, update_line_search
 from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, warp_supervision_loss
 from .points import PointError, validate_points
 from .region import Canvas, LocalBlend, edit_region, resize_mask, to_block
@@ -468,15 +468,16 @@ class DragSession:
         else:
             feat = out
         feat = feat.float()
+        # Line search: the handles are where their templates were last dragged to, so there is nothing to search.
+        tracked = handles if opt.line is not None else track_points(feat.detach(), handles, opt.ref_features,
+                                                                     self._window, self.resolution)
+        active = (self._targets - tracked).norm(dim=1) > opt.stop_distance
         if opt.line is None:
-            tracked = track_points(feat.detach(), handles, opt.ref_features, self._window, self.resolution)
-            active = (self._targets - tracked).norm(dim=1) > opt.stop_distance
             loss = motion_supervision_loss(feat, tracked, self._targets, self._disk, self.resolution, active=active,
                                            feat0=opt.feat0, fixed=self._fixed, lambda_mask=self.config.lambda_mask)
-        else:  # the handles are where their templates were last dragged to: no search
-            tracked = handles
-            active = (self._targets - tracked).norm(dim=1) > opt.stop_distance
-            goal_loss = template_distance(feat, opt.line.goals, opt.line.templates, self._disk, self.resolution)
+        else:
+            goal_features = patch_features(feat, opt.line.goals, self._disk, self.resolution)
+            goal_loss = feature_distance(goal_features, opt.line.templates)
             loss = (goal_loss * active.float()).sum()
             if self._fixed is not None:
                 loss = loss + self.config.lambda_mask * fixed_region_loss(feat, opt.feat0, self._fixed,
@@ -495,8 +496,8 @@ class DragSession:
             done = ok & ~active.any()
             param.copy_(torch.where(ok & ~done, param, opt.prev_param))
             if opt.line is not None:
-                tracked = update_line_search(opt.line, feat.detach(), goal_loss.detach(), handles, self._targets,
-                                             active & ok, self._disk, self.resolution)
+                tracked = update_line_search(opt.line, feat.detach(), goal_features.detach(), goal_loss.detach(),
+                                             handles, self._targets, active & ok, self._disk, self.resolution)
             handles.copy_(torch.where(ok, tracked, handles))
             distances = (self._targets - handles).norm(dim=1)
             return torch.cat([handles.flatten(), distances, loss.detach().reshape(1).float(),
