@@ -200,13 +200,20 @@ def test_a_refused_upload_is_said_plainly_and_leaves_nothing_stale(browser, app_
     page.close()
 
 
+def two_users(browser, url):
+    """Two browser contexts (two users, two Gradio sessions), each with the app open: [(context, page)] x 2."""
+    users = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        open_app(page, url)
+        users.append((context, page))
+    return users
+
+
 def test_a_waiting_drag_shows_its_place_in_the_queue(browser, app_url, shots):
     """One device slot: while a's long drag runs, b's Start waits and b's status panel says so."""
-    one = browser.new_context(viewport={"width": 1200, "height": 900})
-    two = browser.new_context(viewport={"width": 1200, "height": 900})
-    a, b = one.new_page(), two.new_page()
-    open_app(a, app_url)
-    open_app(b, app_url)
+    (one, a), (two, b) = two_users(browser, app_url)
     for page, (h, t) in ((a, ((10, 10), (54, 54))), (b, ((50, 50), (40, 30)))):
         click_pixel(page, *h)
         click_pixel(page, *t)
@@ -230,11 +237,7 @@ def test_a_waiting_drag_shows_its_place_in_the_queue(browser, app_url, shots):
 
 
 def test_two_browser_sessions_do_not_share_state(browser, app_url, shots):
-    one = browser.new_context(viewport={"width": 1200, "height": 900})
-    two = browser.new_context(viewport={"width": 1200, "height": 900})
-    a, b = one.new_page(), two.new_page()
-    open_app(a, app_url)
-    open_app(b, app_url)
+    (one, a), (two, b) = two_users(browser, app_url)
     drag_settings(a)
     drag_settings(b)
     b_image = canvas_src(b)
