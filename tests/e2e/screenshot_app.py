@@ -2,6 +2,8 @@
 
     .venv/bin/python tests/e2e/screenshot_app.py                 # bundled celeba128, seed 4
     .venv/bin/python tests/e2e/screenshot_app.py --seed 7 --steps 40 --out /tmp/app.png
+    .venv/bin/python tests/e2e/screenshot_app.py --photo PHOTO --points "49,91->47,87;78,92->80,88" \
+        --height 1700 --full-page --out docs/app_photo_edit.png   # an inverted photo, dragged to arrival
 
 Serves the app in this process, shows a face, places two handle/target pairs, drags
 for ``--steps`` steps and saves the browser's viewport as a palette PNG (small file).
@@ -36,6 +38,8 @@ def main(argv=None) -> None:
                    help="handle->target pairs in generator pixels (default: for a 128 px face)")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=980)
+    p.add_argument("--photo", default=None, help="upload and invert this photo (fast) instead of showing a seed")
+    p.add_argument("--full-page", action="store_true", help="the whole page, not the viewport")
     p.add_argument("--out", default=str(ROOT / "docs" / "app.png"))
     args = p.parse_args(argv)
 
@@ -53,9 +57,16 @@ def main(argv=None) -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             ui.open_app(page, url)
-            page.get_by_label("Seed").fill(str(args.seed))
-            page.click("text=Show seed")
-            page.wait_for_timeout(3000)
+            if args.photo:
+                page.set_input_files("#photo input[type=file]", args.photo)
+                page.wait_for_selector("#photo-preview img", timeout=60_000)
+                page.click("#invert")
+                page.wait_for_function("() => document.querySelector('#report').innerText.includes('PSNR')",
+                                       timeout=900_000)
+            else:
+                page.get_by_label("Seed").fill(str(args.seed))
+                page.click("text=Show seed")
+                page.wait_for_timeout(3000)
             for handle, target in zip(*parse_points(args.points)):
                 ui.click_pixel(page, *handle)
                 ui.wait_status(page, "now click")
@@ -64,14 +75,15 @@ def main(argv=None) -> None:
             page.click("#start")
             ui.wait_status(page, "Dragging… step", timeout=300_000)
             page.wait_for_function(
-                "(n) => { const m = document.querySelector('#status').innerText.match(/step (\\d+)/);"
-                " return m && Number(m[1]) >= n; }", arg=args.steps, timeout=600_000)
-            page.click("#stop")
+                "(n) => { const t = document.querySelector('#status').innerText; const m = t.match(/step (\\d+)/);"
+                " return t.includes('Arrived') || (m && Number(m[1]) >= n); }", arg=args.steps, timeout=600_000)
+            if "Arrived" not in page.inner_text("#status"):
+                page.click("#stop")
             ui.wait_status(page, "Stopped at step", "Arrived after", "Paused at step", timeout=300_000)
-            time.sleep(1)
+            time.sleep(3 if args.photo else 1)   # the photo result follows the end of the drag
             page.evaluate("window.scrollTo(0, 0)")
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=args.out)
+            page.screenshot(path=args.out, full_page=args.full_page)
             browser.close()
     finally:
         demo.close()
