@@ -42,7 +42,7 @@ from draggan.runtime import default_device, fast_autocast, runtime_for
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
 from inversion.motion_transfer import transfer_edit
 from inversion.photo import MAX_FILE_BYTES
-from inversion.pipeline import QUALITIES, InversionCache
+from inversion.pipeline import QUALITIES, InversionCache, resolve_encoder
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
     import spaces
@@ -222,14 +222,24 @@ def quality_report(report: dict) -> str:
     lpips = report.get("lpips")
     identity = report.get("identity_distance")
     seconds = report.get("timings", {}).get("total")
+    steps = report.get("steps", {})
+    if report.get("start") == "encoder":
+        start = f"learned encoder ({steps.get('encoder_iterations')} passes)"
+    else:
+        start = f"projection ({steps.get('w', '?')} steps)"
+    loss = report.get("loss_used", "?")
+    if report.get("loss_note"):   # the documented offline fallback: said here, once, not as a warning
+        loss += " (LPIPS's VGG16 weights are not installed: the offline fallback, see README)"
     lines = [
         "| PSNR | SSIM | LPIPS | identity distance |",
         "|---|---|---|---|",
         f"| {report['psnr']:.1f} dB | {report['ssim']:.3f} | "
         f"{'n/a' if lpips is None else f'{lpips:.3f}'} | {'n/a' if identity is None else f'{identity:.3f}'} |",
         "",
-        f"Loss: {report.get('loss_used', '?')} · alignment: {report.get('alignment', '?')}"
-        + ("" if seconds is None else f" · {seconds:.0f} s") + (" · from cache" if report.get("cached") else ""),
+        f"Start: {start} · tuning: {steps.get('pti', '?')} steps · alignment: {report.get('alignment', '?')}"
+        + ("" if seconds is None else f" · {seconds:.1f} s") + (" · from cache" if report.get("cached") else ""),
+        "",
+        f"Loss: {loss}",
     ]
     if report.get("poor_reconstruction"):
         lines.insert(0, f"**Poor reconstruction ({report['psnr']:.1f} dB)**: read the note below before editing.\n")
@@ -256,36 +266,70 @@ def photo_mode(value) -> str | None:
 
 
 STAGE_NAMES = {"read": "Reading the photo", "align": "Finding and aligning the face",
-               "project_w": "Projecting into W", "project_wplus": "Refining in W+",
+               "encode": "Encoding the face", "project_w": "Projecting into W", "project_wplus": "Refining in W+",
                "tune": "Tuning the generator", "report": "Measuring quality"}
 
 
 class InversionProgress:
-    """Maps the pipeline's progress(stage, step, total) to one bar with an estimate of the time left."""
+    """Maps the pipeline's progress(stage, step, total) to one bar with an estimate of the time left.
 
-    def __init__(self, bar, steps: dict[str, int]):
-        self.bar = bar
-        self.order = ["read", "align", "project_w", "project_wplus", "tune", "report"]
-        self.steps = {k: max(0, int(steps.get(k, 1))) for k in self.order}   # 0: a stage that is skipped
-        self.total = sum(self.steps.values())
-        self.start = time.perf_counter()
-        self.first_step_time = None
-        self.first_step_done = 0
+    The estimate comes from measured step times only: the timed stages' steps are weighed by what one
+    costs against a projection step (``STEP_COST``, measured on a 2-core CPU: a tuning step runs the
+    generator forward and backward with its weights' gradients, an encoding is several forward passes),
+    the rate is a running average of the weighed time per unit, and a new estimate may differ from
+    the previous one counted down by at most ``MAX_SWING``, so a busy moment on a shared CPU does not
+    make it jump. ``clock`` is for tests.
+    """
+
+    STEP_COST = {"encode": 3.0, "project_w": 1.0, "project_wplus": 1.0, "tune": 1.4}
+    MAX_SWING = 1.5
+
+    def __init__(self, bar, steps: dict[str, int], clock=time.perf_counter):
+        self.bar, self.clock = bar, clock
+        self.order = ["read", "align", "encode", "project_w", "project_wplus", "tune", "report"]
+        self.steps = {k: max(0, int(steps.get(k, 1 if k in ("read", "align", "report") else 0)))
+                      for k in self.order}   # 0: a stage that is skipped
+        self.last = None             # (time, work done in units) of the last timed step
+        self.rate = None             # seconds per unit of work, averaged
+        self.shown = None            # (time, seconds left) last shown
+
+    def units(self, stage: str, steps: float) -> float:
+        return self.STEP_COST.get(stage, 0.0) * steps
+
+    def work_left(self, stage: str, step: int) -> float:
+        later = self.order[self.order.index(stage) + 1:] if stage in self.order else []
+        return self.units(stage, self.steps.get(stage, 0) - step) + sum(self.units(s, self.steps[s]) for s in later)
+
+    def eta(self, stage: str, step: int) -> float | None:
+        """Seconds left after ``step`` of ``stage`` (None until two timed steps have been seen)."""
+        now = self.clock()
+        done = sum(self.units(s, self.steps[s]) for s in self.order[:self.order.index(stage)]) \
+            + self.units(stage, step) if stage in self.order else 0.0
+        if stage not in self.STEP_COST:
+            return None if self.shown is None else max(0.0, self.shown[1] - (now - self.shown[0]))
+        if self.last is not None and done > self.last[1]:
+            rate = (now - self.last[0]) / (done - self.last[1])
+            self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
+        self.last = (now, done)
+        if self.rate is None:
+            return None
+        eta = self.rate * self.work_left(stage, step)
+        if self.shown is not None:
+            expected = max(self.shown[1] - (now - self.shown[0]), 1e-3)
+            eta = min(max(eta, expected / self.MAX_SWING), expected * self.MAX_SWING)
+        self.shown = (now, eta)
+        return eta
 
     def __call__(self, stage: str, step: int, total: int) -> None:
         if stage in self.steps and total:
             self.steps[stage] = int(total)
-            self.total = sum(self.steps.values())
-        before = sum(self.steps[s] for s in self.order[:self.order.index(stage)]) if stage in self.order else 0
-        done = min(self.total, before + step)
-        now = time.perf_counter()
-        if self.first_step_time is None and stage in ("project_w", "project_wplus", "tune"):
-            self.first_step_time, self.first_step_done = now, done
-        eta = ""
-        if self.first_step_time is not None and done > self.first_step_done:
-            rate = (now - self.first_step_time) / (done - self.first_step_done)
-            eta = f" · about {max(1, round(rate * (self.total - done)))} s left"
-        self.bar((done, self.total), desc=f"{STAGE_NAMES.get(stage, stage)} ({step}/{total}){eta}", unit="steps")
+        counts = {s: n for s, n in self.steps.items()}
+        total_steps = sum(counts.values())
+        done = min(total_steps, sum(counts[s] for s in self.order[:self.order.index(stage)]) + step) \
+            if stage in self.order else 0
+        eta = self.eta(stage, step)
+        left = "" if eta is None else f" · about {max(1, round(eta))} s left"
+        self.bar((done, total_steps), desc=f"{STAGE_NAMES.get(stage, stage)} ({step}/{total}){left}", unit="steps")
 
 
 # --------------------------------------------------------------------------- the app
@@ -566,9 +610,14 @@ class Studio:
         config = self.settings.inversion or InversionConfig()
         if quality in QUALITIES:
             config = dataclasses.replace(config, quality=quality)
-        budget = config.resolved(torch.device(self.device))
-        bar = InversionProgress(progress, {"project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
-                                           "tune": budget.steps_pti})
+        try:
+            encoder = resolve_encoder(config, G)[0]
+        except InversionError as e:
+            gr.Warning(f"The inversion failed: {e}")
+            return gr.skip()
+        budget = config.resolved(torch.device(self.device), with_encoder=encoder is not None)
+        bar = InversionProgress(progress, {"encode": int(encoder is not None), "project_w": budget.steps_w,
+                                           "project_wplus": budget.steps_wplus, "tune": budget.steps_pti})
         s.busy = "invert"
         cancel = s.claim_inversion()
         try:

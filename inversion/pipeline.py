@@ -29,6 +29,7 @@ from draggan.loaders import CheckpointError, load_generator
 from draggan.runtime import fast_autocast
 
 from . import align as align_mod
+from .encoder import Encoder, check_compatible, encode, encoder_folder
 from .errors import InversionError, PhotoError
 from .losses import lpips_metric, make_loss
 from .metrics import identity_distance, lpips_distance, psnr, ssim, to_image, to_tensor
@@ -52,6 +53,14 @@ PRESETS = {
             "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000,
                              pti_stop=None)},
 }
+# With a learned encoder (``inversion/encoder.py``) the latent comes from one pass, and tuning only has to
+# finish the job from a much closer start: fewer steps. Figures: BENCHMARKS.md, "Inversion with the encoder".
+ENCODER_PRESETS = {
+    "cpu": {"fast": dict(steps_pti=25, lr_pti=3e-3, pti_stop=None),
+            "faithful": dict(steps_pti=100, lr_pti=3e-3, pti_stop=None)},
+    "gpu": {"fast": dict(steps_pti=60, lr_pti=3e-3, pti_stop=None),
+            "faithful": dict(steps_pti=250, lr_pti=3e-3, pti_stop=None)},
+}
 # Below this PSNR (aligned photo vs reconstruction) the report and the app say the reconstruction is
 # poor: glasses, hats, unusual faces (the spread on held-out faces and real photos: BENCHMARKS.md).
 POOR_PSNR = 24.0
@@ -74,6 +83,9 @@ class InversionConfig:
     noise_reg: float = 1e5             # Noise-map autocorrelation penalty.
     project_l2_weight: float = 1.0     # Pixel MSE weight during projection.
     keep_projected_noise: bool = True  # Bake the optimized noise maps into the tuned G's const noise.
+    # Start: the model's learned encoder, or optimization-based projection.
+    encoder: str = "auto"              # 'auto' (the model's encoder if it ships one), 'none', or an encoder folder.
+    encoder_iterations: int | None = None  # ReStyle iterations (None: the encoder's own default).
     # Pivotal tuning.
     steps_pti: int | None = None       # Maximum tuning steps (PTI: 350).
     lr_pti: float | None = None        # Tuning lr (PTI: 3e-4 over 350 steps; 3e-3 converges in far fewer).
@@ -101,13 +113,19 @@ class InversionConfig:
     w_avg_samples: int | None = None   # Z samples for the W mean/spread (the spread only, if G tracks w_avg).
     seed: int = 0
 
-    def resolved(self, device: torch.device) -> "InversionConfig":
-        """A copy with every ``None`` budget filled from the device's preset."""
+    def resolved(self, device: torch.device, with_encoder: bool = False) -> "InversionConfig":
+        """A copy with every ``None`` budget filled from the device's preset (the encoder's presets
+        ``with_encoder``: the latent then comes from the encoder, and projection takes no steps)."""
         if self.quality not in QUALITIES:
             raise ValueError(f"quality must be one of {QUALITIES}, got {self.quality!r}")
-        preset = dict(PRESETS["cpu" if device.type == "cpu" else "gpu"][self.quality])
+        kind = "cpu" if device.type == "cpu" else "gpu"
+        preset = dict(PRESETS[kind][self.quality])
+        if with_encoder:
+            preset.update(ENCODER_PRESETS[kind][self.quality])
         stop = preset.pop("pti_stop")
         updates = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        if with_encoder:        # the encoder gives the latent: no projection steps
+            updates.update(steps_w=0, steps_wplus=0)
         for k in ("pti_stop_lpips", "pti_stop_fallback"):
             if getattr(self, k) == "auto":
                 updates[k] = stop
@@ -466,6 +484,40 @@ def _device_of(G) -> torch.device:
     return next(G.parameters()).device
 
 
+_ENCODERS: dict = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def resolve_encoder(config: InversionConfig, G) -> tuple[Encoder | None, str | None]:
+    """(encoder, its folder) for this inversion, or (None, None) to project by optimization.
+
+    'auto': the encoder that ships with the model (found like its alignment template: ``model_dir``,
+    ``G.name_or_path`` or the bundled folder whose weights ``G`` has); models without one, such as
+    NVIDIA's checkpoints, fall back to projection. A folder: that encoder (InversionError if it cannot be
+    used with ``G``). Loaded encoders are kept per folder (read-only, shared by every inversion).
+    """
+    if config.encoder == "none":
+        return None, None
+    if config.encoder == "auto":
+        folder = None
+        for d in (config.model_dir, getattr(G, "name_or_path", None), find_model_dir(G)):
+            folder = encoder_folder(d) if d else None
+            if folder is not None:
+                break
+        if folder is None:
+            return None, None
+    else:
+        folder = Path(config.encoder)
+    key = (str(Path(folder).resolve()), (Path(folder) / "model.safetensors").stat().st_mtime_ns
+           if (Path(folder) / "model.safetensors").is_file() else 0)
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            encoder = _ENCODERS[key] = Encoder.from_pretrained(folder)
+    check_compatible(encoder, G)
+    return encoder, str(folder)
+
+
 def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn | None = None, cancel=None,
            cache: InversionCache | None = DEFAULT_CACHE) -> InversionResult:
     """Invert ``photo`` into ``G``: pivot latent + tuned generator copy + report.
@@ -473,22 +525,25 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     photo    : path, bytes, file object, ``PIL.Image`` or ``np.ndarray`` (HxW[xC], uint8/uint16/float).
     G        : a ``draggan.models.networks.Generator``; never modified.
     config   : :class:`InversionConfig` (defaults: presets for the device).
-    progress : ``progress(stage, step, total)``; stages 'read', 'align', 'project_w',
-               'project_wplus', 'tune', 'report'.
+    progress : ``progress(stage, step, total)``; stages 'read', 'align', 'encode' (with an encoder) or
+               'project_w' and 'project_wplus' (without), 'tune', 'report'.
     cancel   : ``threading.Event`` or a callable; when set/true, :class:`Cancelled` is raised
                between steps.
     cache    : an :class:`InversionCache` (default: a process-wide one), or None.
 
     Report keys: psnr, poor_reconstruction (psnr below POOR_PSNR; a notice says what it means), ssim,
-    lpips (None without LPIPS weights), loss_used, face_found,
+    lpips (None without LPIPS weights), loss_used, loss_note (why the pyramid fallback was used, or None),
+    start ('encoder' or 'projection'), encoder (its folder or None), face_found,
     num_faces, alignment, notices, identity_distance (None if no face), stage_mse
-    (initial / projection / tuned), steps, timings (seconds per stage), photo_sha256,
+    (initial (None with the encoder) / projection (the pivot's, before tuning) / tuned), steps,
+    timings (seconds per stage), photo_sha256,
     model_id, cached, config.
     Raises :class:`PhotoError` for unreadable photos, :class:`Cancelled` when cancelled.
     """
     config = config or InversionConfig()
     device = torch.device(config.device) if config.device else _device_of(G)
-    cfg = config.resolved(device)
+    encoder, encoder_dir = resolve_encoder(config, G)
+    cfg = config.resolved(device, with_encoder=encoder is not None)
     timings: dict[str, float] = {}
     tick = time.perf_counter()
 
@@ -507,7 +562,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     loaded: Photo = read_photo(photo, max_pixels=cfg.max_pixels)
     photo_sha = loaded.sha256()
     model_id = model_fingerprint(G)
-    key = InversionCache.key(photo_sha, model_id, cfg)
+    key = InversionCache.key(photo_sha, model_id if encoder is None else f"{model_id}+{encoder_dir}", cfg)
     if cache is not None:
         hit = cache.get(key, device=device)
         if hit is not None:
@@ -529,26 +584,35 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     report_progress("align", 1, 1)
     check_cancel(cancel)
 
-    # 3. Project. A private copy when G is elsewhere or trainable, so G's .grad stays untouched.
+    # 3. The pivot: the encoder's latent, or projection. A private copy of G when it is elsewhere or
+    # trainable, so G's .grad stays untouched.
     G_work = G
     if _device_of(G) != device or any(p.requires_grad for p in G.parameters()):
         G_work = copy.deepcopy(G).to(device).eval().requires_grad_(False)
     target = to_tensor(aligned, device)
+    # Without VGG16 weights this is the documented pyramid fallback: said in the report's details, not as a notice.
     loss = make_loss(cfg.loss, cfg.vgg16_path, device)
-    if loss.notice:
-        notices.append(loss.notice)
     amp = None if cfg.amp == "none" else cfg.amp
-    settings = ProjectionSettings(
-        steps_w=cfg.steps_w, steps_wplus=cfg.steps_wplus, lr=cfg.lr_w, w_noise=cfg.w_noise, noise_reg=cfg.noise_reg,
-        l2_weight=cfg.project_l2_weight, perceptual_weight=cfg.perceptual_weight, w_avg_samples=cfg.w_avg_samples,
-        amp=amp, cuda_graph=cfg.cuda_graph, seed=cfg.seed)
-    with torch.no_grad():  # The starting point's error, for the report.
-        w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
-        mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
-    ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel)
+    mse_initial = None
+    if encoder is not None:
+        report_progress("encode", 0, 1)
+        ws = encode(encoder.to(device), G_work, target, cfg.encoder_iterations,
+                    amp={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp))
+        noises = None
+        report_progress("encode", 1, 1)
+    else:
+        settings = ProjectionSettings(
+            steps_w=cfg.steps_w, steps_wplus=cfg.steps_wplus, lr=cfg.lr_w, w_noise=cfg.w_noise,
+            noise_reg=cfg.noise_reg, l2_weight=cfg.project_l2_weight, perceptual_weight=cfg.perceptual_weight,
+            w_avg_samples=cfg.w_avg_samples, amp=amp, cuda_graph=cfg.cuda_graph, seed=cfg.seed)
+        with torch.no_grad():  # The starting point's error, for the report.
+            w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
+            mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
+        ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel)
     with torch.no_grad():
         mse_projection = float((G_work.synthesis(ws, noise_mode="const", noise_inputs=noises) - target).square().mean())
-    lap("project")
+    lap("encode" if encoder is not None else "project")
+    check_cancel(cancel)
 
     # 4. Pivotal tuning.
     stop = cfg.pti_stop_lpips if loss.is_lpips else cfg.pti_stop_fallback
@@ -584,13 +648,18 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         "ssim": round(ssim(aligned, reconstruction), 4),
         "lpips": None if lpips_value is None else round(lpips_value, 4),
         "loss_used": loss.name,
+        "loss_note": loss.notice,
+        "start": "encoder" if encoder is not None else "projection",
+        "encoder": encoder_dir,
         "face_found": face_found,
         "num_faces": alignment.num_faces,
         "alignment": alignment.method,
         "notices": notices,
         "identity_distance": None if identity is None else round(identity, 4),
         "stage_mse": {"initial": mse_initial, "projection": mse_projection, "tuned": mse_tuned},
-        "steps": {"w": cfg.steps_w, "wplus": cfg.steps_wplus, "pti": steps_pti_run, "pti_max": cfg.steps_pti},
+        "steps": {"w": cfg.steps_w, "wplus": cfg.steps_wplus, "pti": steps_pti_run, "pti_max": cfg.steps_pti,
+                  "encoder_iterations": None if encoder is None else (cfg.encoder_iterations or
+                                                                       encoder.cfg.iterations)},
         "timings": {**timings, "total": round(sum(timings.values()), 3)},
         "photo_sha256": photo_sha,
         "model_id": model_id,

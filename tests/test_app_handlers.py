@@ -5,6 +5,7 @@ gr.Info, which these tests record instead of showing.
 """
 
 import io
+import re
 import threading
 import types
 
@@ -458,6 +459,49 @@ def test_inversion_progress_reports_fraction_and_time_left():
         progress("project_w", i, 4)
     assert calls[0][0] == (1, 9)             # read, align, 4 projection steps, no W+, 2 tuning, report
     assert calls[-1][0] == (6, 9) and "left" in calls[-1][1] and "Projecting into W (4/4)" in calls[-1][1]
+
+
+def test_inversion_eta_holds_steady_when_the_cpu_gets_busy():
+    """The estimate comes from measured step times, and after the first tenth of the work it never moves by
+    more than 2x from the previous estimate counted down, even when steps suddenly take 3x as long."""
+    now = [0.0]
+    shown = []
+
+    def bar(value, desc, unit):
+        m = re.search(r"about (\d+) s left", desc)
+        shown.append((now[0], value, None if m is None else int(m[1])))
+
+    progress = app.InversionProgress(bar, {"encode": 1, "tune": 40}, clock=lambda: now[0])
+    progress("read", 1, 1)
+    progress("align", 1, 1)
+    now[0] += 0.9
+    progress("encode", 1, 1)
+    for i in range(1, 41):
+        now[0] += 0.3 if i < 15 else 0.9      # another user's work starts at step 15
+        progress("tune", i, 40)
+    etas = [(t, e) for t, v, e in shown if e is not None]
+    assert len(etas) >= 38 and shown[-1][1] == (43, 44)
+    total = shown[-1][0]
+    for (t0, e0), (t1, e1) in zip(etas, etas[1:]):
+        if t0 >= 0.1 * total:
+            expected = max(e0 - (t1 - t0), 1)
+            assert expected / 2 <= max(e1, 1) <= 2 * expected + 1, (t0, e0, t1, e1)
+    # ... and it follows the new speed: near the end it is close to the true time left.
+    t_end = etas[-1][0] + 0.9
+    t5, e5 = etas[-5]
+    assert abs(e5 - (t_end - t5)) <= 2.5
+
+
+def test_inversion_progress_with_an_encoder_counts_its_stages():
+    calls = []
+    progress = app.InversionProgress(lambda value, desc, unit: calls.append((value, desc)), {"encode": 1, "tune": 3})
+    progress("read", 1, 1)
+    progress("align", 1, 1)
+    progress("encode", 1, 1)
+    assert calls[-1][0] == (3, 7) and "Encoding the face (1/1)" in calls[-1][1]   # read, align, encode, 3 tune, report
+    progress("tune", 3, 3)
+    progress("report", 1, 1)
+    assert calls[-1][0] == (7, 7)
 
 
 def test_concurrent_drags_of_two_users_stay_separate(studio):
