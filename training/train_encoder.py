@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from draggan.loaders.checkpoints import load_generator
 from draggan.runtime import default_device
