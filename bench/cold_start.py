@@ -2,6 +2,7 @@
 
     python -m bench.cold_start --runs 3            # the checkout's app.py
     python -m bench.cold_start --runs 3 --space    # a Space's files (deploy-space's list) in an empty folder
+    python -m bench.cold_start --folder OTHER_CHECKOUT    # e.g. an older commit, for comparison
 
 Each run starts a fresh process (the app's own defaults: the model a visitor gets, its device
 policy), offline and without Gradio's analytics, and measures from just before the process
@@ -109,7 +110,7 @@ def one_run(folder: Path, timeout: float) -> dict:
         t_client = time.perf_counter() - t0
         client.predict(seed=0, psi=0.7, api_name="/sample")   # the model a visitor starts with
         t_sample = time.perf_counter() - t0
-        warm = warm_seconds(log_path, proc, timeout)
+        warm = warm_seconds(log_path, proc, 30.0)
     finally:
         stop_app(proc)
         log_path.unlink(missing_ok=True)
@@ -121,10 +122,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--space", action="store_true", help="run a Space's files (deploy-space's list) from a temp folder")
+    p.add_argument("--folder", type=Path, default=ROOT, help="the folder whose app.py to start (default: this checkout)")
     p.add_argument("--timeout", type=float, default=180.0)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="draggan-space-") as tmp:
-        folder = ROOT
+        folder = args.folder
         if args.space:
             from draggan import space
 

@@ -1,7 +1,7 @@
 """Serving the app: the local server first, the model warm-up beside it, a share link last.
 
 Gradio's ``launch(share=True)`` prints its own advice when the link cannot be made (a missing
-frpc file, antivirus software, "set share=True in launch()"). Here the local server starts
+frpc file and antivirus software; "set share=True in launch()" otherwise). Here the local server starts
 without it, and the link is asked for afterwards, so a failure says what a user of this app
 needs to know: the app is still served locally, and what a share link takes.
 """
@@ -36,9 +36,8 @@ def share_failure(local_url: str, error: BaseException) -> str:
     return (f"No share link: {error} ({type(error).__name__}).\n"
             f"The app is still served at {local_url} (this machine, or its network with --host 0.0.0.0).\n"
             f"A share link needs internet access to Gradio's share server (gradio.live) and Gradio's tunnel "
-            f"program frpc at {binary} (it {have}; Gradio downloads it on first use, and some antivirus "
-            f"software removes it). Without them, publish the app as a Hugging Face Space instead: "
-            f"python -m draggan deploy-space OWNER/NAME.")
+            f"program frpc at {binary} (it {have}; Gradio downloads it there on first use). Without them, "
+            f"publish the app as a Hugging Face Space instead: python -m draggan deploy-space OWNER/NAME.")
 
 
 def warm_up_in_background(studio, label: str) -> threading.Thread:
