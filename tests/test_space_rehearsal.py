@@ -53,8 +53,9 @@ def test_the_app_imports_nothing_from_outside_the_uploaded_files(space_dir):
     out = subprocess.run([sys.executable, "-c", probe], cwd=space_dir, env=space_env(), capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    # (torch names a few built-in modules by a bare file name: those are not files of anyone's)
     outside = [f for f in json.loads(out.stdout.splitlines()[-1])
-               if not Path(f).resolve().is_relative_to(space_dir.resolve())]
+               if Path(f).is_absolute() and not Path(f).resolve().is_relative_to(space_dir.resolve())]
     assert outside == []
 
 
@@ -72,7 +73,7 @@ def test_the_space_starts_and_answers_a_sample_drag_and_export(space_dir):
         files = [Path(f) for f in c.predict(api_name="/export")]
         assert files and all(f.is_file() for f in files)
         pngs = [Image.open(f) for f in files if f.suffix == ".png"]
-        resolutions = {json.loads(p.read_text())["resolution"] for p in space_dir.glob("checkpoints/*/config.json")}
+        resolutions = {json.loads(p.read_text())["img_resolution"] for p in space_dir.glob("checkpoints/*/config.json")}
         assert any(im.format == "PNG" and im.size[0] == im.size[1] and im.size[0] in resolutions for im in pngs)
     finally:
         stop_app(proc)
