@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from draggan.app.launch import serve, warm_up_in_background
+from draggan.app.launch import on_zero_gpu, serve, warm_up
 from draggan.app.state import ModelPool, SessionError, SessionStore, UserSession
 from draggan.drawing.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.drawing.video import VideoError, drag_frame, write_video
@@ -1171,8 +1171,9 @@ def main(argv=None) -> None:
             models = {default: str(path), **models}
     demo = build_app(models, default, device, concurrency=args.concurrency, queue_size=args.queue_size,
                      threads=args.threads)
-    # The server answers at once; the default model loads and warms up beside it (cold start, BENCHMARKS.md).
-    warm_up_in_background(demo.studio, default)
+    # The server answers at once and the default model warms up beside it (cold start, BENCHMARKS.md);
+    # on ZeroGPU before the launch, which packs the models loaded by then for the GPU workers.
+    warm_up(demo.studio, default, background=not on_zero_gpu())
     serve(demo, args.host, args.port, share=args.share, footer_links=["api"], **launch_options())
 
 

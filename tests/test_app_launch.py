@@ -13,7 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio import networking, tunneling  # noqa: E402
 
 import app  # noqa: E402
-from draggan.app.launch import serve, warm_up_in_background  # noqa: E402
+from draggan.app.launch import serve, warm_up  # noqa: E402
 from draggan.loaders.errors import CheckpointError  # noqa: E402
 
 
@@ -77,7 +77,7 @@ class SlowStudio:
 
 def test_the_server_answers_before_the_warm_up_ends(demo, capsys):
     studio = SlowStudio()
-    thread = warm_up_in_background(studio, "tiny")
+    thread = warm_up(studio, "tiny")
     serve(demo, "127.0.0.1", None, block=False, **app.launch_options())
     assert answers(demo.local_url) and thread.is_alive()
     studio.release.set()
@@ -90,5 +90,18 @@ def test_the_server_answers_before_the_warm_up_ends(demo, capsys):
 def test_a_failed_warm_up_is_a_warning_not_a_crash(capsys, error, says):
     studio = SlowStudio(error)
     studio.release.set()
-    warm_up_in_background(studio, "tiny").join(30)
+    warm_up(studio, "tiny").join(30)
     assert says in capsys.readouterr().out
+    assert warm_up(studio, "tiny", background=False) is None and says in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("zero_gpu, background", [("1", False), ("", True)])
+def test_main_warms_up_beside_the_server_except_on_zero_gpu(monkeypatch, zero_gpu, background):
+    """ZeroGPU hands its GPU workers the models loaded before launch(): there the warm-up comes first."""
+    calls = []
+    monkeypatch.setenv("SPACES_ZERO_GPU", zero_gpu)
+    monkeypatch.setattr(app, "build_app", lambda *a, **k: type("Demo", (), {"studio": "studio"})())
+    monkeypatch.setattr(app, "warm_up", lambda studio, label, background: calls.append(("warm_up", background)))
+    monkeypatch.setattr(app, "serve", lambda demo, host, port, share, **k: calls.append(("serve", share)))
+    app.main(["--device", "cpu", "--share"])
+    assert calls == [("warm_up", background), ("serve", True)]

@@ -1,5 +1,8 @@
 """Serving the app: the local server first, the model warm-up beside it, a share link last.
 
+On ZeroGPU the warm-up stays before the launch: ``spaces`` hands the GPU workers the models
+loaded by then.
+
 Gradio's ``launch(share=True)`` prints its own advice when the link cannot be made (a missing
 frpc file and antivirus software; "set share=True in launch()" otherwise). Here the local server starts
 without it, and the link is asked for afterwards, so a failure says what a user of this app
@@ -40,9 +43,15 @@ def share_failure(local_url: str, error: BaseException) -> str:
             f"publish the app as a Hugging Face Space instead: python -m draggan deploy-space OWNER/NAME.")
 
 
-def warm_up_in_background(studio, label: str) -> threading.Thread:
-    """Load ``label`` and run the studio's warm-up drag on a thread, so the server answers at once; a request
-    that needs the model meanwhile waits for the same load (ModelPool loads each model once)."""
+def on_zero_gpu() -> bool:
+    """Whether this is a ZeroGPU Space (Hugging Face sets SPACES_ZERO_GPU there)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true", "yes")
+
+
+def warm_up(studio, label: str, background: bool = True) -> threading.Thread | None:
+    """Load ``label`` and run the studio's warm-up drag; with ``background``, on a thread, so the server
+    answers at once (a request that needs the model meanwhile waits for the same load: ModelPool loads
+    each model once). A failure is a warning: it costs the first visitor some seconds, not the app."""
 
     def run():
         t0 = time.perf_counter()
@@ -51,9 +60,12 @@ def warm_up_in_background(studio, label: str) -> threading.Thread:
             print(f"* {label} loaded and warmed up in {time.perf_counter() - t0:.1f} s", flush=True)
         except CheckpointError as e:
             print(f"warning: {e}")
-        except Exception:  # a failed warm-up costs the first visitor some seconds, not the app
+        except Exception:
             print("warning: the warm-up failed; the app goes on without it:\n" + traceback.format_exc())
 
+    if not background:
+        run()
+        return None
     thread = threading.Thread(target=run, name="warm-up", daemon=True)
     thread.start()
     return thread
