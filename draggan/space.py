@@ -276,7 +276,7 @@ def deploy(repo_id: str, hardware: str = "cpu-basic", private: bool = False, api
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError   # HTTPError: the Hub client's transport errors
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError  # HTTPError: the Hub client's transport errors
 
     step = f"creating the Space {repo_id}"
     try:

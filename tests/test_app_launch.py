@@ -17,7 +17,6 @@ from draggan.app.launch import serve, warm_up  # noqa: E402
 from draggan.loaders.errors import CheckpointError  # noqa: E402
 
 
-
 @pytest.fixture
 def demo(tiny_model_dir):
     demo = app.build_app({"tiny": str(tiny_model_dir)}, "tiny", "cpu", autocast=False)

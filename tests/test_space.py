@@ -9,8 +9,8 @@ from pathlib import Path
 
 import gradio
 import pytest
-from huggingface_hub.errors import HfHubHTTPError
 from httpx2 import Request, Response
+from huggingface_hub.errors import HfHubHTTPError
 from packaging.requirements import Requirement
 
 from draggan import cli, space

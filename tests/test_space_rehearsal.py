@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from bench.cold_start import free_port, space_env, start_app, stop_app, wait_until_serving
-from draggan import cli, space
+from draggan import space
 
+ROOT = Path(__file__).resolve().parents[1]
 gradio_client = pytest.importorskip("gradio_client")
 # Starting the app in a new process and a real drag: about 20 s on a 2-core CPU.
 pytestmark = pytest.mark.slow
@@ -27,14 +28,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def space_dir(tmp_path_factory):
+    """The command a user runs, from the checkout; its list must be exactly what it wrote."""
     folder = tmp_path_factory.mktemp("space") / "me-draggan-studio"
-    with pytest.MonkeyPatch.context() as mp:
-        lines = []
-        mp.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
-        assert cli.main(["deploy-space", "me/draggan-studio", "--dry-run", "--out", str(folder)]) == 0
-    listed = "\n".join(lines).splitlines()[:-1]
+    out = subprocess.run([sys.executable, "-m", "draggan", "deploy-space", "me/draggan-studio", "--dry-run",
+                          "--out", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
     written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    assert written == listed
+    assert written == out.stdout.splitlines()[:-1]
     return folder
 
 
