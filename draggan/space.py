@@ -278,21 +278,21 @@ def deploy(repo_id: str, hardware: str = "cpu-basic", private: bool = False, api
         api = HfApi(token=token)
     from huggingface_hub.errors import HfHubHTTPError, HTTPError  # HTTPError: the Hub client's transport errors
 
-    step = f"creating the Space {repo_id}"
-    try:
-        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private or None, exist_ok=True)
-        step = f"setting its hardware to {hardware}"
-        api.request_space_hardware(repo_id, hardware)   # a Space that already existed moves too
-        with tempfile.TemporaryDirectory(prefix="draggan-space-") as tmp:
-            stage(files, tmp)
+    with tempfile.TemporaryDirectory(prefix="draggan-space-") as tmp:
+        stage(files, tmp)
+        step = f"creating the Space {repo_id}"
+        try:
+            api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private or None, exist_ok=True)
+            step = f"setting its hardware to {hardware}"
+            api.request_space_hardware(repo_id, hardware)   # a Space that already existed moves too
             step = f"uploading {len(files)} files"
             log(f"uploading {format_plan(files).splitlines()[-1]} to {repo_id} ...")
             api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=tmp,
                               allow_patterns=[f.path for f in files], delete_patterns=["*"],
                               commit_message=f"DragGAN Studio ({hardware}), from python -m draggan deploy-space")
-    except HfHubHTTPError as e:
-        raise SpaceError(f"the Hub refused {step}: {e}") from None
-    except (HTTPError, OSError) as e:
-        raise SpaceError(f"could not reach the Hub while {step} ({type(e).__name__}: {e})") from None
+        except HfHubHTTPError as e:
+            raise SpaceError(f"the Hub refused {step}: {e}") from None
+        except (HTTPError, OSError) as e:
+            raise SpaceError(f"could not reach the Hub while {step} ({type(e).__name__}: {e})") from None
     return f"https://huggingface.co/spaces/{repo_id}"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio
 import pytest
 from httpx2 import Request, Response
+from huggingface_hub import errors as hub_errors
 from huggingface_hub.errors import HfHubHTTPError
 from packaging.requirements import Requirement
 
@@ -194,6 +195,8 @@ class Recorder:
 
     def _record(self, name, *args, **kwargs):
         self.calls.append((name, args, kwargs))
+        if self.fail == ("offline", name):
+            raise hub_errors.HTTPError("[Errno -2] Name or service not known")
         if self.fail == name:
             raise HfHubHTTPError("402 Payment Required: this hardware needs a payment method",
                                  response=Response(402, request=Request("POST", "https://huggingface.co/api/x")))
@@ -243,3 +246,9 @@ def test_a_refusal_from_the_hub_is_a_sentence_that_names_the_step(capsys):
     with pytest.raises(space.SpaceError, match="refused setting its hardware to t4-small.*402"):
         space.deploy("me/draggan-studio", "t4-small", api=api, log=lambda *_: None)
     assert [c[0] for c in api.calls] == ["create_repo", "request_space_hardware"]   # nothing uploaded
+
+
+def test_an_unreachable_hub_is_a_sentence_too():
+    api = Recorder(fail=("offline", "create_repo"))
+    with pytest.raises(space.SpaceError, match="could not reach the Hub while creating the Space me/x"):
+        space.deploy("me/x", api=api, log=lambda *_: None)
