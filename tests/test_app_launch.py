@@ -29,12 +29,15 @@ def answers(url) -> bool:
         return r.status == 200
 
 
-def test_a_failed_share_link_says_the_app_is_still_served_locally_and_what_a_link_needs(demo, monkeypatch, capsys):
+@pytest.mark.parametrize("share, env", [(True, ""), (False, "true")])   # --share, or Gradio's GRADIO_SHARE
+def test_a_failed_share_link_says_the_app_is_still_served_locally_and_what_a_link_needs(demo, monkeypatch, capsys,
+                                                                                       share, env):
     def offline(**kwargs):
         raise RuntimeError("Could not get share link from Gradio API Server.")
 
     monkeypatch.setattr(networking, "setup_tunnel", offline)
-    assert serve(demo, "127.0.0.1", None, share=True, block=False, **app.launch_options()) is None
+    monkeypatch.setenv("GRADIO_SHARE", env)
+    assert serve(demo, "127.0.0.1", None, share=share, block=False, **app.launch_options()) is None
     out = capsys.readouterr().out
     assert answers(demo.local_url)
     assert f"still served at {demo.local_url}" in out

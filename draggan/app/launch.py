@@ -73,8 +73,10 @@ def warm_up(studio, label: str, background: bool = True) -> threading.Thread | N
 
 def serve(demo, host=None, port=None, share=False, block=True, **launch_options) -> str | None:
     """Launch ``demo`` (then, with ``share``, a public link) and, with ``block``, serve until interrupted.
-    Returns the share link, or None."""
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, **launch_options)
+    Returns the share link, or None. GRADIO_SHARE=true asks for a link too, as it does of Gradio's launch()."""
+    share = share or os.environ.get("GRADIO_SHARE", "").lower() == "true"
+    demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
+                **launch_options)
     print(f"* Running on {demo.local_url}", flush=True)
     link = None
     if share:
