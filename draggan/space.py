@@ -137,6 +137,9 @@ def plan(hardware: str = "cpu-basic", root: Path = ROOT) -> list[SpaceFile]:
     """Every file of the Space, sorted by path: the checkout's (:func:`is_space_file`) and the two written
     for it (README.md, requirements.txt)."""
     hardware = hardware_flavor(hardware)
+    if not (root / "app.py").is_file():
+        raise SpaceError(f"no app.py in {root}: deploy-space uploads a checkout of DragGAN Studio (an installed "
+                         "package has neither app.py nor the models); run it from a clone")
     files = [SpaceFile(p, (root / p).stat().st_size, source=root / p)
              for p in checkout_files(root) if is_space_file(p)]
     models = sorted({PurePosixPath(f.path).parts[1] for f in files if f.path.endswith("/model.safetensors")})

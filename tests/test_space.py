@@ -86,6 +86,11 @@ def test_the_list_comes_from_the_package_contents_so_a_models_new_weight_file_co
     assert by_path["README.md"].text.startswith("---\n") and by_path["README.md"].source is None
 
 
+def test_outside_a_checkout_it_says_so(tmp_path):
+    with pytest.raises(space.SpaceError, match="no app.py"):
+        space.plan(root=tmp_path)
+
+
 def test_in_a_git_checkout_untracked_files_stay_home(tmp_path):
     needed = make_checkout(tmp_path)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
