@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from draggan.app.launch import on_zero_gpu, serve, warm_up
 from draggan.app.state import ModelPool, SessionError, SessionStore, UserSession
 from draggan.drawing.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
 from draggan.drawing.video import VideoError, drag_frame, write_video
@@ -1179,7 +1180,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="DragGAN Studio web app")
-    p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    p.add_argument("--share", action="store_true",
+                   help="also create a public gradio.live link (needs internet access; the local address works without)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -1218,12 +1220,10 @@ def main(argv=None) -> None:
             models = {default: str(path), **models}
     demo = build_app(models, default, device, concurrency=args.concurrency, queue_size=args.queue_size,
                      threads=args.threads)
-    try:  # load the default model and warm it up before the first visitor arrives
-        demo.studio.warm_up(default)
-    except CheckpointError as e:
-        print(f"warning: {e}")
-    demo.launch(share=args.share, server_name=args.host, server_port=args.port, footer_links=["api"],
-                **launch_options())
+    # The server answers at once and the default model warms up beside it (cold start, BENCHMARKS.md);
+    # on ZeroGPU before the launch, which packs the models loaded by then for the GPU workers.
+    warm_up(demo.studio, default, background=not on_zero_gpu())
+    serve(demo, args.host, args.port, share=args.share, footer_links=["api"], **launch_options())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Command line: ``python -m draggan {edit,sample,models}``.
+"""Command line: ``python -m draggan {edit,sample,models,deploy-space}``.
 
     python -m draggan models
+    python -m draggan deploy-space me/draggan-studio --dry-run   # the files a Space gets (draggan.space)
     python -m draggan sample --model celeba128 --seeds 0-9,20 --out samples/
     python -m draggan edit --model celeba128 --seed 3 --points "60,70->70,70;40,50->40,45" \\
         --out edited.png --video drag.gif
@@ -32,6 +33,7 @@ from .engine import PRESETS, TRACKINGS, DragConfig, DragConfigError, DragSession
 from .engine.points import PointError, parse_points
 from .loaders import CheckpointError, load_generator, registry
 from .runtime import DeviceError, default_device, runtime_for
+from .space import SpaceError
 
 EXIT_USAGE = 2
 
@@ -98,7 +100,7 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m draggan",
                                      description="DragGAN Studio: drag-based editing on a StyleGAN2 generator.")
-    sub = parser.add_subparsers(dest="command", metavar="{edit,sample,models}")
+    sub = parser.add_subparsers(dest="command", metavar="{edit,sample,models,deploy-space}")
     sub.required = True
 
     edit = sub.add_parser("edit", help="drag handle points to targets and save the result",
@@ -160,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the known models", description="List the known models.")
     models.set_defaults(func=cmd_models)
+
+    space = sub.add_parser("deploy-space", help="upload the app as a Hugging Face Space",
+                           description="Upload exactly the files a Space needs (the app, its two packages, the "
+                                       "bundled models' inference files, a README and requirements written for "
+                                       "the hardware) with huggingface_hub; files already in the Space that are "
+                                       "not among them are removed. Uses HF_TOKEN or your `hf auth login`.")
+    space.add_argument("repo_id", metavar="OWNER/NAME", help="the Space, e.g. me/draggan-studio")
+    space.add_argument("--dry-run", action="store_true",
+                       help="only list the files, one per line, then their count and size (no token, no network)")
+    space.add_argument("--out", metavar="DIR", help="with --dry-run: also write the files into DIR (new or empty), "
+                                                    "to try the Space locally: cd DIR && python app.py")
+    space.add_argument("--private", action="store_true", help="make a new Space private")
+    space.add_argument("--hardware", default="cpu-basic",
+                       help="cpu-basic (free, default), cpu-upgrade, zero-gpu, or a GPU such as t4-small or l4x1; "
+                            "CPU hardware gets a CPU build of torch")
+    space.set_defaults(func=cmd_deploy_space)
     return parser
 
 
@@ -343,13 +361,29 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_deploy_space(args) -> int:
+    from . import space
+
+    if args.out and not args.dry_run:
+        raise CLIError("--out goes with --dry-run (a deploy writes its files to a temporary folder)")
+    space.check_repo_id(args.repo_id)
+    if args.dry_run:
+        files = space.plan(args.hardware)
+        print(space.format_plan(files))
+        if args.out:
+            space.stage(files, args.out)
+        return 0
+    print(f"deployed: {space.deploy(args.repo_id, args.hardware, args.private)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'bad input', shown as one line instead of a traceback."""
 
-    return CLIError, PointError, DragConfigError, MaskError, VideoError, CheckpointError
+    return CLIError, PointError, DragConfigError, MaskError, VideoError, CheckpointError, SpaceError
 
 
 def main(argv=None) -> int:
