@@ -91,6 +91,7 @@ class InversionConfig:
     lr_pti: float | None = None        # Tuning lr (PTI: 3e-4 over 350 steps; 3e-3 converges in far fewer).
     pti_lr_rampdown: float = 0.3       # Fraction of tuning steps with a cosine lr decay (0 = constant lr).
     pti_l2_weight: float = 1.0
+    pti_min_resolution: int = 0        # Tune only synthesis blocks of at least this resolution (0 = all).
     # Early stop when LPIPS <= this (PTI's threshold: 0.06); None = every step; "auto" = the preset's.
     pti_stop_lpips: float | None | str = "auto"
     pti_stop_fallback: float | None | str = "auto"  # Same for the pyramid fallback.
@@ -620,7 +621,8 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         steps=cfg.steps_pti, lr=cfg.lr_pti, lr_rampdown=cfg.pti_lr_rampdown, l2_weight=cfg.pti_l2_weight,
         perceptual_weight=cfg.perceptual_weight,
         stop_threshold=stop, locality=cfg.locality, locality_weight=cfg.locality_weight,
-        locality_alpha=cfg.locality_alpha, amp=amp, cuda_graph=cfg.cuda_graph, seed=cfg.seed)
+        locality_alpha=cfg.locality_alpha, min_resolution=cfg.pti_min_resolution, amp=amp,
+        cuda_graph=cfg.cuda_graph, seed=cfg.seed)
     G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
                                             noises=noises if cfg.keep_projected_noise else None,
                                             progress=progress, cancel=cancel)

@@ -36,16 +36,20 @@ class TuningSettings:
     locality_weight: float = 0.1  # Weight of each locality term (L2 and perceptual), as in PTI.
     locality_alpha: float = 30.0  # Radius of the sampled sphere around the pivot, in W units.
     locality_interval: int = 1    # Apply the regularizer every N steps.
+    min_resolution: int = 0       # Tune only the synthesis blocks of at least this resolution (0 = every block).
     amp: str | None = None        # 'bf16' / 'fp16' autocast (weights and Adam stay fp32).
     cuda_graph: bool | None = None  # Replay each step as a CUDA graph (None: on for CUDA devices, without locality).
     seed: int = 0
 
 
-def tunable_copy(G, device) -> torch.nn.Module:
-    """A copy of ``G`` on ``device`` whose synthesis weights require grad; ``G`` stays untouched."""
+def tunable_copy(G, device, min_resolution: int = 0) -> torch.nn.Module:
+    """A copy of ``G`` on ``device`` whose synthesis weights (of the blocks at ``min_resolution`` and above)
+    require grad; ``G`` stays untouched. Frozen early blocks also spare the backward pass through them."""
     G_tuned = copy.deepcopy(G).to(device).float().train(False)
     G_tuned.requires_grad_(False)
-    G_tuned.synthesis.requires_grad_(True)
+    for block in G_tuned.synthesis.blocks():
+        if block.resolution >= min_resolution:
+            block.requires_grad_(True)
     return G_tuned
 
 
@@ -85,7 +89,7 @@ def pivotal_tuning(G, ws_pivot: torch.Tensor, target: torch.Tensor, loss: Recons
     """
     device = target.device
     ws_pivot = ws_pivot.to(device).detach()
-    G_tuned = tunable_copy(G, device)
+    G_tuned = tunable_copy(G, device, settings.min_resolution)
     if noises is not None:
         set_const_noise(G_tuned, noises)
     # The locality reference renders with the same noise as the tuned copy, so only weights differ.
