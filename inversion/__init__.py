@@ -13,8 +13,8 @@ motion_transfer for how an edit reaches the photo and edit for PhotoEdit.
 """
 
 from .align import Alignment, FaceTemplate
-from .errors import Cancelled, InversionError, PhotoError
 from .edit import PhotoEdit, PhotoView, drag_photo
+from .errors import Cancelled, InversionError, PhotoError
 from .motion_transfer import TransferResult, transfer_edit
 from .photo import read_photo
 from .pipeline import DEFAULT_CACHE, InversionCache, InversionConfig, InversionResult, alignment_for_model, invert

@@ -33,8 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from draggan.drawing.overlay import (apply_transform, draw_points, shade_outside, strokes_to_mask, upscale,
-                                     view_scale, warp_mask)
+from draggan.drawing.overlay import apply_transform, draw_points, shade_outside, strokes_to_mask, upscale, view_scale, warp_mask
 from draggan.drawing.video import drag_frame
 from draggan.engine import DragConfig, DragSession, DragState, MaskError, PointError, live_drag, validate_points
 
