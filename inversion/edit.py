@@ -370,9 +370,13 @@ class PhotoEdit:
 
     def check_point(self, point, coordinates: str = "photo") -> tuple[float, float]:
         """A single click, checked as a handle would be (raises PointError); returned as floats."""
-        (square,) = self._checked([point], coordinates, "point")
+        x, y = (float(v) for v in np.asarray(point, np.float64).reshape(2))
+        if coordinates == "photo" and self.has_photo and not self.covers((x, y)):
+            raise PointError(f"The point ({x:.0f}, {y:.0f}) is outside the part of the photo that the model covers "
+                             "(inside the thin white frame): click on the face or close to it.")
+        (square,) = self._checked([(x, y)], coordinates, "point")
         validate_points([square], [square], self.resolution)
-        return tuple(float(v) for v in np.asarray(point, np.float64).reshape(2))
+        return x, y
 
     # ----------------------------------------------------------------- mask
 
