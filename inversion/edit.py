@@ -280,7 +280,7 @@ class PhotoEdit:
         square, upscaled by a whole number (so that each of its pixels is a block of screen pixels)."""
         R = self.resolution
         if not self.has_photo:
-            scale = view_scale(R)
+            scale = view_scale(R, longest)
             return PhotoView((0, 0, R, R), (R * scale, R * scale))
         w, h = self.photo_size
         box = (0, 0, w, h)

@@ -90,7 +90,7 @@ def test_sample_returns_an_upscaled_view_of_a_new_face(server):
     first = c.predict("tiny", 1, 0.7, api_name="/sample")
     second = c.predict("tiny", 2, 0.7, api_name="/sample")
     a, b = read_image(first[0]), read_image(second[0])
-    assert a.shape == (512, 512, 3) and not np.array_equal(a, b)
+    assert a.shape == (640, 640, 3) and not np.array_equal(a, b)            # 64 px upscaled 10 times
     assert session_of(demo, c).seed == 2
 
 

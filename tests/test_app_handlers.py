@@ -17,9 +17,10 @@ from PIL import Image
 import app
 from draggan.drawing.overlay import HANDLE_COLOR, mask_from_strokes, view_scale
 from inversion import InversionConfig
+from inversion.edit import VIEW_SIZE
 
 R = 64
-SCALE = view_scale(R)   # the view is R * SCALE pixels wide
+SCALE = view_scale(R, VIEW_SIZE)   # the view of a sampled face is R * SCALE pixels wide
 pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread and tiny_model_dir: conftest.py
 
 

@@ -268,10 +268,10 @@ def test_the_cli_says_when_photo_pixels_cannot_be_used(inversion_dir, tmp_path, 
 def test_a_sampled_face_has_no_photo_and_its_coordinates_are_the_squares(G):
     edit = PhotoEdit.from_latent(G, G.ws_from_seed(2, 0.7))
     assert not edit.has_photo and edit.photo_frame() is None and edit.photo_size == (R, R)
-    assert edit.view().size == (512, 512) and np.array_equal(edit.photo_to_square([(3, 4)]), [(3, 4)])
+    assert edit.view().size == (640, 640) and np.array_equal(edit.photo_to_square([(3, 4)]), [(3, 4)])
     edit.set_points([(10, 10)], [(14, 12)])
     assert edit.points("photo") == edit.points("square") == ([(10.0, 10.0)], [(14.0, 12.0)])
-    assert np.array_equal(edit.canvas(edit.view(), smooth=False)[::8, ::8][20, 30], edit.square()[20, 30])
+    assert np.array_equal(edit.canvas(edit.view(), smooth=False)[::10, ::10][20, 30], edit.square()[20, 30])
     with pytest.raises(ValueError, match="alignment"):
         PhotoEdit(G, G.ws_from_seed(2, 0.7), photo=Image.new("RGB", (80, 96)))
     with pytest.raises(ValueError, match="made for"):

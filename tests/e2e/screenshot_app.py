@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/e2e/screenshot_app.py                 # bundled celeba128, seed 4
     .venv/bin/python tests/e2e/screenshot_app.py --seed 7 --steps 40 --out /tmp/app.png
-    .venv/bin/python tests/e2e/screenshot_app.py --photo PHOTO --points "48,91->46,87;79,91->81,87" \
+    .venv/bin/python tests/e2e/screenshot_app.py --photo PHOTO --points "49,91->47,87;78,92->80,88" --steps 200 \
         --width 1400 --height 1000 --out docs/app_photo_edit.png   # an inverted photo, dragged to arrival
     ... --mid-drag /tmp/mid.png                                    # also the screen while the drag runs
 
@@ -109,6 +109,8 @@ def main(argv=None) -> None:
                 page.click("#stop")
             ui.wait_status(page, "Stopped at step", "Arrived after", "Paused at step", timeout=300_000)
             time.sleep(1)   # the last frame settles in the browser
+            page.evaluate("() => document.querySelectorAll('.toast-close').forEach(b => b.click())")
+            page.wait_for_timeout(500)
             page.evaluate("window.scrollTo(0, 0)")
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=args.out, full_page=args.full_page)
