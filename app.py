@@ -410,8 +410,8 @@ class Studio:
             return None
         if event is None:
             return s.edit.canvas(s.view(), pending=s.pending, smooth=s.view_smooth)
-        return s.edit.canvas(s.view(), photo=event.photo, square=event.square, tracked=event.state.handles,
-                             smooth=s.view_smooth)
+        return s.edit.canvas(event.view or s.view(), photo=event.photo, square=event.square,
+                             tracked=event.state.handles, smooth=s.view_smooth)
 
     def model_view(self, s: UserSession, event=None) -> np.ndarray | None:
         """The small view of what the model sees: its own square, with the points in its pixels."""
@@ -769,7 +769,9 @@ class Studio:
         return self.view_updates(s)
 
     def set_points_text(self, text: str, request: gr.Request, coordinates: str = "photo"):
-        """Replace the points with 'x,y->x,y; ...' pairs (handle->target, separated by ';').
+        """Replace the points with 'x,y->x,y; ...' pairs (handle->target, separated by ';'). With coordinates 'photo'
+        (the default) they are pixels of the uploaded photo once a photo is inverted (upright, as shown), of the
+        face otherwise; with 'square', the generator's own pixels in either case.
 
         Parameters:
             text: handle->target pairs, e.g. '120,80->140,80; 60,60->60,50'; empty: no points.

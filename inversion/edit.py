@@ -139,6 +139,7 @@ class EditEvent:
     state  : the engine's step (for 'end', the last one; None if no step was taken).
     square : the generator's frame (R x R x 3 uint8); for 'end' the final image.
     photo  : 'frame' with a view and a photo: the view of the photo edited by this frame (TransferResult).
+    view   : the view ``photo`` was made for (the drag's, even if the canvas changes meanwhile).
     steps  : steps of this drag so far (counted from this Start).
     text   : 'warning': what the engine recovered from.
     """
@@ -147,6 +148,7 @@ class EditEvent:
     state: DragState | None = None
     square: np.ndarray | None = None
     photo: TransferResult | None = None
+    view: PhotoView | None = None
     steps: int = 0
     text: str | None = None
 
@@ -493,9 +495,9 @@ class PhotoEdit:
         except Exception:
             self._running = None
             raise
-        return self._live(live, record, depth)
+        return self._live(live, record, depth, view)
 
-    def _live(self, live, record: DragRecord, depth: int) -> Iterator[EditEvent]:
+    def _live(self, live, record: DragRecord, depth: int, view: PhotoView | None) -> Iterator[EditEvent]:
         last = None
         try:
             for event in live:
@@ -505,7 +507,7 @@ class PhotoEdit:
                 last = event.state or last
                 if event.kind == "frame":
                     self._record_frame(record, event.image, event.state)
-                    yield EditEvent("frame", event.state, event.image, event.derived,
+                    yield EditEvent("frame", event.state, event.image, event.derived, view,
                                     event.state.step - record.first_step)
         finally:
             live.close()
