@@ -52,6 +52,14 @@ def export_photo(studio, req) -> np.ndarray:
     return np.asarray(Image.open(files[0]))
 
 
+def dragged_once(studio, path, req, points="30,40->36,44", steps=6):
+    """Invert the photo, drag once; (the user's session, the exported photo)."""
+    _, s = inverted(studio, path, req)
+    studio.set_points_text(points, req)
+    drag(studio, req, steps=steps)
+    return s, export_photo(studio, req)
+
+
 def test_after_inversion_the_canvas_is_the_photo_and_clicks_land_in_photo_pixels(studio, photo, messages):
     path, pixels = photo
     req = request()
@@ -126,10 +134,7 @@ def test_undo_takes_the_photo_back_drag_by_drag(studio, photo):
     """After drag A, drag B and Undo, the photo is A's; after another Undo, the upload's (issue 25: it was not)."""
     path, pixels = photo
     req = request()
-    _, s = inverted(studio, path, req)
-    studio.set_points_text("30,40->36,44", req)
-    drag(studio, req, steps=6)
-    after_a = export_photo(studio, req)
+    s, after_a = dragged_once(studio, path, req)
     assert not np.array_equal(after_a, pixels)
     studio.set_points_text("50,70->44,66", req)
     drag(studio, req, steps=6)
@@ -184,10 +189,7 @@ def test_a_mask_painted_on_the_photo_keeps_the_rest_of_the_photo(studio, photo):
 def test_sampling_controls_keep_the_photo_edit_until_the_user_goes_back(studio, photo, messages):
     path, pixels = photo
     req = request()
-    _, s = inverted(studio, path, req)
-    studio.set_points_text("30,40->36,44", req)
-    drag(studio, req, steps=6)
-    edited = export_photo(studio, req)
+    s, edited = dragged_once(studio, path, req)
     ui = studio.ui
     for action in (lambda: studio.new_face("tiny", 0.7, req), lambda: studio.sample("tiny", 5, 0.4, req)):
         out = action()

@@ -166,6 +166,15 @@ def shade_outside(view: np.ndarray, movable: np.ndarray) -> np.ndarray:
     return out.round().astype(np.uint8)
 
 
+def _painted(alpha: np.ndarray) -> np.ndarray | None:
+    """Where a stroke layer (an alpha channel, or an RGBA layer) is painted: float32 0/1, or None if nowhere."""
+    alpha = np.asarray(alpha)
+    if alpha.ndim == 3:
+        alpha = alpha[..., -1]
+    painted = (alpha > 0).astype(np.float32)
+    return painted if painted.any() else None
+
+
 def warp_mask(mask: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A bool mask carried by a 2x3 ``transform`` (mask pixels -> view pixels) onto a view of ``size``
     (width, height): True where the view pixel's centre falls on the movable side."""
@@ -182,11 +191,8 @@ def strokes_to_mask(alpha: np.ndarray, transform: np.ndarray, resolution: int, c
     ``coverage`` of its area is, measured on a ``supersample`` times finer grid (a warp alone would
     sample each mask pixel at one point and lose thin strokes).
     """
-    alpha = np.asarray(alpha)
-    if alpha.ndim == 3:
-        alpha = alpha[..., -1]
-    painted = (alpha > 0).astype(np.float32)
-    if not painted.any():
+    painted = _painted(alpha)
+    if painted is None:
         return None
     k = int(supersample)
     fine = np.vstack([np.asarray(transform, np.float64), [0, 0, 1]])
@@ -216,11 +222,8 @@ def mask_from_strokes(alpha: np.ndarray, resolution: int, coverage: float = 0.25
     A generator pixel counts as painted when at least ``coverage`` of its area is;
     a small threshold keeps thin brush strokes. Returns None when nothing is painted.
     """
-    alpha = np.asarray(alpha)
-    if alpha.ndim == 3:
-        alpha = alpha[..., -1]
-    painted = (alpha > 0).astype(np.float32)
-    if not painted.any():
+    painted = _painted(alpha)
+    if painted is None:
         return None
     small = Image.fromarray(painted).resize((resolution, resolution), Image.BOX)
     return np.asarray(small) >= coverage
