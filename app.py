@@ -409,8 +409,8 @@ class Studio:
         if not s.has_image:
             return None
         if event is None:
-            return s.edit.canvas(s.view(), pending=s.pending, smooth=s.view_smooth)
-        return s.edit.canvas(event.view or s.view(), photo=event.photo, square=event.square,
+            return s.edit.canvas(s.canvas_view(), pending=s.pending, smooth=s.view_smooth)
+        return s.edit.canvas(event.view or s.canvas_view(), photo=event.photo, square=event.square,
                              tracked=event.state.handles, smooth=s.view_smooth)
 
     def model_view(self, s: UserSession, event=None) -> np.ndarray | None:
@@ -425,7 +425,7 @@ class Studio:
         """The sketch pad: the canvas (without the mask's shading) as background, the mask as its one layer."""
         if not s.has_image:
             return None
-        view = s.view()
+        view = s.canvas_view()
         background = s.edit.canvas(view, pending=s.pending, smooth=s.view_smooth, shade_mask=False)
         movable = s.edit.mask_in_view(view)
         layers = [movable_layer(movable)] if movable is not None else []
@@ -736,7 +736,7 @@ class Studio:
         if not self.require_image(s) or not self.require_idle(s, "add points"):
             return gr.skip()
         index = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
-        view = s.view()
+        view = s.canvas_view()
         u, v = (None, None) if index is None else (float(index[0]), float(index[1]))
         if u is None or not (np.isfinite(u) and np.isfinite(v) and 0 <= u < view.size[0] and 0 <= v < view.size[1]):
             gr.Warning("That click was outside the image; click on the face.")
@@ -807,7 +807,7 @@ class Studio:
         for layer in layers:
             if layer.ndim == 3 and layer.shape[-1] == 4:
                 alpha = layer[..., 3] if alpha is None else np.maximum(alpha, layer[..., 3])
-        view = s.view()
+        view = s.canvas_view()
         if alpha is not None and alpha.shape != (view.size[1], view.size[0]):
             gr.Warning("The mask was painted on another view of the image (the canvas changed since): open the "
                        "Mask tab again and paint it there. The previous mask is kept.")
@@ -890,7 +890,7 @@ class Studio:
         try:
             s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block, region,
                                              tracking))
-            events = s.edit.drag(int(max_steps) if max_steps else None, view=s.view(),
+            events = s.edit.drag(int(max_steps) if max_steps else None, view=s.canvas_view(),
                                  frame_interval=self.frame_interval, worker_threads=self.drag_threads,
                                  first_frame_threads=self.inversion_threads)
         except (DragConfigError, PointError, MaskError) as e:
@@ -975,7 +975,7 @@ class Studio:
         if not has_photo or not s.edit.records:
             return out
         try:
-            result = s.edit.view_frame(s.view())
+            result = s.edit.view_frame(s.canvas_view())
         except (InversionError, ValueError) as e:
             gr.Warning(f"Could not apply the edit to the photo: {e}")
             return out
@@ -1020,7 +1020,7 @@ class Studio:
         suffix = ".mp4" if str(video_format).lower() == "mp4" else ".gif"
         videos = [("model-drag", s.edit.square_video_frames())]
         if s.has_photo:
-            videos.insert(0, ("photo-drag", s.edit.photo_video_frames(s.view())))
+            videos.insert(0, ("photo-drag", s.edit.photo_video_frames(s.canvas_view())))
         if not videos[-1][1]:
             gr.Info("No drag recorded yet, so there is no video; the image and latent are ready.")
         for name, frames in videos:

@@ -191,7 +191,7 @@ def main(argv=None) -> None:
             client.predict(handle_file(str(path)), "model", "fast", api_name="/invert")
             invert_s = time.perf_counter() - t0
             session = studio.store.get(client.session_hash, create=False)
-            view = session.view()
+            view = session.canvas_view()
             runs = []
             for run in range(args.runs):
                 client.predict(api_name="/reset")

@@ -540,8 +540,9 @@ class PhotoEdit:
         record.frames.append(Frame(np.asarray(image, np.uint8).copy(),
                                    np.array(state.handles if tracked is None else tracked, np.float32),
                                    np.array(state.targets, np.float32)))
-        if sum(len(r.frames) for r in self.records + [record]) > MAX_FRAMES:
-            for r in {id(r): r for r in self.records + [record]}.values():
+        records = self.records + ([] if any(r is record for r in self.records) else [record])
+        if sum(len(r.frames) for r in records) > MAX_FRAMES:
+            for r in records:
                 r.frames = r.frames[::2]
 
     def stop(self) -> None:
@@ -701,8 +702,9 @@ class PhotoEdit:
         return out
 
     def square_video_frames(self) -> list[np.ndarray]:
-        """The drags in the history on the generator's square, frame by frame (as the CLI's --video)."""
-        return [drag_frame(f.image, f.handles, f.targets, self.mask) for f in self.frames]
+        """The drags in the history on the generator's square, frame by frame, each with its drag's mask (as the
+        CLI's --video)."""
+        return [drag_frame(f.image, f.handles, f.targets, r.mask) for r in self.records for f in r.frames]
 
 
 def drag_photo(result: InversionResult, handles, targets, config: DragConfig | None = None, mask=None,

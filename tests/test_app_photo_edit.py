@@ -42,7 +42,7 @@ def inverted(studio, path, req):
 
 def click_photo(studio, s, x, y, req):
     """Click the canvas where it shows photo pixel (x, y)."""
-    u, v = s.view().to_view([(x, y)])[0]
+    u, v = s.canvas_view().to_view([(x, y)])[0]
     return studio.click(gr.SelectData(None, {"index": [int(round(u)), int(round(v))], "value": None}), req)
 
 
@@ -66,7 +66,7 @@ def test_after_inversion_the_canvas_is_the_photo_and_clicks_land_in_photo_pixels
     out, s = inverted(studio, path, req)
     ui = studio.ui
     canvas = out[ui["canvas"]]
-    view = s.view()
+    view = s.canvas_view()
     # The photo itself, sharp, at screen size: beside the thin frame of what the model covers, its own pixels.
     assert canvas.shape == (view.size[1], view.size[0], 3) and max(view.size) == 640
     assert (canvas == view.crop(pixels)).all(-1).mean() > 0.95
@@ -88,7 +88,7 @@ def test_after_inversion_the_canvas_is_the_photo_and_clicks_land_in_photo_pixels
     assert np.allclose(s.handles, [(30, 40)]) and np.allclose(s.targets, [(36, 44)])
     # The whole photo, on request.
     whole = studio.set_whole_photo(True, req)[ui["canvas"]]
-    assert s.view().box == (0, 0, 80, 96) and whole.shape[:2] == (640, 533)
+    assert s.canvas_view().box == (0, 0, 80, 96) and whole.shape[:2] == (640, 533)
 
 
 def test_the_photo_moves_during_the_drag_and_the_export_is_what_the_canvas_shows(studio, photo, messages):
@@ -119,7 +119,7 @@ def test_the_photo_moves_during_the_drag_and_the_export_is_what_the_canvas_shows
     names = [f.split("/")[-1].split("-2")[0] for f in files]
     assert names == ["photo-edited", "model-square", "latent", "photo-drag", "model-drag"]
     with Image.open(files[3]) as video:          # the photo moving, as the canvas showed it
-        assert video.n_frames >= 2 and video.size == s.view().size
+        assert video.n_frames >= 2 and video.size == s.canvas_view().size
     assert Image.open(files[1]).size == (64, 64)
     # The paste-back stays available; 'none' leaves the photo out.
     assert np.asarray(Image.open(studio.export("GIF", "paste", req)[ui["files"]][0])).shape == pixels.shape
@@ -164,7 +164,7 @@ def test_a_mask_painted_on_the_photo_keeps_the_rest_of_the_photo(studio, photo):
     req = request()
     _, s = inverted(studio, path, req)
     studio.set_points_text("30,40->36,44", req)
-    view = s.view()
+    view = s.canvas_view()
     # A stroke over the handle and its target, on the sketch pad (the canvas at the same size).
     layer = np.zeros((view.size[1], view.size[0], 4), np.uint8)
     (u0, v0), (u1, v1) = view.to_view([(22, 32), (46, 54)]).round().astype(int)

@@ -210,8 +210,8 @@ class UserSession:
         """This session keeps a tuned generator (its photo edit, or the one put aside)."""
         return self.tuned or (self.parked is not None and self.parked.tuned)
 
-    def view(self) -> PhotoView | None:
-        """What the canvas shows now."""
+    def canvas_view(self) -> PhotoView | None:
+        """What the canvas shows now: the face of the photo (or all of it), or the sampled face."""
         return None if self.edit is None else self.edit.view(whole=self.view_whole)
 
     def ensure_config(self, config: DragConfig) -> bool:

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
                     handles, targets = parse_points(args.photo_points)
                 else:
                     handles, targets = (session.edit.square_to_photo(p) for p in parse_points(args.points))
-                view = session.view()
+                view = session.canvas_view()
                 clicks = [(view.to_view([h])[0], view.to_view([t])[0]) for h, t in zip(handles, targets)]
             for handle, target in (clicks if args.photo else zip(*parse_points(args.points))):
                 for point, wait in ((handle, "now click"), (target, "Target placed")):
