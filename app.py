@@ -4,10 +4,11 @@
     python app.py --share              # also a public gradio.live link
     python app.py --model path/to/generator --device cuda --port 8000
 
-This file only wires the interface to the library: sampling and dragging are
-``draggan.engine`` (the live drag ``draggan.engine.live``), photo inversion is ``inversion``,
-per-user state is ``draggan.app.state`` and drawing is ``draggan.drawing.overlay``. It runs
-unchanged as a Hugging Face Space (``@spaces.GPU`` is used where the ``spaces`` package exists).
+This file only wires the interface to the library: one edit (the photo or a sampled face, its
+points, mask, drags, history and the photo edited frame by frame) is ``inversion.edit.PhotoEdit``,
+photo inversion is ``inversion``, per-user state is ``draggan.app.state`` and drawing is
+``draggan.drawing.overlay``. It runs unchanged as a Hugging Face Space (``@spaces.GPU`` is used
+where the ``spaces`` package exists).
 
 Every user (browser tab) gets a private :class:`draggan.app.state.UserSession`
 keyed by Gradio's session hash; the base generators are shared read-only.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import random
 import re
@@ -27,21 +29,22 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from gradio import processing_utils
 from PIL import Image
 
 from draggan.app.launch import on_zero_gpu, serve, warm_up
 from draggan.app.state import ModelPool, SessionError, SessionStore, UserSession
-from draggan.drawing.overlay import mask_from_strokes, mask_layer, render_view, view_scale, view_to_pixel
-from draggan.drawing.video import VideoError, drag_frame, write_video
+from draggan.drawing.overlay import movable_layer
+from draggan.drawing.video import VideoError, write_video
 from draggan.engine import DragConfig, DragConfigError, MaskError, default_feature_block
-from draggan.engine.live import live_drag, torch_threads
+from draggan.engine.live import torch_threads
 from draggan.engine.points import PointError, format_points, parse_points
 from draggan.loaders import registry
 from draggan.loaders.checkpoints import CheckpointError
 from draggan.loaders.download import DownloadError, is_offline
 from draggan.runtime import default_device, fast_autocast, runtime_for
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
-from inversion.motion_transfer import transfer_edit
+from inversion.edit import COORDINATES
 from inversion.photo import MAX_FILE_BYTES
 from inversion.pipeline import QUALITIES, InversionCache, resolve_encoder
 
@@ -59,6 +62,12 @@ DEFAULT_TRUNCATION = 0.7
 NO_IMAGE = "There is no image yet: pick a model and press **New face**, or upload a photo."
 HELP = ("**Click the image** to place a handle (red), then its target (blue); repeat for more pairs. "
         "Optionally paint the region that may move on the **Mask** tab. Then press **Start**.")
+PHOTO_HELP = ("**Click your photo** to place a handle (red), then its target (blue), inside the thin white frame "
+              "(what the model covers); repeat for more pairs. Optionally paint the region that may move on the "
+              "**Mask** tab. Then press **Start**: your photo moves as the model drags.")
+# What /set_points' text means, by the coordinates parameter.
+COORDINATE_CHOICES = [("Photo pixels (as uploaded, upright)", "photo"),
+                      ("The model's square (generator pixels)", "square")]
 # DragConfig.region, as the drag settings offer it.
 REGION_CHOICES = [("Local: around the points, or the painted mask", "auto"),
                   ("Whole image (the DragGAN paper)", "global")]
@@ -68,6 +77,8 @@ TRACKING_CHOICES = [("Search near the handle (DragGAN)", "nn"),
 
 PHOTO_PREVIEW_SIZE = 512    # the uploaded photo is shown, as read, at most this large
 MAX_FEATURE_BLOCK = 9       # a 1024 px generator's last block (block b's features are 2^(b+1) px)
+CANVAS_HEIGHT = 640         # the canvas box; the photo views are at most this large (inversion.edit.VIEW_SIZE)
+SCREEN_JPEG_QUALITY = 92
 
 # Gradio maps a click to image pixels assuming the image is never shown larger than its
 # natural size (its scale factor is capped at 1), so the view must never be upscaled by the
@@ -202,17 +213,32 @@ class FeatureBlock(gr.Dropdown):
             raise gr.Error(str(e)) from None
 
 
+class ScreenImage(gr.Image):
+    """An image for the screen, not for download: sent as a JPEG (quality 92, no chroma subsampling), which
+    encodes a 640 px photo in about 3 ms where Gradio's PNG takes 250-300 ms; a live drag's frames would
+    otherwise wait for their encoding. Drawn by Gradio's own image component."""
+
+    is_template = True          # Gradio: use the parent's (Image's) frontend
+
+    def postprocess(self, value):
+        if isinstance(value, np.ndarray):
+            data = io.BytesIO()
+            Image.fromarray(value).save(data, "JPEG", quality=SCREEN_JPEG_QUALITY, subsampling=0)
+            value = processing_utils.save_bytes_to_cache(data.getvalue(), "view.jpg", self.GRADIO_CACHE)
+        return super().postprocess(value)
+
+
 # --------------------------------------------------------------------------- formatting
 
 
-def points_table(handles, targets, distances=None, pending=None) -> str:
-    """Markdown table of the points (and their distances, in generator pixels)."""
+def points_table(handles, targets, distances=None, pending=None, unit: str = "px") -> str:
+    """Markdown table of the points (and their distances, in ``unit``)."""
     if not len(handles) and pending is None:
         return ""
     rows = ["| # | handle (red) | target (blue) | distance |", "|---|---|---|---|"]
     for i, (h, t) in enumerate(zip(handles, targets), start=1):
         d = float(np.hypot(t[0] - h[0], t[1] - h[1])) if distances is None else float(distances[i - 1])
-        rows.append(f"| {i} | ({h[0]:.0f}, {h[1]:.0f}) | ({t[0]:.0f}, {t[1]:.0f}) | {d:.1f} px |")
+        rows.append(f"| {i} | ({h[0]:.0f}, {h[1]:.0f}) | ({t[0]:.0f}, {t[1]:.0f}) | {d:.1f} {unit} |")
     if pending is not None:
         rows.append(f"| {len(handles) + 1} | ({pending[0]:.0f}, {pending[1]:.0f}) | *click the target* | |")
     return "\n".join(rows)
@@ -422,46 +448,67 @@ class Studio:
             tracking=tracking or base.tracking,
             latent_space=(space or base.latent_space).lower(), autocast=self.autocast)
 
-    def view(self, s: UserSession, handles=None, image=None) -> np.ndarray | None:
-        """The editing view of the session (optionally with other handle positions / image)."""
+    def view(self, s: UserSession, event=None) -> np.ndarray | None:
+        """The canvas: the photo as edited (a sampled face: the model's square), its mask and points; ``event``:
+        a drag's frame (its photo, square and tracked handles) instead of the current image."""
         if not s.has_image:
             return None
-        image = s.image if image is None else image
-        return render_view(image, view_scale(s.resolution), s.handles if handles is None else handles, s.targets,
-                           pending=s.pending, mask=s.mask, smooth=s.view_smooth)
+        if event is None:
+            return s.edit.canvas(s.canvas_view(), pending=s.pending, smooth=s.view_smooth)
+        return s.edit.canvas(event.view or s.canvas_view(), photo=event.photo, square=event.square,
+                             tracked=event.state.handles, smooth=s.view_smooth)
+
+    def model_view(self, s: UserSession, event=None) -> np.ndarray | None:
+        """The small view of what the model sees: its own square, with the points in its pixels."""
+        if not s.has_image:
+            return None
+        if event is None:
+            return s.edit.square_view(smooth=s.view_smooth)
+        return s.edit.square_view(event.square, event.state.handles, smooth=s.view_smooth)
 
     def editor_value(self, s: UserSession):
-        """The sketch pad: the current image with its points as background, the mask as its one layer."""
+        """The sketch pad: the canvas (without the mask's shading) as background, the mask as its one layer."""
         if not s.has_image:
             return None
-        scale = view_scale(s.resolution)
-        background = render_view(s.image, scale, s.handles, s.targets, pending=s.pending, smooth=s.view_smooth)
-        layers = [mask_layer(s.mask, scale)] if s.mask is not None else []
+        view = s.canvas_view()
+        background = s.edit.canvas(view, pending=s.pending, smooth=s.view_smooth, shade_mask=False)
+        movable = s.edit.mask_in_view(view)
+        layers = [movable_layer(movable)] if movable is not None else []
         return {"background": background, "layers": layers, "composite": None}
 
-    def status(self, s: UserSession, headline: str | None = None, distances=None, handles=None) -> str:
+    def status(self, s: UserSession, headline: str | None = None, state=None) -> str:
+        """The headline, the points table (photo pixels; ``state``: a drag step's tracked handles) and the mask."""
         if not s.has_image:
             return NO_IMAGE
-        handles = s.handles if handles is None else handles
-        parts = [headline or (HELP if not s.handles else
+        handles, targets, distances = s.handles, s.targets, None
+        if state is not None:
+            handles = s.edit.square_to_photo(state.handles)
+            distances = np.asarray(state.distances) / s.edit.square_per_photo_pixel
+        parts = [headline or ((PHOTO_HELP if s.has_photo else HELP) if not s.handles else
                               "Press **Start** to drag the handles to their targets, or add more points.")]
-        table = points_table(handles, s.targets, distances, s.pending)
+        table = points_table(handles, targets, distances, s.pending)
         if table:
-            parts.append(table)
+            parts.append(table + ("\n\nPoints in pixels of your photo." if s.has_photo else ""))
         if s.mask is not None:
-            parts.append(f"Mask: {int(s.mask.sum())} of {s.mask.size} pixels may move (the dimmed area stays).")
+            parts.append(f"Mask: {s.mask.mean():.0%} of the model's square may move (the dimmed area stays).")
         return "\n\n".join(parts)
 
     def view_updates(self, s: UserSession, headline: str | None = None, editor: bool | None = False) -> dict:
-        """The view, status and points text; ``editor``: True fills the sketch pad, None empties it
-        (a new image: the pad is filled when the Mask tab is opened), False leaves it."""
+        """The canvas, status, points text and the model's view; ``editor``: True fills the sketch pad, None
+        empties it (a new image: the pad is filled when the Mask tab is opened), False leaves it."""
         out = {self.ui["canvas"]: self.view(s), self.ui["status"]: self.status(s, headline),
-               self.ui["points_text"]: format_points(s.handles, s.targets)}
+               self.ui["points_text"]: format_points(*self.rounded_points(s)),
+               self.ui["model_view"]: self.model_view(s)}
         if editor is None:
             out[self.ui["editor"]] = None
         elif editor:
             out[self.ui["editor"]] = self.editor_value(s)
         return out
+
+    @staticmethod
+    def rounded_points(s: UserSession) -> tuple[list, list]:
+        """The points as the text box shows them: photo pixels to 0.01 (square pixels carry fractions)."""
+        return ([tuple(round(v, 2) for v in p) for p in s.handles], [tuple(round(v, 2) for v in p) for p in s.targets])
 
     def require_image(self, s: UserSession) -> bool:
         if s.has_image:
@@ -476,10 +523,15 @@ class Studio:
         gr.Info(f"Wait for {what} to finish (or stop it) before you {action}.")
         return False
 
-    def hidden_photo_figures(self) -> dict:
-        """A sampled face has no aligned photo or reconstruction to show."""
-        return {self.ui["aligned"]: gr.update(value=None, visible=False),
-                self.ui["reconstruction"]: gr.update(value=None, visible=False), **self.photo_result_updates(None)}
+    def photo_figures(self, s: UserSession) -> dict:
+        """The aligned input and the reconstruction of the photo being edited (hidden for a sampled face), with
+        the figures of the edit itself (:meth:`photo_result_updates`)."""
+        inv = s.inversion
+        shown = s.has_photo and inv is not None and inv.aligned is not None and inv.reconstruction is not None
+        return {self.ui["aligned"]: gr.update(value=np.asarray(inv.aligned) if shown else None, visible=shown),
+                self.ui["reconstruction"]: gr.update(value=np.asarray(inv.reconstruction) if shown else None,
+                                                     visible=shown),
+                **self.photo_result_updates(s)}
 
     def param_updates(self, G) -> dict:
         """Parameter widgets that depend on the model: feature blocks and default radii."""
@@ -523,18 +575,21 @@ class Studio:
                           model=label, source="sample")
             R = G.img_resolution
             s.set_points([(R // 2, R // 2)], [(R // 2 + R // 8, R // 2)])
-            s.sync_engine()
-            for _ in live_drag(s.drag, max_steps=2, worker_threads=self.drag_threads):
+            for _ in s.edit.drag(max_steps=2, worker_threads=self.drag_threads):
                 pass
-            s.refresh_image()
         finally:
             s.close()
 
     def _sample_into(self, s: UserSession, label: str, seed: int, psi: float, progress=None) -> None:
+        """A sampled face replaces the image; a photo edit it replaces is kept aside, and the user is told how
+        to get it back (nothing of it is lost)."""
         G = self.load_model(label, progress)
         ws = G.ws_from_seed(int(seed), float(psi), device=self.device)
+        had_photo = s.has_photo
         s.load_latent(G, ws, self.drag_config(G), model=label, source="sample", seed=int(seed),
                       truncation=float(psi))
+        if had_photo and s.parked is not None:
+            gr.Info("Your photo edit is kept, with its points and drags: **Back to your photo** brings it back.")
 
     def on_load(self, request: gr.Request):
         """Page opened: a face of the default model, at the default seed."""
@@ -563,8 +618,8 @@ class Studio:
             gr.Warning(str(e))
             return {self.ui["model"]: gr.update(value=s.model, choices=self.model_choices())}
         out = {self.ui["model"]: gr.update(choices=self.model_choices(), value=model),
-               self.ui["model_info"]: self.model_info(model), self.ui["report"]: "",
-               **self.hidden_photo_figures()}
+               self.ui["model_info"]: self.model_info(model), self.ui["report"]: "", self.ui["files"]: None,
+               **self.photo_figures(s)}
         out.update(self.param_updates(s.generator))
         out.update(self.view_updates(s, editor=None))
         return out
@@ -586,9 +641,23 @@ class Studio:
         except CheckpointError as e:
             gr.Warning(str(e))
             return gr.skip()
-        out = {self.ui["seed"]: seed, self.ui["report"]: "", **self.hidden_photo_figures()}
+        out = {self.ui["seed"]: seed, self.ui["report"]: "", self.ui["files"]: None, **self.photo_figures(s)}
         out.update(self.param_updates(s.generator))
         out.update(self.view_updates(s, editor=None))
+        return out
+
+    def back_to_photo(self, request: gr.Request):
+        """The photo edit that a sampled face replaced, as it was: points, mask, drags and undo history."""
+        s = self.session(request)
+        if not self.require_idle(s, "go back to your photo"):
+            return gr.skip()
+        if not s.back_to_photo():
+            gr.Info("There is no photo edit to go back to.")
+            return gr.skip()
+        out = {self.ui["model"]: gr.update(value=s.model), self.ui["files"]: None, **self.photo_figures(s)}
+        out[self.ui["report"]] = "" if s.inversion.report is None else quality_report(s.inversion.report)
+        out.update(self.param_updates(s.generator))
+        out.update(self.view_updates(s, "Back to your photo, as you left it.", editor=None))
         return out
 
     def new_face(self, model: str, psi, request: gr.Request):
@@ -645,9 +714,9 @@ class Studio:
         out = {self.ui["aligned"]: gr.update(value=np.asarray(result.aligned), visible=True),
                self.ui["reconstruction"]: gr.update(value=np.asarray(result.reconstruction), visible=True),
                self.ui["report"]: quality_report(report), self.ui["files"]: None,
-               **self.photo_result_updates(None)}
+               **self.photo_result_updates(s)}
         out.update(self.param_updates(result.generator))
-        out.update(self.view_updates(s, "Photo inverted. " + HELP, editor=None))
+        out.update(self.view_updates(s, "Photo inverted. " + PHOTO_HELP, editor=None))
         return out
 
     def photo_limits(self) -> int:
@@ -656,7 +725,9 @@ class Studio:
 
     def stale_photo_updates(self) -> dict:
         """What belongs to the previous photo: its figures, quality report and downloads."""
-        return {**self.hidden_photo_figures(), self.ui["report"]: "", self.ui["files"]: None}
+        return {self.ui["aligned"]: gr.update(value=None, visible=False),
+                self.ui["reconstruction"]: gr.update(value=None, visible=False), self.ui["report"]: "",
+                self.ui["files"]: None}
 
     def photo_refused(self, s: UserSession, message: str, clear: bool) -> dict:
         """A refused photo: said in a warning, next to the upload box and in the status line; the
@@ -709,17 +780,23 @@ class Studio:
     # ----------------------------------------------------------------- points and mask
 
     def click(self, evt: gr.SelectData, request: gr.Request):
-        """A click on the view: the next handle or target, in generator pixels."""
+        """A click on the canvas: the next handle or target, at the photo pixel under it (a sampled face: the
+        generator pixel). A click where the model does not reach is refused in a sentence; nothing changes."""
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "add points"):
             return gr.skip()
         index = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
-        pixel = None if index is None else view_to_pixel(float(index[0]), float(index[1]),
-                                                         view_scale(s.resolution), s.resolution)
-        if pixel is None:
+        view = s.canvas_view()
+        u, v = (None, None) if index is None else (float(index[0]), float(index[1]))
+        if u is None or not (np.isfinite(u) and np.isfinite(v) and 0 <= u < view.size[0] and 0 <= v < view.size[1]):
             gr.Warning("That click was outside the image; click on the face.")
             return gr.skip()
-        kind = s.add_click(*pixel)
+        pixel = view.pixel(u, v)
+        try:
+            kind = s.add_click(*pixel)
+        except PointError as e:
+            gr.Warning(str(e))
+            return gr.skip()
         headline = (f"Handle placed at {pixel}: now click where it should go." if kind == "handle" else
                     f"Target placed at {pixel}. Press **Start**, or add another handle.")
         return self.view_updates(s, headline)
@@ -741,17 +818,28 @@ class Studio:
         s.clear_points()
         return self.view_updates(s)
 
-    def set_points_text(self, text: str, request: gr.Request):
-        """Points typed as 'x,y->x,y; ...' (also the API for scripts)."""
+    def set_points_text(self, text: str, request: gr.Request, coordinates: str = "photo"):
+        """Replace the points with 'x,y->x,y; ...' pairs (handle->target, separated by ';'). With coordinates 'photo'
+        (the default) they are pixels of the uploaded photo once a photo is inverted (upright, as shown), of the
+        face otherwise; with 'square', the generator's own pixels in either case.
+
+        Parameters:
+            text: handle->target pairs, e.g. '120,80->140,80; 60,60->60,50'; empty: no points.
+            coordinates: 'photo': pixels of the uploaded photo (upright, as shown) once a photo is inverted, of
+                the face otherwise; 'square': the generator's own pixels (its R x R square) in either case.
+        """
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "change points"):
+            return gr.skip()
+        if coordinates not in COORDINATES:
+            gr.Warning(f"coordinates must be 'photo' or 'square', got {coordinates!r}.")
             return gr.skip()
         try:
             if text and text.strip():
                 handles, targets = parse_points(text)
             else:
                 handles, targets = [], []
-            s.set_points(handles, targets)
+            s.set_points(handles, targets, coordinates)
         except PointError as e:
             gr.Warning(str(e))
             return gr.skip()
@@ -769,12 +857,17 @@ class Studio:
         for layer in layers:
             if layer.ndim == 3 and layer.shape[-1] == 4:
                 alpha = layer[..., 3] if alpha is None else np.maximum(alpha, layer[..., 3])
-        mask = None if alpha is None else mask_from_strokes(alpha, s.resolution)
+        view = s.canvas_view()
+        if alpha is not None and alpha.shape != (view.size[1], view.size[0]):
+            gr.Warning("The mask was painted on another view of the image (the canvas changed since): open the "
+                       "Mask tab again and paint it there. The previous mask is kept.")
+            return gr.skip()
+        mask = None if alpha is None else s.edit.mask_from_view(alpha, view)
         s.set_mask(mask)
         return {self.ui["canvas"]: self.view(s), self.ui["status"]: self.status(s)}
 
     def show_mask_editor(self, request: gr.Request):
-        """Mask tab opened: the sketch pad shows the current image and mask (updated only now,
+        """Mask tab opened: the sketch pad shows the current canvas and mask (updated only now,
         because loading an image into the pad is slow in the browser)."""
         s = self.session(request)
         return {self.ui["editor"]: self.editor_value(s)} if s.has_image else gr.skip()
@@ -786,10 +879,17 @@ class Studio:
         s.set_mask(None)
         return self.view_updates(s, "Mask cleared: the whole image may change.", editor=True)
 
-    def set_smooth(self, smooth: bool, request: gr.Request):
+    def set_crisp(self, crisp: bool, request: gr.Request):
+        """The model's square in crisp blocks (to check its pixels) or smoothly upscaled (the default)."""
         s = self.session(request)
-        s.view_smooth = bool(smooth)
+        s.view_smooth = not crisp
         return self.view_updates(s) if s.has_image else gr.skip()
+
+    def set_whole_photo(self, whole: bool, request: gr.Request):
+        """The canvas shows the whole photo, or the face with a margin (the default)."""
+        s = self.session(request)
+        s.view_whole = bool(whole)
+        return self.view_updates(s, editor=None) if s.has_image else gr.skip()
 
     # ----------------------------------------------------------------- dragging
 
@@ -809,9 +909,22 @@ class Studio:
 
     def drag(self, lr=None, max_steps=None, r1=None, r2=None, lambda_mask=None, space=None, block=None,
              region="auto", tracking="nn", request: gr.Request = None):
-        """Stream frames while the handles move; ends on arrival, after max steps, or on Stop.
+        """Drag the handles to their targets, streaming frames; ends on arrival, after max steps, or on Stop.
 
-        None (or 0) for r1, r2 and block: the model's defaults; block is a number or the menu's label."""
+        With an inverted photo, every frame shows the photo itself moving (motion transfer of the model's frame),
+        and the points table is in photo pixels. Start again continues; the step count restarts per Start.
+
+        Parameters:
+            lr: learning rate of the latent (empty: the engine's default).
+            max_steps: steps of this Start at most.
+            r1: motion supervision radius in generator pixels (None or 0: the model's default).
+            r2: tracking radius in generator pixels (None or 0: the model's default).
+            lambda_mask: weight that keeps the unmasked region fixed.
+            space: the latent optimized, 'W+' or 'W'.
+            block: the feature block: a number or the menu's label ('5 · 64 px'); None: the model's default.
+            region: 'auto' (local: around the points, or the painted mask) or 'global' (the whole image may change).
+            tracking: 'nn' (DragGAN's search near the handle) or 'line' (FreeDrag's, along the line to the target).
+        """
         s = self.session(request)
         ticket = s.claim_ticket()
         if not self.require_image(s) or not self.require_idle(s, "start another drag"):
@@ -827,40 +940,37 @@ class Studio:
         try:
             s.ensure_config(self.drag_config(s.generator, lr, max_steps, r1, r2, lambda_mask, space, block, region,
                                              tracking))
-            s.sync_engine()
-            live = live_drag(s.drag, max_steps=int(max_steps) if max_steps else None,
-                             frame_interval=self.frame_interval, worker_threads=self.drag_threads,
-                             first_frame_threads=self.inversion_threads)
+            events = s.edit.drag(int(max_steps) if max_steps else None, view=s.canvas_view(),
+                                 frame_interval=self.frame_interval, worker_threads=self.drag_threads,
+                                 first_frame_threads=self.inversion_threads)
         except (DragConfigError, PointError, MaskError) as e:
             gr.Warning(str(e))
             return
         s.busy = "drag"
-        state, started, failed = None, time.perf_counter(), False
+        state, steps, started, failed = None, 0, time.perf_counter(), False
         try:
-            # An immediate answer, so the click feels taken while the first step computes.
-            yield {self.ui["status"]: self.status(s, "Dragging… (step 0)")}
-            for event in live:
+            # An immediate answer, so the click feels taken while the first step computes; the downloads of
+            # the image before this drag go.
+            yield {self.ui["status"]: self.status(s, "Dragging… (step 0)"), self.ui["files"]: None}
+            for event in events:
                 if event.kind == "warning":
                     gr.Warning(event.text)
                     continue
-                state = event.state or state
+                state, steps = event.state or state, event.steps
                 if event.kind != "frame":
                     continue
-                s.record_frame(event.image, state.handles, state.targets)
-                rate = state.step / max(time.perf_counter() - started, 1e-6)
-                yield {self.ui["canvas"]: self.view(s, handles=state.handles, image=event.image),
-                       self.ui["status"]: self.status(s, f"Dragging… step {state.step} ({rate:.1f} steps/s). "
-                                                        "Press **Stop** to interrupt.", state.distances,
-                                                     state.handles)}
+                rate = steps / max(time.perf_counter() - started, 1e-6)
+                yield {self.ui["canvas"]: self.view(s, event), self.ui["model_view"]: self.model_view(s, event),
+                       self.ui["status"]: self.status(s, f"Dragging… step {steps} ({rate:.1f} steps/s). "
+                                                        "Press **Stop** to interrupt.", event.state)}
         except Exception as e:  # the session stays usable; the user gets a sentence, not a traceback
             failed = True
             gr.Warning(f"The drag stopped with an error: {e}")
         finally:
-            live.close()        # stops the drag, also when the browser went away mid-drag
+            events.close()      # stops the drag, also when the browser went away mid-drag
             s.busy = None
-            s.take_engine_handles()
         try:
-            image = s.refresh_image()
+            out = self.view_updates(s)
         except Exception as e:
             if not failed:
                 gr.Warning(f"Could not draw the image: {e}")
@@ -871,19 +981,14 @@ class Studio:
         elif state is None:
             headline = "Stopped." if s.drag_cancelled(ticket) else "Nothing to do."
         elif state.done:
-            headline = f"Arrived after {state.step} steps. Add points and Start again, or Undo."
+            headline = f"Arrived after {steps} steps. Add points and Start again, or Undo."
         elif s.drag_cancelled(ticket):
-            headline = f"Stopped at step {state.step}. Press **Start** to continue."
-            gr.Info(f"Stopped at step {state.step}; nothing is lost: Start continues, Undo goes back.")
+            headline = f"Stopped at step {steps}. Press **Start** to continue."
+            gr.Info(f"Stopped at step {steps}; nothing is lost: Start continues, Undo goes back.")
         else:
-            headline = f"Paused at step {state.step} (max steps per Start). Press **Start** to continue."
-        if state is not None and (not s.frames or not np.array_equal(s.frames[-1].image, image)):
-            s.record_frame(image, state.handles, state.targets)
-        entry = (list(s.initial_handles[:len(s.targets)]), list(s.targets))
-        if state is not None and (not s.photo_points or s.photo_points[-1] != entry):
-            s.photo_points.append(entry)       # a Start after Stop continues the same drag
-        out = self.view_updates(s, headline)
-        out[self.ui["status"]] = self.status(s, headline, None if state is None else state.distances)
+            headline = f"Paused at step {steps} (max steps per Start). Press **Start** to continue."
+        out[self.ui["status"]] = self.status(s, headline, None if failed else state)
+        out[self.ui["files"]] = None
         out.update(self.photo_result_updates(s))
         yield out
 
@@ -898,97 +1003,83 @@ class Studio:
         if not s.undo():
             gr.Info("Nothing to undo.")
             return gr.skip()
-        return {**self.view_updates(s, "Undid the last drag."), **self.photo_result_updates(s)}
+        return {**self.view_updates(s, "Undid the last drag."), **self.photo_result_updates(s), self.ui["files"]: None}
 
     def reset(self, request: gr.Request):
         s = self.session(request)
         if not self.require_image(s) or not self.require_idle(s, "reset"):
             return gr.skip()
         s.reset()
-        return {**self.view_updates(s, "Back to the original image."), **self.photo_result_updates(s)}
+        return {**self.view_updates(s, "Back to the original image."), **self.photo_result_updates(s),
+                self.ui["files"]: None}
 
     # ----------------------------------------------------------------- the edited photo
 
-    def photo_edit(self, s: UserSession, mode: str = "motion"):
-        """The session's edit applied to its uploaded photo at full resolution (an inversion.PhotoEdit), or None.
-
-        Motion transfer: the drag's motion between the original image and the current one moves the photo's
-        own pixels; the points of every drag since the original keep it local, the current handles
-        (placed -> tracked) anchor it. Raises InversionError when the photo is not kept."""
-        inv = s.inversion
-        if inv is None or s.original_image is None or s.image is None:
-            return None
-        if inv.photo is None:
-            raise InversionError("the uploaded photo is not kept with this inversion")
-        handles = [h for hs, _ in s.photo_points for h in hs]
-        targets = [t for _, ts in s.photo_points for t in ts]
-        tracked = None
-        if s.photo_points and len(s.handles) == len(s.photo_points[-1][1]):
-            # The last drag's handles end where the tracker found them; earlier drags' at their targets.
-            tracked = targets[:len(targets) - len(s.handles)] + [tuple(h) for h in s.handles]
-        edit = transfer_edit(inv.photo, inv.alignment, s.original_image, s.image, handles or None, targets or None,
-                             tracked=tracked, mode=mode)
-        s.photo_edit = edit
-        return edit
-
     def photo_result_updates(self, s: UserSession | None) -> dict:
-        """The edited photo and its confidence overlay under the canvas (hidden without a photo or an edit)."""
-        hidden = {self.ui["photo_result"]: gr.update(value=None, visible=False),
-                  self.ui["photo_confidence"]: gr.update(value=None, visible=False)}
-        if s is None or s.inversion is None or not s.photo_points or s.inversion.photo is None:
-            return hidden
+        """What belongs to the edit beside the canvas: where the photo changed (shown after a drag), the
+        Whole-photo choice (for a photo) and the way back to a photo edit that a sampled face replaced."""
+        has_photo = s is not None and s.has_photo
+        out = {self.ui["whole_photo"]: gr.update(visible=has_photo),
+               self.ui["back_to_photo"]: gr.update(visible=s is not None and s.parked is not None),
+               self.ui["photo_confidence"]: gr.update(value=None, visible=False)}
+        if not has_photo or not s.edit.records:
+            return out
         try:
-            edit = self.photo_edit(s)
+            result = s.edit.view_frame(s.canvas_view())
         except (InversionError, ValueError) as e:
             gr.Warning(f"Could not apply the edit to the photo: {e}")
-            return hidden
-        if edit is None:
-            return hidden
-        w, h = edit.image.size
-        label = f"Your photo, edited ({w}×{h}: {edit.changed} pixels changed, in {edit.seconds['total']:.2f} s)"
-        return {self.ui["photo_result"]: gr.update(value=np.asarray(edit.image), visible=True, label=label),
-                self.ui["photo_confidence"]: gr.update(value=np.asarray(edit.confidence_overlay()), visible=True)}
+            return out
+        out[self.ui["photo_confidence"]] = gr.update(value=np.asarray(result.confidence_overlay()), visible=True)
+        return out
 
     # ----------------------------------------------------------------- export
 
     def export(self, video_format: str, paste_back, request: gr.Request, how: str = "motion"):
-        """PNG, the latent, the drag as GIF/MP4 and, for an inverted photo, the edit in the photo at its own size.
+        """What the canvas shows, as files: for an inverted photo the photo edited at its own size
+        (photo-edited-*.png) and the photo moving (photo-drag-*.gif|mp4); the model's square (model-square-*.png),
+        the latent (latent-*.pt) and the square moving (model-drag-*.gif|mp4).
 
-        paste_back: put the edit into the uploaded photo (True: the way ``how`` says, 'motion' or 'paste';
-        a mode name directly; False/'none': not at all)."""
+        Parameters:
+            video_format: 'GIF' or 'MP4'.
+            paste_back: put the edit into the uploaded photo: True (the way ``how`` says), 'motion' or 'paste'
+                directly, or False / 'none' (no photo file).
+            how: 'motion' (the photo's own pixels, moved: sharp) or 'paste' (the model's square pasted back).
+        """
         s = self.session(request)
         if not self.require_image(s):
             return gr.skip()
         folder = s.export_dir
         stamp = time.strftime("%Y%m%d-%H%M%S")
         files = []
-        edited = Image.fromarray(s.image)
-        png = folder / f"edited-{stamp}.png"
-        edited.save(png)
-        files.append(str(png))
         mode = photo_mode(how if paste_back is True else paste_back)
-        if mode and s.inversion is not None:
+        if mode and s.has_photo:
             try:
-                edit = self.photo_edit(s, mode)
-                path = folder / f"edited-in-photo-{stamp}.png"
-                edit.image.save(path)          # PNG: untouched pixels stay the upload's, byte for byte
-                files.insert(0, str(path))
+                path = folder / f"photo-edited-{stamp}.png"
+                s.edit.photo_frame(mode).image.save(path)   # PNG: untouched pixels stay the upload's, byte for byte
+                files.append(str(path))
             except (InversionError, ValueError) as e:
                 gr.Warning(f"Could not put the edit into the photo: {e}")
+        square = folder / f"model-square-{stamp}.png"
+        Image.fromarray(s.image).save(square)
+        files.append(str(square))
         latent = folder / f"latent-{stamp}.pt"
         # ws plus the canvas of local edits (EditState): together they redraw exactly this image.
         torch.save({**s.drag.state().to_dict(), "model": s.model, "source": s.source,
                     "seed": s.seed, "truncation": s.truncation}, latent)
         files.append(str(latent))
-        if s.frames:
-            suffix = ".mp4" if str(video_format).lower() == "mp4" else ".gif"
-            frames = [drag_frame(f.image, f.handles, f.targets, mask=s.mask) for f in s.frames]
+        suffix = ".mp4" if str(video_format).lower() == "mp4" else ".gif"
+        videos = [("model-drag", s.edit.square_video_frames())]
+        if s.has_photo:
+            videos.insert(0, ("photo-drag", s.edit.photo_video_frames(s.canvas_view())))
+        if not videos[-1][1]:
+            gr.Info("No drag recorded yet, so there is no video; the image and latent are ready.")
+        for name, frames in videos:
+            if not frames:
+                continue
             try:
-                files.append(str(write_video(folder / f"drag-{stamp}{suffix}", frames, fps=10)))
+                files.append(str(write_video(folder / f"{name}-{stamp}{suffix}", frames, fps=10)))
             except VideoError as e:
                 gr.Warning(f"Could not write the video: {e}")
-        else:
-            gr.Info("No drag recorded yet, so there is no video; the image and latent are ready.")
         return {self.ui["files"]: files}
 
 
@@ -1058,17 +1149,17 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["space"] = gr.Radio(["W+", "W"], value="W+", label="Latent space")
                     ui["block"] = FeatureBlock(choices=block_choices(), value=None, label="Feature block",
                                                interactive=True)
-                    ui["smooth"] = gr.Checkbox(value=False, label="Smooth upscaling of the view")
             with gr.Column(scale=3, min_width=360):
                 with gr.Tabs():
                     with gr.Tab("Points") as points_tab:
-                        ui["canvas"] = gr.Image(label="Image (click: a handle, then its target)", interactive=False,
-                                                format="png", elem_id="canvas", buttons=["fullscreen"],
-                                                show_label=False, height=560)
+                        # The photo itself once one is inverted: clicks and the live drag land on it.
+                        ui["canvas"] = ScreenImage(label="Image (click: a handle, then its target)",
+                                                   interactive=False, elem_id="canvas", buttons=["fullscreen"],
+                                                   show_label=False, height=CANVAS_HEIGHT)
                     with gr.Tab("Mask") as mask_tab:
                         ui["editor"] = gr.ImageEditor(
                             label="Paint the region that may move", elem_id="mask-editor", sources=[],
-                            type="numpy", image_mode="RGBA", layers=False, transforms=[], height=560,
+                            type="numpy", image_mode="RGBA", layers=False, transforms=[], height=CANVAS_HEIGHT,
                             brush=gr.Brush(colors=[("#ffcc00", 0.55)], color_mode="fixed", default_size=20),
                             eraser=gr.Eraser(default_size=20), buttons=[], format="png")
                         gr.Markdown("Paint where the image may change; the rest stays fixed. The mask is used "
@@ -1079,16 +1170,26 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["stop"] = gr.Button("■ Stop", variant="stop", elem_id="stop", min_width=80)
                     ui["undo"] = gr.Button("↶ Undo drag", elem_id="undo", min_width=80)
                     ui["reset"] = gr.Button("Reset", elem_id="reset", min_width=80)
-                with gr.Row():
+                with gr.Row(equal_height=True):
                     ui["remove_point"] = gr.Button("Remove last point", size="sm")
                     ui["clear_points"] = gr.Button("Clear points", size="sm")
+                    ui["whole_photo"] = gr.Checkbox(value=False, label="Whole photo", visible=False,
+                                                    elem_id="whole-photo", min_width=100)
+                    ui["back_to_photo"] = gr.Button("↩ Back to your photo", size="sm", visible=False,
+                                                    elem_id="back-to-photo")
                 ui["status"] = gr.Markdown(NO_IMAGE, elem_id="status", label="Status")
-                with gr.Row():
-                    ui["photo_result"] = gr.Image(label="Your photo, edited", interactive=False, visible=False,
-                                                  format="png", elem_id="photo-result", buttons=["fullscreen"])
-                    ui["photo_confidence"] = gr.Image(
-                        label="Moved (cyan), generator's pixels (magenta)", interactive=False,
-                        visible=False, format="png", buttons=["fullscreen"])
+                with gr.Accordion("What the model sees", open=True):
+                    with gr.Tabs():
+                        with gr.Tab("Its square"):
+                            ui["model_view"] = ScreenImage(label="The model's square, with the points in its pixels",
+                                                           interactive=False, elem_id="model-view", height=270,
+                                                           buttons=["fullscreen"], show_label=False)
+                        with gr.Tab("Where your photo changed"):
+                            ui["photo_confidence"] = ScreenImage(
+                                label="Moved (cyan outline), the model's own pixels (magenta)", interactive=False,
+                                visible=False, elem_id="photo-confidence", buttons=["fullscreen"], height=400)
+                    ui["crisp"] = gr.Checkbox(value=False, label="Crisp pixels (nearest neighbour): to check the "
+                                                                 "model's own pixels")
                 with gr.Accordion("Export", open=False):
                     with gr.Row():
                         ui["video_format"] = gr.Radio(["GIF", "MP4"], value="GIF", label="Video")
@@ -1098,18 +1199,23 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                             [("Moved: the photo's own pixels, sharp", "motion"),
                              ("Pasted: the generator's square (appearance edits)", "paste")],
                             value="motion", label="How")
-                    ui["export"] = gr.Button("Export PNG, latent and video", elem_id="export")
+                    ui["export"] = gr.Button("Export the photo, the model's square, latent and videos",
+                                             elem_id="export")
                     ui["files"] = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="files")
                 with gr.Accordion("Points as text", open=False):
-                    ui["points_text"] = gr.Textbox(label="Points (handle->target pairs, generator pixels)",
+                    ui["points_text"] = gr.Textbox(label="Points (handle->target pairs)",
                                                    placeholder="60,70->70,70; 40,50->40,45", submit_btn="Set")
+                    ui["coordinates"] = gr.Radio(COORDINATE_CHOICES, value="photo", label="Typed points are in")
 
-        view = [ui["canvas"], ui["status"], ui["points_text"]]
+        view = [ui["canvas"], ui["status"], ui["points_text"], ui["model_view"]]
         editor_view = view + [ui["editor"]]   # handlers that load a new image also empty the sketch pad
         params = [ui["block"], ui["r1"], ui["r2"]]
-        # The edited photo's figures first: the API's outputs keep ending in aligned, reconstruction, report.
-        photo_out = [ui["photo_result"], ui["photo_confidence"], ui["aligned"], ui["reconstruction"], ui["report"]]
-        drag_view = view + [ui["photo_result"], ui["photo_confidence"]]   # drags, undo, reset: the photo follows
+        # What belongs to the edit beside the canvas (Studio.photo_result_updates) ...
+        edit_out = [ui["photo_confidence"], ui["whole_photo"], ui["back_to_photo"]]
+        # ... then the photo's figures: the API's outputs keep ending in aligned, reconstruction, report.
+        photo_out = edit_out + [ui["aligned"], ui["reconstruction"], ui["report"]]
+        # Drags, undo, reset: the model's view and the photo follow, and the downloads of another image go.
+        drag_view = view + edit_out + [ui["files"]]
         drag_params = [ui["lr"], ui["max_steps"], ui["r1"], ui["r2"], ui["lambda"], ui["space"], ui["block"],
                        ui["region"], ui["tracking"]]
 
@@ -1118,10 +1224,10 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
         demo.unload(studio.close_session)
         # .select, not .input: the dropdown reports one pick as two inputs.
         ui["model"].select(gpu(studio.select_model), [ui["model"], ui["seed"], ui["psi"]],
-                           editor_view + params + photo_out + [ui["model"], ui["model_info"]],
+                           editor_view + params + photo_out + [ui["model"], ui["model_info"], ui["files"]],
                            concurrency_id="model-load", concurrency_limit=2, api_name="select_model",
                            show_progress_on=ui["canvas"])
-        sample_out = editor_view + params + photo_out + [ui["seed"]]
+        sample_out = editor_view + params + photo_out + [ui["seed"], ui["files"]]
         ui["new"].click(gpu(studio.new_face), [ui["model"], ui["psi"]], sample_out, api_name="new_face", **render)
         ui["show_seed"].click(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out,
                               api_name="sample", **render)
@@ -1130,6 +1236,10 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                           **render)
         ui["psi"].release(gpu(studio.sample), [ui["model"], ui["seed"], ui["psi"]], sample_out, api_name=False,
                           **render)
+        # A photo edit that one of those replaced is kept aside until then (UserSession.parked).
+        ui["back_to_photo"].click(gpu(studio.back_to_photo), None,
+                                  editor_view + params + photo_out + [ui["model"], ui["files"]],
+                                  api_name="back_to_photo", **render)
 
         photo_check = [ui["photo_note"], ui["photo_preview"]]
         upload_out = photo_check + photo_out + [ui["files"], ui["status"]]
@@ -1148,10 +1258,12 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                             concurrency_id="clicks", show_progress="hidden")
         ui["remove_point"].click(studio.remove_last_point, None, view, api_name="remove_last_point", **light)
         ui["clear_points"].click(studio.clear_points, None, view, api_name="clear_points", **light)
-        ui["points_text"].submit(studio.set_points_text, [ui["points_text"]], view, api_name="set_points",
-                                 **light)
+        ui["points_text"].submit(studio.set_points_text, [ui["points_text"], ui["coordinates"]], view,
+                                 api_name="set_points", **light)
         ui["clear_mask"].click(studio.clear_mask, None, editor_view, api_name="clear_mask", **light)
-        ui["smooth"].change(studio.set_smooth, [ui["smooth"]], view, api_name=False, **light)
+        ui["crisp"].change(studio.set_crisp, [ui["crisp"]], view, api_name=False, **light)
+        ui["whole_photo"].change(studio.set_whole_photo, [ui["whole_photo"]], editor_view, api_name=False,
+                                 **render)
 
         # The mask is read from the sketch pad when the Points tab is shown and when Start is
         # pressed, not on every stroke: each change would upload three full-size PNGs (and

@@ -5,8 +5,9 @@
     python -m draggan sample --model celeba128 --seeds 0-9,20 --out samples/
     python -m draggan edit --model celeba128 --seed 3 --points "60,70->70,70;40,50->40,45" \\
         --out edited.png --video drag.gif
-    python -m draggan edit --inversion runs/me/ --points "60,70->70,70" --out edited.png
-        # an inverted photo: edited.png is the photo at its own resolution (motion transfer);
+    python -m draggan edit --inversion runs/me/ --photo-points "412,630->404,611" --out edited.png
+        # an inverted photo, points in the photo's own pixels: edited.png is the photo at its own
+        # resolution (motion transfer); --points takes the generator's square instead,
         # --square-out writes the generator's image, --photo-mode paste the old paste-back
 
 Bad input (an unparsable --points string, a point outside the image, a model
@@ -24,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inversion.edit import PhotoEdit
 from inversion.errors import InversionError
-from inversion.motion_transfer import transfer_edit
-from inversion.pipeline import INVERSION_GENERATOR, INVERSION_LATENT, read_inversion_folder
+from inversion.pipeline import INVERSION_GENERATOR, INVERSION_LATENT
 
 from .drawing.video import VIDEO_FORMATS, VideoError, drag_frame, write_video
-from .engine import PRESETS, TRACKINGS, DragConfig, DragConfigError, DragSession, MaskError, to_uint8
+from .engine import PRESETS, TRACKINGS, DragConfig, DragConfigError, MaskError, to_uint8
 from .engine.points import PointError, parse_points
 from .loaders import CheckpointError, load_generator, registry
 from .runtime import DeviceError, default_device, runtime_for
@@ -111,9 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     src.add_argument("--inversion", metavar="DIR",
                      help=f"output of the inversion pipeline: DIR/{INVERSION_LATENT} + DIR/{INVERSION_GENERATOR}/")
-    edit.add_argument("--points", required=True, type=points_spec, metavar='"x,y->x,y;..."',
-                      help='handle->target pairs in image pixels, separated by ";", e.g. "60,70->70,70;40,50->40,45"')
-    edit.add_argument("--mask", metavar="PNG", help="mask image: white = may move, black = keep (resized to the image)")
+    points = edit.add_mutually_exclusive_group(required=True)
+    points.add_argument("--points", type=points_spec, metavar='"x,y->x,y;..."',
+                        help='handle->target pairs in the generator\'s pixels (for --inversion: the aligned square, '
+                             'inv/aligned.png), separated by ";", e.g. "60,70->70,70;40,50->40,45"')
+    points.add_argument("--photo-points", type=points_spec, metavar='"x,y->x,y;..."',
+                        help="with --inversion: handle->target pairs in the original photo's pixels (upright, EXIF "
+                             "orientation applied, as an image viewer shows it)")
+    edit.add_argument("--mask", metavar="PNG",
+                      help="mask image: white = may move, black = keep; a mask of the photo's size (with --inversion) "
+                           "is read in photo pixels, any other is resized to the generator's image")
     # Drag settings: unset ones come from the preset (engine.PRESETS, over DragConfig's defaults).
     edit.add_argument("--preset", choices=sorted(PRESETS), default="local",
                       help="local: only the region around the points (or the mask) changes (default); "
@@ -199,30 +207,32 @@ def load_model(source: str, device):
         raise CLIError(str(e)) from None
 
 
-def load_inversion(directory: str, device):
-    """(G, ws, photo, alignment) of an inversion folder (inversion.read_inversion_folder); photo and alignment
-    are None, with a warning, when the folder has none: the edit is then written at the generator's size."""
+def load_edit(directory: str, config: DragConfig, device, prepare) -> PhotoEdit:
+    """The PhotoEdit of an inversion folder (``python -m inversion``'s output). Without photo.png and
+    alignment.json it edits the generator's square, with a warning: the edit is then written at its size."""
     try:
-        folder = read_inversion_folder(directory, device)
+        edit = PhotoEdit.load(directory, config, device=device, prepare=prepare)
     except InversionError as e:
         raise CLIError(f"--inversion: {e}") from None
-    if folder["photo"] is None or folder["alignment"] is None:
+    if not edit.has_photo:
         print(f"warning: {directory} holds no photo.png and alignment.json: writing the generator's image, "
               "not the edited photo", file=sys.stderr)
-        return folder["generator"], folder["ws"].to(device), None, None
-    return folder["generator"], folder["ws"].to(device), folder["photo"], folder["alignment"]
+    return edit
 
 
-def load_mask(path: str, resolution: int) -> np.ndarray:
-    """A mask PNG as an RxR bool array (True = may move); resized with nearest neighbour."""
+def load_mask(path: str, resolution: int, photo_size: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+    """A mask PNG as a bool array (True = may move) and its coordinates: 'photo' when it has the photo's
+    ``photo_size``, else 'square' (resized with nearest neighbour to resolution x resolution)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im = im.convert("L")
+            if photo_size is not None and im.size == tuple(photo_size):
+                return np.asarray(im) >= 128, "photo"
             if im.size != (resolution, resolution):
                 im = im.resize((resolution, resolution), Image.NEAREST)
-            return np.asarray(im) >= 128
+            return np.asarray(im) >= 128, "square"
     except FileNotFoundError:
         raise CLIError(f"--mask {path}: no such file") from None
     except (UnidentifiedImageError, OSError) as e:
@@ -259,8 +269,8 @@ def format_handle_table(start, final, targets, distances) -> str:
 
 
 def cmd_edit(args) -> int:
-
-    handles, targets = args.points
+    coordinates = "photo" if args.photo_points else "square"
+    handles, targets = args.photo_points or args.points
     if args.inversion and (args.model or args.seed is not None):
         raise CLIError("use either --inversion DIR, or --model with --seed, not both")
     if not args.inversion and (args.model is None or args.seed is None):
@@ -269,42 +279,39 @@ def cmd_edit(args) -> int:
         raise CLIError(f"--video {args.video}: the animation must end in .gif or .mp4")
     if args.seed is not None and args.seed < 0:
         raise CLIError(f"--seed must be non-negative, got {args.seed}")
-    if not args.inversion and (args.square_out or args.confidence_out):
-        raise CLIError("--square-out and --confidence-out are for --inversion DIR (an inverted photo)")
+    if not args.inversion and (args.square_out or args.confidence_out or args.photo_points):
+        raise CLIError("--photo-points, --square-out and --confidence-out are for --inversion DIR (an inverted photo)")
     device = pick_device(args.device)
-
-    photo = None
-    if args.inversion:
-        G, ws, image, alignment = load_inversion(args.inversion, device)
-        if image is not None and args.photo_mode != "none":
-            photo = image, alignment
-    else:
-        G = load_model(args.model, device)
-        ws = G.ws_from_seed(args.seed, args.truncation, device=device)
 
     chosen = {"lr": args.lr, "max_steps": args.steps, "r1": args.r1, "r2": args.r2, "lambda_mask": args.lambda_mask,
               "feature_block": args.feature_block, "latent_space": args.space, "region_radius": args.region_radius,
               "tracking": args.tracking}
     # The app's runtime policy (bf16 where it is fast), so the same points give the same drag in both.
     runtime = runtime_for(device)
-    G = runtime.prepare(G)
     config = DragConfig.preset(args.preset, autocast=runtime.autocast,
                                **{k: v for k, v in chosen.items() if v is not None})
-    session = DragSession(G, ws, config, device=device)
-    session.set_points(handles, targets)
+    if args.inversion:
+        edit = load_edit(args.inversion, config, device, runtime.prepare)
+        if coordinates == "photo" and not edit.has_photo:
+            raise CLIError(f"--photo-points: {args.inversion} holds no photo.png and alignment.json to map photo "
+                           "pixels to the generator's; give --points in the generator's pixels instead")
+    else:
+        G = runtime.prepare(load_model(args.model, device))
+        edit = PhotoEdit.from_latent(G, G.ws_from_seed(args.seed, args.truncation, device=device), config,
+                                     device=device)
+    edit.set_points(handles, targets, coordinates)
     if args.mask:
-        session.set_mask(load_mask(args.mask, G.img_resolution))
+        edit.set_mask(*load_mask(args.mask, edit.resolution, edit.photo_size if edit.has_photo else None))
 
-    before = session.render()
     frames = []
     if args.video:
-        frames.append(drag_frame(before, session.handles, session.targets, session.mask))
-    start = session.handles
+        frames.append(drag_frame(edit.square(), *edit.points("square"), edit.mask))
+    start = edit.points("square")[0]
     state = None
     t0 = time.perf_counter()
-    for state in session.drag(image_every=1 if args.video else 0):
+    for state in edit.run(image_every=1 if args.video else 0):
         if args.video and state.image is not None:
-            frames.append(drag_frame(state.image, state.handles, state.targets, session.mask))
+            frames.append(drag_frame(state.image, state.handles, state.targets, edit.mask))
         if state.warning:
             print(f"warning: {state.warning}", file=sys.stderr)
         if not args.quiet:
@@ -314,18 +321,16 @@ def cmd_edit(args) -> int:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
 
-    square = session.render()
+    square = edit.square()
     note = ""
-    if photo is not None:
-        image, alignment = photo
-        edit = transfer_edit(image, alignment, before, square, start, session.targets, tracked=session.handles,
-                             mode=args.photo_mode)
-        out = save_image(np.asarray(edit.image), args.out)
-        what = "motion transfer" if edit.mode == "motion" else "pasted back"
-        note = (f" (the photo, {image.size[0]}x{image.size[1]}, {what}: {edit.changed} pixels changed in "
-                f"{edit.seconds['total']:.2f} s)")
-        if args.confidence_out and edit.mode == "motion":
-            save_image(np.asarray(edit.confidence_overlay()), args.confidence_out)
+    if edit.has_photo and args.photo_mode != "none":
+        result = edit.photo_frame(args.photo_mode)
+        out = save_image(np.asarray(result.image), args.out)
+        what = "motion transfer" if result.mode == "motion" else "pasted back"
+        note = (f" (the photo, {edit.photo_size[0]}x{edit.photo_size[1]}, {what}: {result.changed} pixels changed "
+                f"in {result.seconds['total']:.2f} s)")
+        if args.confidence_out and result.mode == "motion":
+            save_image(np.asarray(result.confidence_overlay()), args.confidence_out)
             note += f", {args.confidence_out}"
     else:
         out = save_image(square, args.out)
@@ -336,9 +341,15 @@ def cmd_edit(args) -> int:
         write_video(args.video, frames, fps=args.fps)
     steps = state.step if state else 0
     verdict = "all handles reached their targets" if state and state.done else "stopped at the step limit"
-    print(format_handle_table(start, session.handles, session.targets, session.distances))
+    final, targets_now = edit.points(coordinates)
+    distances = edit.session.distances
+    if coordinates == "photo":
+        start = [tuple(p) for p in edit.square_to_photo(start)]
+        distances = distances / edit.square_per_photo_pixel
+    print(format_handle_table(start, final, targets_now, distances))
     print(f"{verdict} after {steps} steps ({elapsed:.1f} s on {device}); wrote {out}{note}"
-          + (f" and {args.video}" if args.video else ""))
+          + (f" and {args.video}" if args.video else "")
+          + ("; points and distances in photo pixels" if coordinates == "photo" else ""))
     return 0
 
 

@@ -21,9 +21,9 @@ to the photo's own pixels at their own resolution. So:
 
 Pixels the edit does not reach are copied from the upload, byte for byte.
 
-    edit = transfer_edit(photo, alignment, before, after, handles, targets)
-    edit.image                  # the edited photo (PIL, photo resolution)
-    edit.confidence_overlay()   # where the generator's own pixels were used
+    result = transfer_edit(photo, alignment, before, after, handles, targets)
+    result.image                # the edited photo (PIL, photo resolution)
+    result.confidence_overlay() # where the generator's own pixels were used
     transfer_edit(..., mode="paste")   # the old paste-back of the whole square (appearance edits)
 """
 
@@ -94,8 +94,8 @@ class MotionSettings:
 
 
 @dataclasses.dataclass
-class PhotoEdit:
-    """The edited photo and how it was made.
+class TransferResult:
+    """The edited photo and how it was made (what :func:`transfer_edit` returns).
 
     image      : the edited photo (RGB, the photo's own size).
     mode       : 'motion' or 'paste'.
@@ -107,7 +107,7 @@ class PhotoEdit:
                  None when nothing changed.
     changed    : number of photo pixels whose value changed.
     seconds    : wall time per stage.
-    square     : the generator's edited image (set by :func:`drag_photo`).
+    square     : the generator's edited image (set by :func:`inversion.edit.drag_photo`).
     """
 
     image: Image.Image
@@ -402,7 +402,7 @@ def _as_rgb(image) -> np.ndarray:
 
 def transfer_edit(photo, alignment, before, after, handles=None, targets=None, *, tracked=None,
                   mode: str = "motion", settings: MotionSettings | None = None,
-                  flow: np.ndarray | None = None) -> PhotoEdit:
+                  flow: np.ndarray | None = None, movable: np.ndarray | None = None) -> TransferResult:
     """The drag from ``before`` to ``after`` (the generator's square images), applied to ``photo``.
 
     photo     : the original upload (PIL or HxWx3 uint8), the size ``alignment`` was made for.
@@ -418,6 +418,8 @@ def transfer_edit(photo, alignment, before, after, handles=None, targets=None, *
     mode      : 'motion' (default) or 'paste': the whole edited square pasted back with a
                 feathered edge (``Alignment.paste_back``), for edits that change appearance.
     flow      : a precomputed backward flow [R, R, 2] (skips :func:`estimate_flow`).
+    movable   : R x R bool, where the edit may move anything (the drag's painted mask); None: everywhere.
+                Outside it, the photo stays the upload's too, even where the optical flow bleeds over.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -434,9 +436,9 @@ def transfer_edit(photo, alignment, before, after, handles=None, targets=None, *
         after_rgb = np.asarray(Image.fromarray(after_rgb).resize((R, R), Image.LANCZOS))
     if mode == "paste":
         image = alignment.paste_back(Image.fromarray(after_rgb), Image.fromarray(photo_rgb))
-        return PhotoEdit(image=image, mode="paste", alignment=alignment,
-                         changed=int((np.asarray(image) != photo_rgb).any(-1).sum()),
-                         seconds={"total": round(time.perf_counter() - t0, 4)})
+        return TransferResult(image=image, mode="paste", alignment=alignment,
+                              changed=int((np.asarray(image) != photo_rgb).any(-1).sum()),
+                              seconds={"total": round(time.perf_counter() - t0, 4)})
     before_rgb = _as_rgb(before)
     if before_rgb.shape[:2] != (R, R):
         before_rgb = np.asarray(Image.fromarray(before_rgb).resize((R, R), Image.LANCZOS))
@@ -459,51 +461,23 @@ def transfer_edit(photo, alignment, before, after, handles=None, targets=None, *
         points = np.concatenate([np.asarray(targets, np.float32).reshape(-1, 2), ends])
         starts = np.concatenate([np.asarray(handles, np.float32).reshape(-1, 2)] * 2)
         locality = locality_weight(R, starts, points, settings.reach * k, settings.fade * k)
+    if movable is not None:
+        allowed = np.asarray(movable, np.float32)
+        locality = allowed if locality is None else locality * allowed
     region = motion_region(flow, settings, locality)
     flow = flow * region[..., None]
     residual, confidence = new_content(before_rgb, after_rgb, flow, region, settings, locality)
+    if movable is not None:
+        confidence = confidence * allowed      # new_content's last blur would reach past the mask's edge
     seconds["square"] = time.perf_counter() - tick
     tick = time.perf_counter()
     edited, box, changed = apply_to_photo(photo_rgb, alignment, flow, region, residual, confidence, settings)
     seconds["photo"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - t0
-    return PhotoEdit(image=Image.fromarray(edited), mode="motion", alignment=alignment, flow=flow, region=region,
-                     confidence=confidence, box=box, changed=changed,
-                     seconds={k: round(v, 4) for k, v in seconds.items()})
+    return TransferResult(image=Image.fromarray(edited), mode="motion", alignment=alignment, flow=flow,
+                          region=region, confidence=confidence, box=box, changed=changed,
+                          seconds={k: round(v, 4) for k, v in seconds.items()})
 
 
-def drag_photo(result, handles, targets, config=None, mask=None, mode: str = "motion",
-               settings: MotionSettings | None = None, max_steps: int | None = None) -> PhotoEdit:
-    """Drag an inverted photo's points and return the edited photo (the Python API of the whole edit).
-
-        from inversion import invert
-        from inversion.motion_transfer import drag_photo
-        result = invert("me.jpg", G)
-        edit = drag_photo(result, [(51, 92), (76, 92)], [(49, 88), (78, 88)])   # smile, square pixels
-        edit.image.save("me-smiling.png")      # the photo at its own resolution
-        edit.square                            # the generator's edited image (R x R x 3 uint8)
-
-    result  : an :class:`inversion.InversionResult` (with its photo).
-    handles, targets : lists of (x, y) in the generator's pixels (the aligned square).
-    config  : a ``draggan.engine.DragConfig`` (default: the engine's defaults); mask: R x R, True = may move.
-    mode    : 'motion' (default) or 'paste'.
-    """
-    from draggan.engine import DragSession
-
-    session = DragSession(result.generator, result.ws, config)
-    before = session.render()
-    session.set_points(handles, targets)
-    if mask is not None:
-        session.set_mask(mask)
-    start = session.handles
-    for _ in session.drag(max_steps=max_steps, image_every=0):
-        pass
-    after = session.render()
-    edit = result.transfer(after, start, session.targets, before=before, tracked=session.handles, mode=mode,
-                           settings=settings)
-    edit.square = after
-    return edit
-
-
-__all__ = ["drag_photo", "MODES", "FLOW_METHODS", "MotionSettings", "PhotoEdit", "anchor_flow", "estimate_flow",
+__all__ = ["MODES", "FLOW_METHODS", "MotionSettings", "TransferResult", "anchor_flow", "estimate_flow",
            "motion_region", "new_content", "locality_weight", "transfer_edit", "warp_backward"]

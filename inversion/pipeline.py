@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from draggan.loaders import CheckpointError, load_generator
+from draggan.loaders import CheckpointError, load_generator, registry
 from draggan.runtime import fast_autocast
 
 from . import align as align_mod
@@ -33,6 +33,7 @@ from .encoder import Encoder, check_compatible, encode, encoder_folder
 from .errors import InversionError, PhotoError
 from .losses import lpips_metric, make_loss
 from .metrics import identity_distance, lpips_distance, psnr, ssim, to_image, to_tensor
+from .motion_transfer import transfer_edit
 from .photo import DEFAULT_MAX_PIXELS, Photo, read_photo
 from .project import ProgressFn, ProjectionSettings, check_cancel, project, w_stats
 from .pti import TuningSettings, pivotal_tuning
@@ -183,10 +184,8 @@ class InversionResult:
         handles, targets, tracked : the drag's points in square pixels (see
                   :func:`inversion.motion_transfer.transfer_edit`); they keep the edit local.
         mode    : 'motion' (the photo's own pixels, moved) or 'paste' (the square pasted back).
-        Returns an :class:`inversion.motion_transfer.PhotoEdit` (``.image`` is the edited photo).
+        Returns an :class:`inversion.motion_transfer.TransferResult` (``.image`` is the edited photo).
         """
-        from .motion_transfer import transfer_edit
-
         photo = photo if photo is not None else self.photo
         if photo is None:
             raise InversionError("The original photo is not stored with this result; pass photo=.")
@@ -381,13 +380,8 @@ DEFAULT_CACHE = InversionCache()
 
 def _model_folders() -> list[Path]:
     """Folders of project-format models this checkout knows: the registry's bundled ones and checkpoints/*."""
-    folders = []
-    try:
-        from draggan.loaders import registry
-        folders += [registry.bundled_path(m) for m in registry.MODELS.values() if m.path]
-        folders += sorted(p for p in (registry.REPO_ROOT / "checkpoints").glob("*") if p.is_dir())
-    except ImportError:
-        pass
+    folders = [registry.bundled_path(m) for m in registry.MODELS.values() if m.path]
+    folders += sorted(p for p in (registry.REPO_ROOT / "checkpoints").glob("*") if p.is_dir())
     return list(dict.fromkeys(folders))
 
 
@@ -448,14 +442,9 @@ def alignment_for_model(source) -> tuple[str, str | None]:
         invert(photo, G, InversionConfig(alignment=alignment, model_dir=model_dir))
     """
     folder = None
-    info = None
-    try:
-        from draggan.loaders import registry
-        info = registry.get_model(str(source))
-        if info is not None and info.path:
-            folder = registry.bundled_path(info)
-    except ImportError:
-        pass
+    info = registry.get_model(str(source))
+    if info is not None and info.path:
+        folder = registry.bundled_path(info)
     path = Path(str(source)).expanduser()
     if folder is None and path.exists():
         folder = path if path.is_dir() else path.parent

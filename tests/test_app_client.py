@@ -90,7 +90,7 @@ def test_sample_returns_an_upscaled_view_of_a_new_face(server):
     first = c.predict("tiny", 1, 0.7, api_name="/sample")
     second = c.predict("tiny", 2, 0.7, api_name="/sample")
     a, b = read_image(first[0]), read_image(second[0])
-    assert a.shape == (512, 512, 3) and not np.array_equal(a, b)
+    assert a.shape == (640, 640, 3) and not np.array_equal(a, b)            # 64 px upscaled 10 times
     assert session_of(demo, c).seed == 2
 
 
@@ -177,9 +177,9 @@ def test_view_api_alone_is_enough_to_call_every_endpoint(server):
     allowed values of every choice listed (the feature block as numbers and as the menu's labels)."""
     _, url = server
     api = client(url).view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(api) == {"/select_model", "/new_face", "/sample", "/upload_photo", "/invert", "/cancel_inversion",
-                        "/remove_last_point", "/clear_points", "/set_points", "/clear_mask", "/drag", "/stop",
-                        "/undo", "/reset", "/export"}
+    assert set(api) == {"/select_model", "/new_face", "/sample", "/back_to_photo", "/upload_photo", "/invert",
+                        "/cancel_inversion", "/remove_last_point", "/clear_points", "/set_points", "/clear_mask",
+                        "/drag", "/stop", "/undo", "/reset", "/export"}
     for name, endpoint in api.items():
         for r in endpoint["returns"]:
             assert not r["label"].startswith("value_"), (name, r)
@@ -193,6 +193,12 @@ def test_view_api_alone_is_enough_to_call_every_endpoint(server):
     assert "'5 · 64 px'" in drag["block"]["python_type"]["type"]
     assert drag["space"]["python_type"]["type"] == "Literal['W+', 'W']"
     assert [p["parameter_name"] for p in api["/sample"]["parameters"]] == ["model", "seed", "psi"]
+    # Points: the photo's own pixels once a photo is inverted, and the endpoints say so.
+    set_points = {p["parameter_name"]: p for p in api["/set_points"]["parameters"]}
+    assert list(set_points) == ["text", "coordinates"] and set_points["coordinates"]["parameter_default"] == "photo"
+    assert set_points["coordinates"]["type"]["enum"] == ["photo", "square"]
+    assert "pixels of the uploaded photo" in api["/set_points"]["description"]
+    assert "photo pixels" in api["/drag"]["description"]
 
 
 def test_the_feature_block_as_a_number_or_as_the_menus_label(server):
@@ -265,7 +271,10 @@ def test_the_readme_example_runs(server, tmp_path):
     exec(compile(code, "README.md", "exec"), namespace)
     assert "Paused at step 40" in printed[0] or "Arrived" in printed[0]
     assert "Stopped at step" in namespace["status"] or "Arrived after" in namespace["status"]  # tiny: may arrive first
-    assert [Path(f).suffix for f in namespace["files"]] == [".png", ".pt", ".gif"]
+    # The downloads are what is on screen: after Undo, the first drag's video, unless the tiny model arrived in
+    # the first drag, so that the second changed nothing and Undo took the first back.
+    video = [".gif"] if "Paused at step 40" in printed[0] else []
+    assert [Path(f).suffix for f in namespace["files"]] == [".png", ".pt"] + video
     assert printed[1].startswith("Photo read: 64×72 pixels")
     s = session_of(demo, namespace["c"])
     assert s.source == "photo" and s.tuned

@@ -16,11 +16,12 @@ import torch
 from PIL import Image
 
 import app
-from draggan.drawing.overlay import HANDLE_COLOR, view_scale
+from draggan.drawing.overlay import HANDLE_COLOR, mask_from_strokes, view_scale
 from inversion import InversionConfig
+from inversion.edit import VIEW_SIZE
 
 R = 64
-SCALE = view_scale(R)   # the view is R * SCALE pixels wide
+SCALE = view_scale(R, VIEW_SIZE)   # the view of a sampled face is R * SCALE pixels wide
 pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread and tiny_model_dir: conftest.py
 
 
@@ -178,7 +179,7 @@ def test_painted_mask_becomes_the_movable_region_and_is_shown(studio):
     assert np.array_equal(view[15 * SCALE, 15 * SCALE], plain[15 * SCALE, 15 * SCALE])
     assert "may move" in out[studio.ui["status"]]
     pad = studio.show_mask_editor(req)[studio.ui["editor"]]
-    assert np.array_equal(app.mask_from_strokes(pad["layers"][0], R), mask)    # the pad shows the mask
+    assert np.array_equal(mask_from_strokes(pad["layers"][0], R), mask)    # the pad shows the mask
     out = studio.clear_mask(req)
     assert session(studio, req).mask is None and out[studio.ui["editor"]]["layers"] == []
     # Start reads the pad too: a stroke painted just before Start is used.
@@ -202,8 +203,8 @@ def test_drag_streams_frames_and_moves_the_handle(studio):
     assert "Paused at step 6" in outs[-1][studio.ui["status"]] or "Arrived" in outs[-1][studio.ui["status"]]
     assert studio.ui["editor"] not in outs[-1]                            # the pad is refreshed when opened
     pad = studio.show_mask_editor(req)[studio.ui["editor"]]
-    assert np.array_equal(pad["background"], app.render_view(s.image, SCALE, s.handles, s.targets))
-    assert len(s.frames) >= 2
+    assert np.array_equal(pad["background"], studio.view(s))            # no mask: the pad shows the canvas
+    assert len(s.edit.frames) >= 2
 
 
 def test_drag_needs_points_and_a_stop_before_start_cancels_it(studio, messages):
@@ -272,7 +273,7 @@ def test_undo_and_reset(studio, messages):
     run_drag(studio, req, max_steps=4)
     studio.reset(req)
     assert s.handles == [(20.0, 20.0)]
-    assert np.array_equal(studio.view(s), studio.view(s, image=s.drag.render()))
+    assert np.array_equal(s.image, s.edit.original) and np.array_equal(s.drag.render(), s.edit.original)
     plain = studio.clear_points(req)[studio.ui["canvas"]]
     assert np.array_equal(plain, original)
 
@@ -309,7 +310,7 @@ def test_export_writes_png_latent_and_video(studio, messages):
     saved = torch.load(latent, weights_only=True)
     assert torch.equal(saved["ws"], s.drag.ws) and saved["model"] == "tiny"
     with Image.open(gif) as video:
-        assert 2 <= video.n_frames <= len(s.frames) and video.size == (R * view_scale(R, 256),) * 2
+        assert 2 <= video.n_frames <= len(s.edit.frames) and video.size == (R * view_scale(R, 256),) * 2
     files = studio.export("MP4", True, req)[studio.ui["files"]]
     assert files[-1].endswith(".mp4")
 

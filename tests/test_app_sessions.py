@@ -82,18 +82,14 @@ def test_mask_all_true_means_no_mask(G):
     m = np.zeros((32, 32), bool)
     m[4:10, 4:10] = True
     s.set_mask(m)
-    assert s.mask_changed and s.mask.sum() == 36
+    assert s.mask.sum() == 36 and s.drag.mask is None      # handed to the engine at the next drag
 
 
 # --------------------------------------------------------------------------- drag, undo, reset
 
 
 def drag_all(s):
-    s.sync_engine()
-    states = list(s.drag.drag(image_every=0))
-    s.take_engine_handles()
-    s.refresh_image()
-    return states
+    return list(s.edit.run())
 
 
 def test_drag_undo_and_reset_restore_images_and_handles(G):
@@ -109,7 +105,7 @@ def test_drag_undo_and_reset_restore_images_and_handles(G):
     assert np.array_equal(s.image, original) and s.handles == [(8.0, 8.0)]
     drag_all(s)
     s.reset()
-    assert np.array_equal(s.image, original) and s.handles == [(8.0, 8.0)] and not s.frames
+    assert np.array_equal(s.image, original) and s.handles == [(8.0, 8.0)] and not s.edit.frames
     assert not s.undo()
 
 
@@ -139,13 +135,32 @@ def test_tickets_let_stop_cancel_a_queued_drag():
     assert not s.drag_cancelled(s.claim_ticket())
 
 
-def test_recorded_frames_are_bounded(G):
-    s = UserSession("f")
-    img = np.zeros((4, 4, 3), np.uint8)
-    for i in range(21):
-        s.record_frame(img + i, [(0, 0)], [(1, 1)], max_frames=10)
-    assert len(s.frames) <= 10
-    assert s.frames[0].image[0, 0, 0] == 0          # decimated, oldest kept
+def test_a_sampled_face_puts_a_photo_edit_aside_until_the_user_goes_back(G, tmp_path):
+    """New face / seed / truncation never discard a photo edit: it waits, tuned generator and history included,
+    until Back to your photo; a new photo replaces it, and the store counts (and may free) its generator."""
+    import copy
+    store = SessionStore(max_tuned=1, export_root=tmp_path)
+    s = store.get("a")
+    tuned = copy.deepcopy(G)
+    s.load_latent(tuned, G.ws_from_seed(1, 0.7), config(), model="tiny", source="photo", tuned=True)
+    s.set_points([(8, 8)], [(20, 14)])
+    drag_all(s)
+    edited = s.image.copy()
+    s.load_latent(G, G.ws_from_seed(2, 0.7), config(), model="tiny", source="sample", seed=2)
+    assert s.source == "sample" and s.parked is not None and s.holds_tuned
+    assert store.tuned_count() == 1 and store.tuned_bytes() == module_bytes(G)
+    assert s.back_to_photo() and not s.back_to_photo()
+    assert s.source == "photo" and s.generator is tuned and np.array_equal(s.image, edited) and s.can_undo
+    assert s.handles == [tuple(map(float, s.drag.handles[0]))]
+    # Another sampled face, then a new photo: the edit put aside goes (an explicit choice of the user).
+    s.load_latent(G, G.ws_from_seed(3, 0.7), config(), model="tiny", source="sample", seed=3)
+    s.load_latent(copy.deepcopy(G), G.ws_from_seed(4, 0.7), config(), model="tiny", source="photo", tuned=True)
+    assert s.parked is None
+    # Memory for another user's photo is taken from an edit put aside, too.
+    s.load_latent(G, G.ws_from_seed(5, 0.7), config(), model="tiny", source="sample", seed=5)
+    assert s.parked is not None
+    assert store.attach_tuned(store.get("b"), copy.deepcopy(G)) == ["a"]
+    assert s.parked is None and s.source == "sample" and not s.holds_tuned
 
 
 # --------------------------------------------------------------------------- store

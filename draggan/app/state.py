@@ -2,15 +2,16 @@
 
 * :class:`ModelPool` loads each base generator once per (source, device); every
   session shares it read-only (the drag engine never changes G).
-* :class:`UserSession` is everything one browser tab owns: the drag session
-  (latent, undo history), its points and mask, the inverted photo and its tuned
-  generator, the frames recorded for a video, and the tickets that let a Stop
-  cancel a drag that is still waiting in the queue.
+* :class:`UserSession` is what one browser tab owns: one :class:`inversion.edit.PhotoEdit`
+  (the image, its points, mask, drags, undo history and, for an inverted photo, the photo and
+  its tuned generator), a photo edit put aside by a sampled face (until the user goes back to
+  it), the click waiting for its target, how the canvas is shown, and the tickets that let a
+  Stop cancel a drag that is still waiting in the queue.
 * :class:`SessionStore` keeps sessions by id, bounded by count, by the number
   and bytes of tuned generators (the only large per-user objects), and by an
   idle time-to-live. Dropping a session (tab closed, expired, evicted) stops
   its work and frees what it owned.
-The live (streaming) drag itself is :mod:`draggan.engine.live`.
+The live (streaming) drag itself is :mod:`draggan.engine.live`, run by ``PhotoEdit.drag``.
 
 Nothing here knows about Gradio; the app maps its session hash to a session id.
 """
@@ -29,11 +30,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine import DragConfig, DragSession
-from ..engine.points import PointError, validate_points
-from ..loaders import load_generator
+from inversion.edit import PhotoEdit, PhotoView
 
-MAX_FRAMES = 400          # recorded video frames per session; beyond this, every other frame is dropped
+from ..engine import DragConfig
+from ..engine.points import PointError
+from ..loaders import load_generator
 
 
 class SessionError(Exception):
@@ -97,12 +98,12 @@ class ModelPool:
 
 
 @dataclasses.dataclass
-class Frame:
-    """One recorded frame of a drag: the image and where the points were."""
+class ParkedEdit:
+    """A photo edit that a sampled face replaced, kept until the user goes back to it or inverts another photo."""
 
-    image: np.ndarray       # R x R x 3 uint8
-    handles: np.ndarray     # [N, 2]
-    targets: np.ndarray     # [N, 2]
+    edit: PhotoEdit
+    model: str | None
+    tuned: bool
 
 
 class UserSession:
@@ -116,7 +117,9 @@ class UserSession:
         self._export_root = export_root
         self._export_dir: Path | None = None
         self.notice: str | None = None          # told to the user at their next request (e.g. after an eviction)
-        self.view_smooth = False                 # display preference: smooth instead of crisp upscaling
+        self.view_smooth = True                  # the model's square upscaled smoothly; False: in crisp blocks
+        self.view_whole = False                  # the canvas shows the whole photo, not the face
+        self.parked: ParkedEdit | None = None    # a photo edit a sampled face replaced ("Back to your photo")
         self.clear_image()
         # Work in progress.
         self.busy: str | None = None             # 'drag' or 'invert' while one runs
@@ -129,111 +132,140 @@ class UserSession:
     # ----------------------------------------------------------------- image and latent
 
     def clear_image(self) -> None:
-        """Forget the image, its latent, points, mask, photo and frames."""
+        """Forget the image: its edit (latent, points, mask, history, photo) and the click in progress."""
         self.model: str | None = None
-        self.generator: torch.nn.Module | None = None   # the base model or this user's tuned copy
-        self.tuned = False                               # generator is this user's own (inverted photo)
-        self.drag: DragSession | None = None
-        self.image: np.ndarray | None = None             # current R x R x 3 uint8
+        self.tuned = False                               # the edit's generator is this user's own (a photo)
+        self.edit: PhotoEdit | None = None
         self.source: str | None = None                   # 'sample' or 'photo'
         self.seed: int | None = None
         self.truncation: float | None = None
-        self.inversion = None                            # inversion.InversionResult of the photo
-        self.original_image: np.ndarray | None = None    # the image the latent started from (a photo edit's 'before')
-        self.photo_points: list[tuple] = []              # (handles, targets) of every drag since then (photo edits)
-        self.photo_edit = None                           # the last inversion.PhotoEdit shown
-        self.clear_points()
-        self.mask: np.ndarray | None = None
-        self.mask_changed = False
-        self.frames: list[Frame] = []
+        self.pending: tuple[float, float] | None = None  # a handle (photo pixels) waiting for its target
 
     def load_latent(self, G, ws: torch.Tensor, config: DragConfig, model: str, source: str, *,
                     seed: int | None = None, truncation: float | None = None, inversion=None,
                     tuned: bool = False) -> np.ndarray:
-        """Start editing a new latent (sampled face or inverted photo); returns its image."""
-        drag = DragSession(G, ws, config)     # raises DragConfigError before anything is replaced
-        image = drag.render()
+        """Start editing a new latent (sampled face or inverted photo); returns its image.
+
+        A photo edit replaced by a sampled face is kept aside (:meth:`back_to_photo`); a new photo
+        replaces it."""
+        has_photo = inversion is not None and inversion.photo is not None
+        edit = PhotoEdit(G, ws, config, photo=inversion.photo if has_photo else None,
+                         alignment=inversion.alignment if has_photo else None,
+                         inversion=inversion)     # raises DragConfigError before anything is replaced
         with self.lock:
+            if source == "photo":
+                self.parked = None
+            elif self.edit is not None and self.source == "photo":
+                self.parked = ParkedEdit(self.edit, self.model, self.tuned)
             self.clear_image()
-            self.model, self.generator, self.tuned, self.drag = model, G, tuned, drag
-            self.source, self.seed, self.truncation, self.inversion = source, seed, truncation, inversion
-            self.image = image
-            self.original_image = image
+            self.model, self.tuned, self.edit = model, tuned, edit
+            self.source, self.seed, self.truncation = source, seed, truncation
             self.notice = None
-        return image
+        return edit.square()
+
+    def back_to_photo(self) -> bool:
+        """The photo edit a sampled face replaced, as it was (points, history and all); False if there is none."""
+        with self.lock:
+            parked = self.parked
+            if parked is None:
+                return False
+            self.clear_image()
+            self.model, self.tuned, self.edit, self.source = parked.model, parked.tuned, parked.edit, "photo"
+            self.parked = None
+            return True
+
+    @property
+    def generator(self) -> torch.nn.Module | None:
+        """The base model or this user's tuned copy."""
+        return None if self.edit is None else self.edit.G
+
+    @property
+    def drag(self):
+        """The engine's DragSession of the current edit."""
+        return None if self.edit is None else self.edit.session
+
+    @property
+    def inversion(self):
+        return None if self.edit is None else self.edit.inversion
+
+    @property
+    def has_photo(self) -> bool:
+        return self.edit is not None and self.edit.has_photo
+
+    @property
+    def image(self) -> np.ndarray | None:
+        """The generator's current image (R x R x 3 uint8)."""
+        return None if self.edit is None else self.edit.square()
 
     @property
     def resolution(self) -> int | None:
-        return None if self.drag is None else self.drag.resolution
+        return None if self.edit is None else self.edit.resolution
 
     @property
     def has_image(self) -> bool:
-        return self.drag is not None and self.image is not None
+        return self.edit is not None
 
-    def refresh_image(self) -> np.ndarray:
-        self.image = self.drag.render()
-        return self.image
+    @property
+    def holds_tuned(self) -> bool:
+        """This session keeps a tuned generator (its photo edit, or the one put aside)."""
+        return self.tuned or (self.parked is not None and self.parked.tuned)
+
+    def canvas_view(self) -> PhotoView | None:
+        """What the canvas shows now: the face of the photo (or all of it), or the sampled face."""
+        return None if self.edit is None else self.edit.view(whole=self.view_whole)
 
     def ensure_config(self, config: DragConfig) -> bool:
-        """Use ``config`` for the next drag; the engine keeps the image, points, mask and undo history.
+        """Use ``config`` for the next drag; the edit keeps the image, points, mask and undo history.
         Returns True if the settings changed (raises DragConfigError and keeps the old ones if they cannot work)."""
-        if self.drag is None:
-            return False
-        # max_steps only bounds each drag() call: a change needs no reconfiguration.
-        if dataclasses.replace(self.drag.config, max_steps=config.max_steps) == config:
-            self.drag.config.max_steps = config.max_steps
-            return False
-        self.drag.reconfigure(config)
-        return True
+        return False if self.edit is None else self.edit.configure(config)
 
     def undo(self) -> bool:
         """Back to the image before the last drag; False if there is nothing to undo."""
-        if self.drag is None or not self.drag.undo():
-            return False
-        handles = self.drag.handles
-        if handles is not None and not self.points_changed and len(handles) == len(self.handles):
-            self.handles = [tuple(map(float, h)) for h in handles]
-        self.refresh_image()
-        return True
+        return self.edit is not None and self.edit.undo()
 
     def reset(self) -> None:
-        """Back to the original image; handles return to where they were placed; video frames cleared."""
-        if self.drag is None:
-            return
-        self.drag.reset()
-        self.handles = list(self.initial_handles)
-        self.points_changed = bool(self.handles) or self.points_changed
-        self.frames.clear()
-        self.photo_points.clear()
-        self.refresh_image()
+        """Back to the original image; handles return to where they were placed; every drag forgotten."""
+        if self.edit is not None:
+            self.edit.reset()
 
     @property
     def can_undo(self) -> bool:
-        return self.drag is not None and bool(self.drag.history)
+        return self.edit is not None and self.edit.can_undo
 
-    # ----------------------------------------------------------------- points
+    # ----------------------------------------------------------------- points (photo pixels)
+
+    @property
+    def handles(self) -> list[tuple[float, float]]:
+        """The handles in photo pixels (the square's for a sampled face), where the last drag left them."""
+        return [] if self.edit is None else self.edit.points("photo")[0]
+
+    @property
+    def targets(self) -> list[tuple[float, float]]:
+        return [] if self.edit is None else self.edit.points("photo")[1]
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The movable region in the generator's pixels (R x R bool), or None."""
+        return None if self.edit is None else self.edit.mask
 
     def clear_points(self) -> None:
-        self.handles: list[tuple[float, float]] = []
-        self.targets: list[tuple[float, float]] = []
-        self.initial_handles: list[tuple[float, float]] = []
-        self.pending: tuple[float, float] | None = None   # a handle waiting for its target
-        self.points_changed = True
+        with self.lock:
+            self.pending = None
+            if self.edit is not None:
+                self.edit.clear_points()
 
     def add_click(self, x: float, y: float) -> str:
-        """A click on the image: alternately a handle and its target. Returns 'handle' or 'target'."""
-        if self.resolution is None:
+        """A click on the image (photo pixels): alternately a handle and its target. Returns 'handle' or 'target'.
+        A point the model does not cover raises PointError and changes nothing."""
+        if self.edit is None:
             raise PointError("there is no image to place points on yet")
-        validate_points([(x, y)], [(x, y)], self.resolution)
+        point = self.edit.check_point((x, y))
         with self.lock:
             if self.pending is None:
-                self.pending = (float(x), float(y))
+                self.pending = point
                 return "handle"
-            self.handles.append(self.pending)
-            self.targets.append((float(x), float(y)))
-            self.initial_handles = list(self.handles)
+            self.edit.add_pair(self.pending, point)
             self.pending = None
-            self.points_changed = True
             return "target"
 
     def remove_last_point(self) -> str | None:
@@ -242,56 +274,25 @@ class UserSession:
             if self.pending is not None:
                 self.pending = None
                 return "handle"
-            if not self.handles:
+            pair = None if self.edit is None else self.edit.pop_pair()
+            if pair is None:
                 return None
-            self.pending = self.handles.pop()
-            self.targets.pop()
-            self.initial_handles = list(self.handles)
-            self.points_changed = True
+            self.pending = pair[0]
             return "target"
 
-    def set_points(self, handles, targets) -> None:
+    def set_points(self, handles, targets, coordinates: str = "photo") -> None:
         """Replace all points at once (validated; raises PointError)."""
-        if self.resolution is None:
+        if self.edit is None:
             raise PointError("there is no image to place points on yet")
-        if handles:
-            handles, targets = validate_points(handles, targets, self.resolution)
         with self.lock:
-            self.handles = [tuple(map(float, h)) for h in handles]
-            self.targets = [tuple(map(float, t)) for t in targets]
-            self.initial_handles = list(self.handles)
+            self.edit.set_points(handles, targets, coordinates)
             self.pending = None
-            self.points_changed = True
 
     def set_mask(self, mask: np.ndarray | None) -> None:
         """Set the movable-region mask (R x R bool) or None; applied to the engine at the next drag."""
-        if mask is not None:
-            mask = np.asarray(mask, dtype=bool)
-            if mask.all():
-                mask = None   # everything may move: the same as no mask
-        with self.lock:
-            if (mask is None and self.mask is None) or (
-                    mask is not None and self.mask is not None and np.array_equal(mask, self.mask)):
-                return
-            self.mask = mask
-            self.mask_changed = True
-
-    def sync_engine(self) -> None:
-        """Hand changed points and mask to the drag session (before a drag)."""
-        with self.lock:
-            if self.points_changed:
-                self.drag.set_points(self.handles, self.targets)
-                self.points_changed = False
-            if self.mask_changed:
-                self.drag.set_mask(self.mask)
-                self.mask_changed = False
-
-    def take_engine_handles(self) -> None:
-        """After a drag, the handles are where the engine tracked them."""
-        handles = None if self.drag is None else self.drag.handles
-        if handles is not None and not self.points_changed:
+        if self.edit is not None:
             with self.lock:
-                self.handles = [tuple(map(float, h)) for h in handles]
+                self.edit.set_mask(mask)
 
     # ----------------------------------------------------------------- drag tickets
 
@@ -340,13 +341,7 @@ class UserSession:
             self._inversion_claimed = True
             return self.cancel_inversion
 
-    # ----------------------------------------------------------------- frames and files
-
-    def record_frame(self, image: np.ndarray, handles, targets, max_frames: int = MAX_FRAMES) -> None:
-        self.frames.append(Frame(np.asarray(image, dtype=np.uint8).copy(), np.array(handles, dtype=np.float32),
-                                 np.array(targets, dtype=np.float32)))
-        if len(self.frames) > max_frames:
-            self.frames = self.frames[::2]
+    # ----------------------------------------------------------------- files
 
     @property
     def export_dir(self) -> Path:
@@ -361,14 +356,22 @@ class UserSession:
         """Stop work in progress and free everything this session owns."""
         self.cancel_inversion.set()
         self.stop_drags()
-        with self.lock:
-            self.clear_image()
+        self.close_image()
         if self._export_dir is not None:
             shutil.rmtree(self._export_dir, ignore_errors=True)
             self._export_dir = None
 
+    def close_image(self) -> None:
+        """Forget the image and the photo edit put aside (their tuned generators go with them)."""
+        with self.lock:
+            self.clear_image()
+            self.parked = None
+
     def tuned_bytes(self) -> int:
-        return module_bytes(self.generator) if (self.tuned and self.generator is not None) else 0
+        total = module_bytes(self.generator) if (self.tuned and self.generator is not None) else 0
+        if self.parked is not None and self.parked.tuned:
+            total += module_bytes(self.parked.edit.G)
+        return total
 
 
 # --------------------------------------------------------------------------- the store
@@ -452,7 +455,7 @@ class SessionStore:
         evicted = []
         with self._lock:
             while True:
-                others = [s for s in self._sessions.values() if s is not session and s.tuned]
+                others = [s for s in self._sessions.values() if s is not session and s.holds_tuned]
                 count = len(others) + 1
                 total = sum(s.tuned_bytes() for s in others) + new_bytes
                 if count <= self.max_tuned and total <= self.max_tuned_bytes:
@@ -462,7 +465,9 @@ class SessionStore:
                     break
                 victim = min(idle, key=lambda s: s.last_used)
                 with victim.lock:
-                    victim.clear_image()
+                    if victim.tuned:
+                        victim.clear_image()
+                    victim.parked = None                # a photo edit put aside goes too
                     victim.notice = ("Your inverted photo was closed to free memory for other users. "
                                      "Upload it again to continue editing.")
                 evicted.append(victim.id)
@@ -475,7 +480,7 @@ class SessionStore:
 
     def tuned_count(self) -> int:
         with self._lock:
-            return sum(1 for s in self._sessions.values() if s.tuned)
+            return sum(1 for s in self._sessions.values() if s.holds_tuned)
 
     def tuned_bytes(self) -> int:
         with self._lock:
@@ -496,4 +501,4 @@ class SessionStore:
             return list(self._sessions)
 
 
-__all__ = ["Frame", "MAX_FRAMES", "ModelPool", "SessionError", "SessionStore", "UserSession", "module_bytes"]
+__all__ = ["ModelPool", "ParkedEdit", "SessionError", "SessionStore", "UserSession", "module_bytes"]

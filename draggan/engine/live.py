@@ -11,7 +11,7 @@ import dataclasses
 import queue
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ class LiveEvent:
     state: DragState | None         # the step the frame shows; for 'end', the last step (None: no step)
     image: np.ndarray | None = None
     text: str | None = None         # 'warning': what the engine recovered from
+    derived: object = None          # 'frame': what live_drag's on_frame made of it (None without one)
 
 
 @contextlib.contextmanager
@@ -51,7 +52,8 @@ def torch_threads(count: int | None):
 
 def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: float = 0.0,
               join_timeout: float = 30.0, worker_threads: int | None = None,
-              frames: str = "auto", first_frame_threads: int | None = None) -> Iterator[LiveEvent]:
+              frames: str = "auto", first_frame_threads: int | None = None,
+              on_frame: Callable[[DragState, np.ndarray], object] | None = None) -> Iterator[LiveEvent]:
     """Run ``drag.drag()`` and stream frames while it runs.
 
     A stepper thread takes the optimization steps; a renderer thread draws the
@@ -76,6 +78,10 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
     fight over them. ``first_frame_threads``: the stepper's threads until it hands
     over the first frame (until then the renderer has nothing to draw, so the
     stepper may take every core and the first frame comes sooner).
+
+    ``on_frame(state, image)``: more work per frame (a view derived from the frame, such as
+    the edited photo), run on the renderer thread right after the frame is drawn, so that it
+    never holds up a step either; its result is the event's ``derived``.
     """
     if frames == "auto":
         frames = "full" if drag.device.type == "cuda" else "partial"
@@ -135,7 +141,8 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 last_start = time.perf_counter()
                 # Neither takes the session's lock: the next step runs meanwhile.
                 image = finish_frame(drag.G, what, drag.config) if partial else render_state(drag.G, what, drag.config)
-                events.put(("frame", state, image))
+                derived = None if on_frame is None else on_frame(state, image)
+                events.put(("frame", state, image, derived))
         except BaseException as e:
             events.put(("error", e))
 
@@ -158,7 +165,7 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 yield LiveEvent("warning", None, text=payload[0])
                 continue
             if kind == "frame":
-                yield LiveEvent("frame", payload[0], payload[1])
+                yield LiveEvent("frame", payload[0], payload[1], derived=payload[2])
                 continue
             # steps_done: wait for the renderer, then report the end.
             threads[1].join(join_timeout)

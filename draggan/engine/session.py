@@ -247,6 +247,26 @@ class DragSession:
         return None if self._distances_np is None else self._distances_np.copy()
 
     @property
+    def initial_handles(self) -> np.ndarray | None:
+        """The handles where the current points were set (before any drag moved them)."""
+        return None if self._initial_handles_np is None else self._initial_handles_np.copy()
+
+    @property
+    def points_id(self) -> int:
+        """Counts :meth:`set_points` calls: a drag continued after a Stop keeps the same id."""
+        return self._points_id
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken since the points were set (across resumed drag() calls)."""
+        return self._step_count
+
+    @property
+    def undo_depth(self) -> int:
+        """How many drags :meth:`undo` can take back (the length of :attr:`history`, without copying it)."""
+        return len(self._history)
+
+    @property
     def mask(self) -> np.ndarray | None:
         """The current HxW bool mask (True = allowed to move), or None."""
         return None if self._mask_np is None else self._mask_np.copy()

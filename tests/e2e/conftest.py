@@ -71,13 +71,20 @@ def browser():
         b.close()
 
 
+PHOTO_SIZE = (120, 150)      # width, height of photo_file
+
+
 @pytest.fixture
 def photo_file(tmp_path) -> Path:
-    """A small photo (smooth colour gradients; no face, so it is centre-cropped)."""
-    y, x = np.mgrid[0:90, 0:70]
-    img = np.stack([x * 3, y * 2, (x + y) * 1.5], axis=-1).clip(0, 255).astype(np.uint8)
+    """A small photo: colour gradients under a blotchy texture, so that moved pixels show (no face, so it is
+    centre-cropped: the model's square covers its rows 15-134)."""
+    w, h = PHOTO_SIZE
+    y, x = np.mgrid[0:h, 0:w]
+    blotches = np.asarray(Image.fromarray((np.random.default_rng(7).random((h // 8, w // 8, 3)) * 255)
+                                          .astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
+    img = np.stack([x * 1.5, y * 1.2, (x + y) * 0.6], axis=-1) * 0.6 + blotches * 0.5
     path = tmp_path / "photo.png"
-    Image.fromarray(img).save(path)
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
     return path
 
 
