@@ -34,7 +34,7 @@ from .engine import PRESETS, TRACKINGS, DragConfig, DragConfigError, MaskError, 
 from .engine.points import PointError, parse_points
 from .loaders import CheckpointError, load_generator, registry
 from .runtime import DeviceError, default_device, runtime_for
-from .space import SpaceError
+from . import space
 
 EXIT_USAGE = 2
 
@@ -373,8 +373,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_deploy_space(args) -> int:
-    from . import space
-
     if args.out and not args.dry_run:
         raise CLIError("--out goes with --dry-run (a deploy writes its files to a temporary folder)")
     space.check_repo_id(args.repo_id)
@@ -394,7 +392,7 @@ def cmd_deploy_space(args) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'bad input', shown as one line instead of a traceback."""
 
-    return CLIError, PointError, DragConfigError, MaskError, VideoError, CheckpointError, SpaceError
+    return CLIError, PointError, DragConfigError, MaskError, VideoError, CheckpointError, space.SpaceError
 
 
 def main(argv=None) -> int:

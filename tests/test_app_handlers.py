@@ -310,7 +310,8 @@ def test_export_writes_png_latent_and_video(studio, messages):
     saved = torch.load(latent, weights_only=True)
     assert torch.equal(saved["ws"], s.drag.ws) and saved["model"] == "tiny"
     with Image.open(gif) as video:
-        assert 2 <= video.n_frames <= len(s.edit.frames) and video.size == (R * view_scale(R, 256),) * 2
+        # How many frames stream during 3 tiny steps depends on the machine's speed; the last one is always kept.
+        assert 1 <= video.n_frames <= len(s.edit.frames) and video.size == (R * view_scale(R, 256),) * 2
     files = studio.export("MP4", True, req)[studio.ui["files"]]
     assert files[-1].endswith(".mp4")
 
