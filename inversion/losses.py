@@ -222,7 +222,7 @@ def make_loss(kind: str = "auto", vgg16_path=None, device="cpu") -> Reconstructi
               f"used the offline pyramid loss (Laplacian L1 + SSIM) instead. Set {VGG16_ENV} to the file to use LPIPS.")
     if notice not in _WARNED:  # once per process; every report still carries the notice
         _WARNED.add(notice)
-        log.warning(notice)
+        log.info(notice)
     loss = _cached("pyramid", None, device)
     return dataclasses.replace(loss, notice=notice)
 
