@@ -46,7 +46,7 @@ from draggan.runtime import default_device, fast_autocast, runtime_for
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
 from inversion.edit import COORDINATES
 from inversion.photo import MAX_FILE_BYTES
-from inversion.pipeline import QUALITIES, InversionCache, resolve_encoder
+from inversion.pipeline import QUALITIES, InversionCache, planned_steps
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
     import spaces
@@ -681,13 +681,10 @@ class Studio:
         if quality in QUALITIES:
             config = dataclasses.replace(config, quality=quality)
         try:
-            encoder = resolve_encoder(config, G)[0]
+            bar = InversionProgress(progress, planned_steps(config, G, self.device))
         except InversionError as e:
             gr.Warning(f"The inversion failed: {e}")
             return gr.skip()
-        budget = config.resolved(torch.device(self.device), with_encoder=encoder is not None)
-        bar = InversionProgress(progress, {"encode": int(encoder is not None), "project_w": budget.steps_w,
-                                           "project_wplus": budget.steps_wplus, "tune": budget.steps_pti})
         s.busy = "invert"
         cancel = s.claim_inversion()
         try:

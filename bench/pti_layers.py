@@ -4,7 +4,7 @@
         --out bench/results/pti_layers_cpu.json
 
 For each held-out face the pivot is computed once (the model's encoder when it ships one, else
-projection with the fast preset), then tuning runs from that pivot with every combination of
+projection: the fast preset's, or ``--pivot-steps-w/--pivot-steps-wplus`` for a closer reference pivot), then tuning runs from that pivot with every combination of
 step budget and ``min_resolution`` (only the synthesis blocks of at least that resolution are tuned;
 the frozen blocks before them are also spared the backward pass). The variants of one face run one
 after the other, so each shares the machine's load with the others.
@@ -38,6 +38,8 @@ def main(argv=None) -> dict:
     p.add_argument("--start", default="auto", help="'auto' (the encoder if shipped) or 'none' (projection)")
     p.add_argument("--steps", default="10,25,50")
     p.add_argument("--min-res", default="0,16,32,64")
+    p.add_argument("--pivot-steps-w", type=int, default=None, help="projection: W steps (default: the preset's)")
+    p.add_argument("--pivot-steps-wplus", type=int, default=0, help="projection: W+ steps after W")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--amp", default="auto", help="'bf16', 'none' or 'auto' (the pipeline's choice)")
     p.add_argument("--device", default="cpu")
@@ -50,7 +52,7 @@ def main(argv=None) -> dict:
     G = load_generator(args.model, device=device)
     faces = sorted(Path(args.faces_dir).glob("*.png"))[:args.faces]
     config = InversionConfig(device=args.device, alignment="center", identity=False, encoder=args.start,
-                             steps_pti=0, amp=args.amp)
+                             steps_pti=0, amp=args.amp, steps_w=args.pivot_steps_w, steps_wplus=args.pivot_steps_wplus)
     amp = config.resolved(device).amp
     loss = make_loss("auto", device=device)
     rows = []

@@ -460,6 +460,17 @@ def alignment_for_model(source) -> tuple[str, str | None]:
 # --------------------------------------------------------------------------- invert
 
 
+def planned_steps(config: InversionConfig, G, device=None) -> dict[str, int]:
+    """The steps each stage of :func:`invert` will take for ``config`` and ``G`` (for a progress bar):
+    {'encode': 0 or 1, 'project_w', 'project_wplus', 'tune' (at most)}. Raises InversionError for an
+    encoder that cannot be used."""
+    device = torch.device(device or config.device or _device_of(G))
+    encoder, _ = resolve_encoder(config, G)
+    budget = config.resolved(device, with_encoder=encoder is not None)
+    return {"encode": int(encoder is not None), "project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
+            "tune": budget.steps_pti}
+
+
 def poor_reconstruction_notice(psnr_value: float, quality: str = "fast") -> str:
     """What a poor reconstruction (PSNR below :data:`POOR_PSNR`) means for the edit, in one paragraph."""
     advice = " The faithful preset may get closer." if quality != "faithful" else ""
@@ -665,5 +676,5 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     return result
 
 
-__all__ = ["invert", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
+__all__ = ["invert", "planned_steps", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
            "model_fingerprint", "resolve_alignment", "alignment_for_model"]
