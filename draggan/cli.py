@@ -154,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--confidence-out", metavar="PNG",
                       help="with --inversion and motion: the photo with the moved region and the generator's own "
                            "pixels marked")
-    edit.add_argument("--video", metavar="OUT.mp4|OUT.gif", help="also write the drag as an animation")
+    edit.add_argument("--video", metavar="OUT.mp4|OUT.gif",
+                      help="also write the drag as an animation (for an inverted photo: the photo moving, as the "
+                           "app's canvas shows it)")
+    edit.add_argument("--square-video", metavar="OUT.mp4|OUT.gif",
+                      help="with --inversion: also the drag on the generator's square")
     edit.add_argument("--fps", type=positive_float, default=24.0, help="animation frame rate (default 24)")
     edit.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     edit.set_defaults(func=cmd_edit)
@@ -275,8 +279,11 @@ def cmd_edit(args) -> int:
         raise CLIError("use either --inversion DIR, or --model with --seed, not both")
     if not args.inversion and (args.model is None or args.seed is None):
         raise CLIError("tell me which image to edit: --model NAME --seed N, or --inversion DIR")
-    if args.video and Path(args.video).suffix.lower() not in VIDEO_FORMATS:
-        raise CLIError(f"--video {args.video}: the animation must end in .gif or .mp4")
+    for option, path in (("--video", args.video), ("--square-video", args.square_video)):
+        if path and Path(path).suffix.lower() not in VIDEO_FORMATS:
+            raise CLIError(f"{option} {path}: the animation must end in .gif or .mp4")
+    if args.square_video and not args.inversion:
+        raise CLIError("--square-video goes with --inversion (for a generated face, --video is the square)")
     if args.seed is not None and args.seed < 0:
         raise CLIError(f"--seed must be non-negative, got {args.seed}")
     if not args.inversion and (args.square_out or args.confidence_out or args.photo_points):
@@ -303,15 +310,12 @@ def cmd_edit(args) -> int:
     if args.mask:
         edit.set_mask(*load_mask(args.mask, edit.resolution, edit.photo_size if edit.has_photo else None))
 
-    frames = []
-    if args.video:
-        frames.append(drag_frame(edit.square(), *edit.points("square"), edit.mask))
+    videos = bool(args.video or args.square_video)
+    first = drag_frame(edit.square(), *edit.points("square"), edit.mask) if videos else None
     start = edit.points("square")[0]
     state = None
     t0 = time.perf_counter()
-    for state in edit.run(image_every=1 if args.video else 0):
-        if args.video and state.image is not None:
-            frames.append(drag_frame(state.image, state.handles, state.targets, edit.mask))
+    for state in edit.run(image_every=1 if videos else 0):
         if state.warning:
             print(f"warning: {state.warning}", file=sys.stderr)
         if not args.quiet:
@@ -337,8 +341,10 @@ def cmd_edit(args) -> int:
     if args.square_out:
         save_image(square, args.square_out)
         note += f", {args.square_out} (the generator's {square.shape[1]} px image)"
-    if args.video:
-        write_video(args.video, frames, fps=args.fps)
+    if args.square_video or (args.video and not edit.has_photo):
+        write_video(args.square_video or args.video, [first] + edit.square_video_frames(), fps=args.fps)
+    if args.video and edit.has_photo:   # the photo moving, as the app's canvas and its export show it
+        write_video(args.video, edit.photo_video_frames(edit.view()), fps=args.fps)
     steps = state.step if state else 0
     verdict = "all handles reached their targets" if state and state.done else "stopped at the step limit"
     final, targets_now = edit.points(coordinates)
@@ -348,7 +354,7 @@ def cmd_edit(args) -> int:
         distances = distances / edit.square_per_photo_pixel
     print(format_handle_table(start, final, targets_now, distances))
     print(f"{verdict} after {steps} steps ({elapsed:.1f} s on {device}); wrote {out}{note}"
-          + (f" and {args.video}" if args.video else "")
+          + "".join(f" and {v}" for v in (args.video, args.square_video) if v)
           + ("; points and distances in photo pixels" if coordinates == "photo" else ""))
     return 0
 

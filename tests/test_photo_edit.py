@@ -8,6 +8,7 @@ hand, as the pipeline would.
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -252,6 +253,27 @@ def test_the_cli_takes_photo_pixels_and_gives_the_same_edit_as_square_pixels(inv
     edited = np.asarray(Image.open(tmp_path / "photo.png"))
     assert edited.shape == (300, 260, 3) and not np.array_equal(edited, np.asarray(Image.open(inversion_dir / "photo.png")))
     assert "(120, 140)" in outputs["photo"] and "in photo pixels" in outputs["photo"]
+
+
+def test_the_cli_video_of_a_photo_edit_shows_the_photo_and_the_square_video_the_model(inversion_dir, tmp_path):
+    args = ["edit", "--inversion", str(inversion_dir), "--feature-block", "4", "--steps", "4", "--quiet",
+            "--device", "cpu", "--photo-points", "120,140->128,133", "--out", str(tmp_path / "o.png"),
+            "--video", str(tmp_path / "photo.gif"), "--square-video", str(tmp_path / "square.gif")]
+    assert cli.main(args) == 0
+    edit = PhotoEdit.load(inversion_dir)
+    view = edit.view()
+    with Image.open(tmp_path / "photo.gif") as photo_video, Image.open(tmp_path / "square.gif") as square_video:
+        assert photo_video.size == view.size and photo_video.n_frames >= 2     # the canvas: the photo, moving
+        assert square_video.size[0] == square_video.size[1] != photo_video.size[0]
+        assert square_video.n_frames == 5                                       # before + one frame per step
+        photo_video.seek(0)
+        first = np.asarray(photo_video.convert("RGB"), np.float32)
+    # The photo video's first frame is the upload as the canvas shows it (points on top, GIF's 256 colours),
+    # far closer to it than the model's square shown in the same place would be.
+    background = edit.background(view).astype(np.float32)
+    square_there = cv2.warpAffine(edit.square(), edit.view_alignment(view).matrix, view.size,
+                                  flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR).astype(np.float32)
+    assert np.abs(first - background).mean() < 0.5 * np.abs(square_there - background).mean()
 
 
 def test_the_cli_says_when_photo_pixels_cannot_be_used(inversion_dir, tmp_path, capsys):
