@@ -29,12 +29,12 @@ from inversion.edit import PhotoEdit
 from inversion.errors import InversionError
 from inversion.pipeline import INVERSION_GENERATOR, INVERSION_LATENT
 
+from . import space
 from .drawing.video import VIDEO_FORMATS, VideoError, drag_frame, write_video
 from .engine import PRESETS, TRACKINGS, DragConfig, DragConfigError, MaskError, to_uint8
 from .engine.points import PointError, parse_points
 from .loaders import CheckpointError, load_generator, registry
 from .runtime import DeviceError, default_device, runtime_for
-from . import space
 
 EXIT_USAGE = 2
 
