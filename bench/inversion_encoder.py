@@ -26,6 +26,8 @@ import torch
 from draggan.loaders import load_generator
 from inversion import InversionConfig, invert
 
+from .staged import write_json
+
 DEFAULT_FACES = Path(os.environ.get("DRAGGAN_CELEBA128", "../shared/datasets/celeba128")) / "eval"
 
 
@@ -84,8 +86,7 @@ def main(argv=None) -> dict:
             print(json.dumps({"quality": quality, "start": start, "summary": summarize(rows)}), flush=True)
     results["load_after"] = os.getloadavg()
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(results, args.out)
     return results
 
 

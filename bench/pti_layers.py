@@ -4,10 +4,11 @@
         --out bench/results/pti_layers_cpu.json
 
 For each held-out face the pivot is computed once (the model's encoder when it ships one, else
-projection: the fast preset's, or ``--pivot-steps-w/--pivot-steps-wplus`` for a closer reference pivot), then tuning runs from that pivot with every combination of
-step budget and ``min_resolution`` (only the synthesis blocks of at least that resolution are tuned;
-the frozen blocks before them are also spared the backward pass). The variants of one face run one
-after the other, so each shares the machine's load with the others.
+projection: the fast preset's, or ``--pivot-steps-w/--pivot-steps-wplus`` for a closer reference
+pivot), then tuning runs from that pivot with every combination of step budget and ``min_resolution``
+(only the synthesis blocks of at least that resolution are tuned; the frozen blocks before them are also
+spared the backward pass). The variants of one face run one after the other, so each shares the
+machine's load with the others.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from inversion.metrics import psnr, to_image, to_tensor
 from inversion.pti import TuningSettings, pivotal_tuning
 
 from .inversion_encoder import DEFAULT_FACES
+from .staged import write_json
 
 
 def main(argv=None) -> dict:
@@ -85,8 +87,7 @@ def main(argv=None) -> dict:
               "loss": loss.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load": os.getloadavg(), "summary": summary, "rows": rows}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.out)
     return result
 
 

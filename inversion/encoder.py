@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from draggan.models.networks import config_from_dict
+
 from .errors import InversionError
 
 ENCODER_DIR = "encoder"          # <model folder>/encoder/{config.json, model.safetensors}
@@ -77,11 +79,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown encoder config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "encoder")
 
     def groups(self) -> list[tuple[int, int]]:
         """(first, end) W+ layers of the coarse, medium and fine groups (thirds, the coarse group largest)."""

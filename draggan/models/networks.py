@@ -25,6 +25,14 @@ from torch import nn
 from . import ops
 
 
+def config_from_dict(cls, d: dict, what: str):
+    """A config dataclass from a stored dict; an unknown key (a file from a newer version, a typo) is an error."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
+    return cls(**d)
+
+
 @dataclasses.dataclass
 class GeneratorConfig:
     """Architecture of a StyleGAN2 generator.
@@ -78,11 +86,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "generator")
 
 
 # --------------------------------------------------------------------------- layers
