@@ -1,14 +1,15 @@
 """Inversion with the learned encoder against optimization-based projection, as a user gets them.
 
     python -m bench.inversion_encoder --model celeba128 --faces 30 --threads 2 --out bench/results/x.json
-    python -m bench.inversion_encoder --device cuda --faces 50 --no-identity     # a GPU machine without dlib
+    python -m bench.inversion_encoder --device cuda --faces 50 --no-identity --alignment center   # no dlib there
 
 For each held-out face (``eval/``: identities the model and the encoder never saw) and each start
 ('encoder': the model's shipped encoder, 'projection': no encoder) and preset, ``invert()`` runs with
 the defaults and the report's figures are recorded: PSNR, SSIM, the dlib identity distance of the
 reconstruction to the aligned face (where dlib is installed), the PSNR of the pivot before tuning, and
-the report's total seconds. Faces are already aligned 128 px crops, so alignment is the centre crop
-(a no-op); real photos go through ``bench.photo_edit`` / ``bench.inversion_presets``.
+the report's total seconds. The faces are aligned 128 px crops; by default they are aligned again as a
+user's photo is (dlib onto the template, nearly a no-op), ``--alignment center`` takes them as they are
+(no dlib: a GPU machine). Real photos go through ``bench.photo_edit`` / ``bench.inversion_presets``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main(argv=None) -> dict:
     p.add_argument("--faces-dir", default=str(DEFAULT_FACES))
     p.add_argument("--starts", default="encoder,projection")
     p.add_argument("--qualities", default="fast,faithful")
+    p.add_argument("--alignment", default="auto", help="'auto' (dlib onto the model's template, as a user gets it; "
+                   "the identity distance needs a face found) or 'center' (the crop as it is, no dlib)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-identity", action="store_true", help="skip dlib's identity distance (no dlib there)")
@@ -68,7 +71,7 @@ def main(argv=None) -> dict:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "runs": {}}
     for quality in args.qualities.split(","):
         for start in args.starts.split(","):
-            config = InversionConfig(device=args.device, quality=quality, alignment="center",
+            config = InversionConfig(device=args.device, quality=quality, alignment=args.alignment,
                                      identity=not args.no_identity, encoder="auto" if start == "encoder" else "none")
             # One untimed warm-up inversion (first-call kernel setup), on another face.
             invert(faces[-1], G, config, cache=None)
