@@ -28,7 +28,7 @@ from .config import DragConfig, DragConfigError, MaskError, default_feature_bloc
 from .cuda_graphs import StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
 from .line_search import LineSearch, feature_distance, patch_features, start_line_search, update_line_search
-from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, warp_supervision_loss
+from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, support_box, warp_supervision_loss
 from .points import PointError, validate_points
 from .region import Canvas, LocalBlend, edit_region, resize_mask, to_block
 from .tracking import track_points, window_offsets
@@ -97,6 +97,7 @@ class _Optimization:
     blend: LocalBlend | None = None         # the local edit's blend (region.py); None: the whole image may change
     handles0: torch.Tensor | None = None    # [N, 2] the handles when the points were set (warp supervision)
     warp_weight: torch.Tensor | None = None  # [1, 1, h, w] the region at the feature block (None: everywhere)
+    warp_box: tuple[int, int, int, int] | None = None  # the feature pixels where warp_weight is not 0
     line: LineSearch | None = None          # tracking "line": feature dragging along the lines (line_search.py)
     nonfinite_streak: int = 0
     runner: StepGraph | None = None         # takes DragSession._step, eagerly or as a replayed CUDA graph
@@ -429,9 +430,10 @@ class DragSession:
         state = DragState(step=self._step_count, handles=self._handles_np.copy(), targets=self._targets_np.copy(),
                           distances=self._distances_np.copy(), done=done_flag, loss=float(info[3 * n]),
                           warning=warning)
-        if opt.partial_frames:  # copies: the next step overwrites the buffers in place
+        if opt.partial_frames:  # copies where a graph's next replay overwrites the buffers in place
+            copy = (lambda t: t.clone()) if opt.runner.enabled else (lambda t: t)
             state.partial_frame = PartialFrame(self._compose(opt.prev_param).detach().clone(), self.feature_block,
-                                               opt.frame_features.clone(), opt.frame_skip.clone())
+                                               copy(opt.frame_features), copy(opt.frame_skip))
         return state, (warning is None and not done_flag)
 
     def _run_step(self) -> torch.Tensor:
@@ -460,7 +462,9 @@ class DragSession:
         if opt.partial_frames:
             feat, skip = out
             with torch.no_grad():
-                if opt.frame_features is None:          # allocated in an eager step, before any capture
+                if not opt.runner.enabled:              # eager: every step makes new tensors, nothing to copy
+                    opt.frame_features, opt.frame_skip = feat.detach(), skip.detach()
+                elif opt.frame_features is None:        # allocated in an eager step, before any capture
                     opt.frame_features, opt.frame_skip = feat.detach().clone(), skip.detach().clone()
                 else:
                     opt.frame_features.copy_(feat.detach())
@@ -485,7 +489,7 @@ class DragSession:
         if self.config.lambda_warp:
             loss = loss + self.config.lambda_warp * warp_supervision_loss(
                 feat, opt.feat0, opt.handles0, tracked, self._targets, self.resolution,
-                self.config.warp_sigma * self.resolution, opt.warp_weight, active)
+                self.config.warp_sigma * self.resolution, opt.warp_weight, active, opt.warp_box)
         if self.config.lambda_latent:
             loss = loss + self.config.lambda_latent * param.float().square().sum(-1).mean()
         opt.optimizer.zero_grad(set_to_none=True)
@@ -596,6 +600,7 @@ class DragSession:
         offset = self._targets_np - self._handles_np
         grid_floor = np.linalg.norm(offset - np.round(offset), axis=1) + 1e-3
         stop = torch.from_numpy(np.maximum(stop_px, grid_floor).astype(np.float32)).to(self.device)
+        warp_weight = None if blend is None else resize_mask(blend.mask, feat0.shape[-1])
         graphed = self._use_cuda_graph()
         # A graph replays the optimizer step as captured: lr and step count live on the device.
         optimizer = adam([param], cfg.lr, graphed)
@@ -604,7 +609,7 @@ class DragSession:
             lr=cfg.lr, feat0=feat0, ref_features=ref,
             stop_distance=stop, stop_distance_px=stop_px, blend=blend,
             handles0=self._handles.clone(),
-            warp_weight=None if blend is None else resize_mask(blend.mask, feat0.shape[-1]),
+            warp_weight=warp_weight, warp_box=None if warp_weight is None else support_box(warp_weight),
             line=None if cfg.tracking == "nn" else start_line_search(
                 feat0, self._handles, self._targets, self._disk, self.resolution, cfg.line_step_for(self.resolution)),
             runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))

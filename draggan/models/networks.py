@@ -100,8 +100,8 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias.to(x.dtype) * self.bias_gain
+        w = ops.frozen(self.weight, ("fc", x.dtype), lambda p: p.to(x.dtype) * self.weight_gain)
+        b = ops.frozen(self.bias, ("fc", x.dtype), lambda p: p.to(x.dtype) * self.bias_gain)
         if self.activation == "linear":
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return ops.bias_act(x @ w.t(), b, act=self.activation)
@@ -176,8 +176,13 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         elif noise_mode != "none":
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        resample_filter = getattr(self, "resample_filter", None)
+        if ops.FAST_LAYERS and not reference:
+            return ops.modulated_conv2d_lrelu(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+                                              padding=self.padding, resample_filter=resample_filter,
+                                              clamp=self.conv_clamp)
         x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                                 resample_filter=getattr(self, "resample_filter", None), reference=reference)
+                                 resample_filter=resample_filter, reference=reference)
         return ops.bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
 
 

@@ -1,0 +1,198 @@
+"""What each CPU speed change is worth: a live view's step + frame, with one change undone at a time.
+
+    .venv/bin/python -m bench.cpu_speed --model celeba128 --rounds 6 --steps 3
+    .venv/bin/python -m bench.cpu_speed --model celeba128-lite --variants default,before,fp32
+    .venv/bin/python -m bench.cpu_speed --model celeba128 --block 6 --json out.json
+
+Per streamed frame a live view on a CPU takes one drag step with its partial frame and finishes
+that frame (``live_drag(frames='partial')``); this times exactly that pair, with the app's
+settings (the ``local`` defaults, the runtime's precision and memory format, one torch thread
+per worker), and again with one change undone:
+
+* ``fast-layers``: the synthesis layers as separate ops (``ops.FAST_LAYERS = False``);
+* ``frozen-cache``: weight casts and norms recomputed every call (``ops.CACHE_FROZEN = False``);
+* ``warp-box``: the warp term over the whole feature map instead of the region's box;
+* ``fp32`` / ``bf16``: the other precision;
+* ``contiguous``: NCHW weights instead of channels-last;
+* ``threads2``: two torch threads in one worker (the app gives each of its two workers one);
+* ``before``: all of the above undone that this branch added (fast layers, cache, warp box);
+* ``base``: the code of an earlier commit, run in this process on the same weights: a copy of its
+  ``draggan`` package renamed ``draggan_base`` in the folder ``--base`` (made with
+  ``git archive 9b48cab draggan | tar -x -C .stage/base && mv .stage/base/draggan .stage/base/draggan_base``).
+
+The variants are interleaved: each round runs every variant for ``--steps`` steps in turn, so a
+change in the machine's load hits them alike. Reported per variant: the median wall time and
+the median CPU time of this process (``time.process_time``: what a shared machine's other load
+does not add to), the spread of the round medians, and the 1-minute load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import draggan.engine
+from draggan.engine import session as session_module
+from draggan.loaders.checkpoints import load_generator
+from draggan.models import ops
+from draggan.runtime import runtime_for
+
+VARIANTS = ("default", "fast-layers", "frozen-cache", "warp-box", "fp32", "bf16", "contiguous", "threads2", "before",
+            "base")
+
+
+@contextlib.contextmanager
+def undone(variant: str):
+    """The module switches of ``variant`` for the duration of the block."""
+    saved = (ops.FAST_LAYERS, ops.CACHE_FROZEN, session_module.support_box)
+    off = {"fast-layers": {"fast"}, "frozen-cache": {"cache"}, "warp-box": {"box"},
+           "before": {"fast", "cache", "box"}}.get(variant, set())
+    ops.FAST_LAYERS = "fast" not in off
+    ops.CACHE_FROZEN = "cache" not in off
+    if "box" in off:
+        session_module.support_box = lambda weight: None
+    try:
+        yield
+    finally:
+        ops.FAST_LAYERS, ops.CACHE_FROZEN, session_module.support_box = saved
+
+
+def app_points(pairs: int, resolution: int) -> tuple[list, list]:
+    """The app benchmark's drags (``bench/bench_app.py``): handles on a ring around the centre, each
+    pulled 12% of the image sideways; a local drag's region (and so its cost) depends on them."""
+    c, r, d = (resolution - 1) / 2, resolution * 0.22, resolution * 0.12
+    handles, targets = [], []
+    for i in range(pairs):
+        a = 2 * math.pi * i / pairs
+        hx, hy = round(c + r * math.cos(a)), round(c + r * math.sin(a))
+        handles.append((hx, hy))
+        targets.append((min(resolution - 1, round(hx + d)), hy))
+    return handles, targets
+
+
+class LiveFrames:
+    """One session stepping with partial frames, finishing each frame as the live view does.
+
+    ``package``: the ``draggan`` package to run (this one, or an earlier commit's copy).
+    """
+
+    def __init__(self, G, block, autocast, handles, package=None):
+        engine = package.engine if package is not None else draggan.engine
+        self.G, self.finish_frame = G, engine.finish_frame
+        self.config = engine.DragConfig(feature_block=block, autocast=autocast, stop_distance=1e-3,
+                                        max_steps=10 ** 9)
+        s = engine.DragSession(G, G.ws_from_seed(0, 0.7), self.config)
+        s.set_points(*app_points(handles, G.img_resolution))
+        self.steps = s.drag(image_every=0, partial_frames=True)
+
+    def __call__(self):
+        state = next(self.steps)
+        self.finish_frame(self.G, state.partial_frame, self.config)
+
+
+def base_generator(folder, G):
+    """``G``'s weights in the earlier commit's Generator class (its own ops), prepared the same way."""
+    sys.path.insert(0, str(Path(folder).resolve()))
+    import draggan_base
+    from draggan_base.runtime import runtime_for as base_runtime_for
+    old = draggan_base.models.networks.Generator(draggan_base.models.networks.GeneratorConfig(**G.cfg.to_dict()))
+    old.load_state_dict(G.state_dict())
+    return base_runtime_for("cpu").prepare(old.eval().requires_grad_(False)), draggan_base
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="celeba128")
+    p.add_argument("--block", type=int, default=None, help="feature block (default: the engine's for the model)")
+    p.add_argument("--handles", type=int, default=1)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the worker (the app: half the cores)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="timed step + frame pairs per variant and round")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--base", default=".stage/base", help="folder holding draggan_base (for the 'base' variant)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+
+    runtime = runtime_for("cpu")
+    G0 = load_generator(args.model, "cpu", progress=False)
+    G = runtime.prepare(copy.deepcopy(G0))
+    G_plain = G0     # NCHW, for 'contiguous'
+    from draggan.engine import default_feature_block
+    block = args.block or default_feature_block(G)
+    runners = {}
+    for v in variants:
+        autocast = {"fp32": False, "bf16": True}.get(v, runtime.autocast)
+        with undone(v):
+            if v == "base":
+                G_base, package = base_generator(args.base, G0)
+                runners[v] = LiveFrames(G_base, block, autocast, args.handles, package=package)
+            else:
+                runners[v] = LiveFrames(G_plain if v == "contiguous" else G, block, autocast, args.handles)
+
+    def run(v, n):
+        threads = 2 if v == "threads2" else args.threads
+        torch.set_num_threads(threads)
+        wall, cpu = [], []
+        with undone(v):
+            for _ in range(n):
+                t0, c0 = time.perf_counter(), time.process_time()
+                runners[v]()
+                wall.append(1000 * (time.perf_counter() - t0))
+                cpu.append(1000 * (time.process_time() - c0))
+        return wall, cpu
+
+    for v in variants:
+        run(v, args.warmup)
+    walls = {v: [] for v in variants}
+    cpus = {v: [] for v in variants}
+    round_medians = {v: [] for v in variants}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for v in variants:
+            w, c = run(v, args.steps)
+            walls[v] += w
+            cpus[v] += c
+            round_medians[v].append(statistics.median(w))
+        loads.append(os.getloadavg()[0])
+
+    rows = [dict(variant=v, wall_ms=statistics.median(walls[v]), cpu_ms=statistics.median(cpus[v]),
+                 spread_ms=[min(round_medians[v]), max(round_medians[v])], samples=len(walls[v])) for v in variants]
+    base = next((r for r in rows if r["variant"] == "default"), rows[0])
+    result = dict(command="python -m bench.cpu_speed " + " ".join(sys.argv[1:]), date=str(datetime.datetime.now()),
+                  cpu=platform.processor() or platform.machine(), bf16_autocast_default=runtime.autocast,
+                  torch=torch.__version__, model=args.model, block=block, handles=args.handles,
+                  load_avg_1min=[min(loads), max(loads)], rows=rows)
+    print(f"# {args.model}, feature block {block}, {args.handles} handle(s): one step + its frame, as a live view "
+          f"streams them; CPU {result['cpu']}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{result['date'][:16]}")
+    print(f"# command: {result['command']}")
+    print(f"# load average (1 min) {min(loads):.2f}-{max(loads):.2f}; default precision "
+          f"{'bf16' if runtime.autocast else 'fp32'}, channels-last, {args.threads} thread(s)")
+    print("| variant | wall ms (median) | CPU ms (median) | spread of round medians | default is faster by |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | {r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f} "
+              f"| {r['cpu_ms'] / base['cpu_ms']:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
