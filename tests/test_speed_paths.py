@@ -154,3 +154,17 @@ def test_the_conv_formulations_agree_at_a_batch_of_two():
     fast = ops.modulated_conv2d_lrelu(x, weight, styles, bias, padding=1)
     plain = ops.bias_act(ops.modulated_conv2d(x, weight, styles, padding=1), bias, act="lrelu")
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_frames_off_cuda_are_drawn_eagerly_and_equal_render_state():
+    from draggan.engine import render_state
+    from draggan.engine.cuda_graphs import GraphedCall
+    G = tiny_generator()
+    s = DragSession(G, G.ws_from_seed(0, 0.7), DragConfig())
+    assert not s._frames.enabled
+    assert (s.render() == render_state(G, s.frame_state(), s.config)).all()
+    calls = []
+    run = GraphedCall(lambda t: calls.append(1) or t * 2, torch.device("cpu"))
+    for i in range(4):
+        torch.testing.assert_close(run(torch.full((2,), float(i))), torch.full((2,), 2.0 * i))
+    assert len(calls) == 4 and not run.captured

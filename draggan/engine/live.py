@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .session import DragSession, DragState, finish_frame, render_state
+from .session import DragSession, DragState, finish_frame
 
 
 @dataclasses.dataclass
@@ -134,7 +134,7 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                     state, what = latest.pop()
                 last_start = time.perf_counter()
                 # Neither takes the session's lock: the next step runs meanwhile.
-                image = finish_frame(drag.G, what, drag.config) if partial else render_state(drag.G, what, drag.config)
+                image = finish_frame(drag.G, what, drag.config) if partial else drag.render_frame(what)
                 events.put(("frame", state, image))
         except BaseException as e:
             events.put(("error", e))

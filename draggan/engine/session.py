@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .config import DragConfig, DragConfigError, MaskError, default_feature_block, generator_autocast
-from .cuda_graphs import StepGraph, adam, set_lr
+from .cuda_graphs import GraphedCall, StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
 from .line_search import LineSearch, feature_distance, patch_features, start_line_search, update_line_search
 from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, support_box, warp_supervision_loss
@@ -330,7 +330,14 @@ class DragSession:
     def render(self) -> np.ndarray:
         """The current image, HxWx3 uint8."""
         with self._lock:
-            return render_state(self.G, self.frame_state(), self.config)
+            return self.render_frame(self.frame_state())
+
+    def render_frame(self, state: EditState) -> np.ndarray:
+        """The image of ``state`` (:meth:`frame_state`), HxWx3 uint8: a replayed CUDA graph where steps are one.
+
+        Takes no session lock (a live view draws while the next step runs).
+        """
+        return self._frames.render(state)
 
     def reconfigure(self, config: DragConfig) -> None:
         """Use ``config`` from the next drag on, keeping the image, points, mask and undo history.
@@ -636,6 +643,8 @@ class DragSession:
         self.r1, self.r2 = cfg.radii(self.resolution)
         self._disk = disk_offsets(self.r1, self.device)        # motion supervision neighbourhood, [D, 2]
         self._window = window_offsets(self.r2, self.device)    # tracking search window, [W, 2]
+        graphs = self.device.type == "cuda" and cfg.cuda_graph is not False
+        self._frames = FrameRenderer(G, cfg, self.device, enabled=graphs)
 
     def _features(self, ws: torch.Tensor, blend: LocalBlend | None, with_image: bool):
         """The feature block's output for ``ws`` (and its skip image ``with_image``), blended when local."""
@@ -705,6 +714,12 @@ class DragSession:
 @torch.no_grad()
 def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
     """The image of an :class:`EditState`, HxWx3 uint8 (thread-safe: it only reads the state and G)."""
+    return frame_tensor(G, state, config).cpu().numpy()
+
+
+@torch.no_grad()
+def frame_tensor(G, state: EditState, config: DragConfig) -> torch.Tensor:
+    """The image of an :class:`EditState` as an HxWx3 uint8 tensor on the generator's device."""
     noise = config.noise_mode
     with generator_autocast(config, state.ws.device):
         if state.blend is not None:
@@ -716,7 +731,41 @@ def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
             img = G.synthesis.finish(c.features, c.skip, state.ws, c.block, noise_mode=noise)
         else:
             img = G.synthesis(state.ws, noise_mode=noise)
-    return to_uint8(img)
+    return uint8_tensor(img)
+
+
+class FrameRenderer:
+    """Draws a session's frames, replaying a captured CUDA graph per kind of frame on a GPU.
+
+    A full frame at 512 px is a few hundred small kernels, as a step is, and bound by their
+    launches in the same way. The graph of a frame takes the latent as its input; it is
+    captured for the plain image, or for the canvas or running blend it draws on, after
+    two eager frames, and again when those change. Off CUDA (or with ``cuda_graph=False``)
+    it is :func:`render_state`. One frame at a time (a lock): the graph's buffers are shared.
+    """
+
+    def __init__(self, G, config: DragConfig, device: torch.device, enabled: bool):
+        self.G, self.config, self.device, self.enabled = G, config, device, enabled
+        self._graphs: dict = {}
+        self._lock = threading.Lock()
+
+    def render(self, state: EditState) -> np.ndarray:
+        if not self.enabled:
+            return render_state(self.G, state, self.config)
+        key = (id(state.canvas), id(state.blend))
+        with self._lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                # Held with the graph, so that the ids stay theirs; only the latest kind is kept.
+                canvas, blend = state.canvas, state.blend
+                graph = GraphedCall(lambda ws: frame_tensor(self.G, EditState(ws, canvas, blend), self.config),
+                                    self.device, enabled=True, warmup_steps=GRAPH_WARMUP_STEPS)
+                self._graphs = {key: (graph, canvas, blend)}
+                entry = self._graphs[key]
+            image = entry[0](state.ws)
+            if entry[0].failed:
+                self.enabled = False
+            return image.cpu().numpy()
 
 
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
@@ -726,13 +775,17 @@ def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
     return to_uint8(img)
 
 
+def uint8_tensor(img: torch.Tensor) -> torch.Tensor:
+    """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8, on its device."""
+    x = (img[0].detach().float().clamp(-1, 1) + 1) * 127.5
+    x = x.round().to(torch.uint8).permute(1, 2, 0)
+    return x.expand(-1, -1, 3) if x.shape[-1] == 1 else x
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8."""
-    x = (img[0].detach().float().clamp(-1, 1) + 1) * 127.5
-    x = x.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    return x
+    return np.ascontiguousarray(uint8_tensor(img).cpu().numpy())
 
 
-__all__ = ["DragSession", "DragState", "EditState", "PartialFrame", "finish_frame", "render_state", "to_uint8"]
+__all__ = ["DragSession", "DragState", "EditState", "FrameRenderer", "PartialFrame", "finish_frame", "frame_tensor",
+           "render_state", "to_uint8"]
