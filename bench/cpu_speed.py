@@ -12,10 +12,11 @@ per worker), and again with one change undone:
 * ``fast-layers``: the synthesis layers as separate ops (``ops.FAST_LAYERS = False``);
 * ``frozen-cache``: weight casts and norms recomputed every call (``ops.CACHE_FROZEN = False``);
 * ``warp-box``: the warp term over the whole feature map instead of the region's box;
+* ``const-layers``: the W+ layers a drag leaves alone keep their (unused) gradient;
 * ``fp32`` / ``bf16``: the other precision;
 * ``contiguous``: NCHW weights instead of channels-last;
 * ``threads2``: two torch threads in one worker (the app gives each of its two workers one);
-* ``before``: all of the above undone that this branch added (fast layers, cache, warp box);
+* ``before``: all of the above undone that this branch added (fast layers, cache, warp box, const layers);
 * ``base``: the code of an earlier commit, run in this process on the same weights: a copy of its
   ``draggan`` package renamed ``draggan_base`` in the folder ``--base`` (made with
   ``git archive 9b48cab draggan | tar -x -C .stage/base && mv .stage/base/draggan .stage/base/draggan_base``).
@@ -49,24 +50,28 @@ from draggan.loaders.checkpoints import load_generator
 from draggan.models import ops
 from draggan.runtime import runtime_for
 
-VARIANTS = ("default", "fast-layers", "frozen-cache", "warp-box", "fp32", "bf16", "contiguous", "threads2", "before",
+VARIANTS = ("default", "fast-layers", "frozen-cache", "warp-box", "const-layers", "fp32", "bf16", "contiguous",
+            "threads2", "before",
             "base")
 
 
 @contextlib.contextmanager
 def undone(variant: str):
     """The module switches of ``variant`` for the duration of the block."""
-    saved = (ops.FAST_LAYERS, ops.CACHE_FROZEN, session_module.support_box)
-    off = {"fast-layers": {"fast"}, "frozen-cache": {"cache"}, "warp-box": {"box"},
-           "before": {"fast", "cache", "box"}}.get(variant, set())
+    Session = session_module.DragSession
+    saved = (ops.FAST_LAYERS, ops.CACHE_FROZEN, session_module.support_box, Session._const_layers)
+    off = {"fast-layers": {"fast"}, "frozen-cache": {"cache"}, "warp-box": {"box"}, "const-layers": {"const"},
+           "before": {"fast", "cache", "box", "const"}}.get(variant, set())
     ops.FAST_LAYERS = "fast" not in off
     ops.CACHE_FROZEN = "cache" not in off
     if "box" in off:
         session_module.support_box = lambda weight: None
+    if "const" in off:
+        Session._const_layers = lambda self: None
     try:
         yield
     finally:
-        ops.FAST_LAYERS, ops.CACHE_FROZEN, session_module.support_box = saved
+        ops.FAST_LAYERS, ops.CACHE_FROZEN, session_module.support_box, Session._const_layers = saved
 
 
 def app_points(pairs: int, resolution: int) -> tuple[list, list]:

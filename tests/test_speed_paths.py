@@ -168,3 +168,37 @@ def test_frames_off_cuda_are_drawn_eagerly_and_equal_render_state():
     for i in range(4):
         torch.testing.assert_close(run(torch.full((2,), float(i))), torch.full((2,), 2.0 * i))
     assert len(calls) == 4 and not run.captured
+
+
+def test_layers_a_drag_leaves_alone_give_the_same_gradient_when_detached():
+    # const_from detaches the W+ layers no drag changes (they then take the weight-modulating path):
+    # the image and the gradient of the layers before them must not change.
+    G = tiny_generator()
+    base = G.ws_from_seed(2, 0.7)
+    k = 4
+    results = []
+    for const_from in (None, k):
+        ws = base.clone().requires_grad_(True)
+        img, features = G.synthesis(ws, return_features=True, const_from=const_from)
+        (img.square().sum() + features[2].sum()).backward()
+        results.append((img.detach(), ws.grad[:, :k]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_drag_is_the_same_with_its_unchanged_layers_detached(monkeypatch):
+    G = tiny_generator()
+    runs = []
+    for detach in (True, False):
+        if not detach:
+            monkeypatch.setattr(DragSession, "_const_layers", lambda self: None)
+        s = DragSession(G, G.ws_from_seed(0, 0.7), DragConfig(max_steps=4))
+        s.set_points([(28, 32)], [(40, 32)])
+        assert (s._const_layers() is not None) == detach
+        states = list(s.drag(image_every=0))
+        runs.append((s.ws, [st.loss for st in states]))
+    assert runs[0][1][0] == pytest.approx(runs[1][1][0], rel=1e-5)      # the same first step
+    assert runs[0][1] == pytest.approx(runs[1][1], rel=1e-2)
+    # Not bit-exact: Adam turns rounding differences of near-zero gradients into steps of up to ~lr.
+    assert (runs[0][0] - runs[1][0]).abs().max() <= 4 * DragConfig().lr
+    assert not torch.equal(runs[0][0], G.ws_from_seed(0, 0.7))

@@ -648,14 +648,20 @@ class DragSession:
 
     def _features(self, ws: torch.Tensor, blend: LocalBlend | None, with_image: bool):
         """The feature block's output for ``ws`` (and its skip image ``with_image``), blended when local."""
-        noise = self.config.noise_mode
+        noise, const = self.config.noise_mode, self._const_layers()
         if blend is None:
-            return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image)
-        x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True))
+            return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image, const_from=const)
+        x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True, const_from=const))
         if blend.block < self.feature_block:
             x, img = self.G.synthesis.finish(x, img, ws, blend.block, noise, last_block=self.feature_block,
-                                             with_rgb=with_image)
+                                             with_rgb=with_image, const_from=const)
         return (x, img) if with_image else x
+
+    def _const_layers(self) -> int | None:
+        """The first W+ layer a drag leaves as it is (:meth:`_compose`), or None: all of them change."""
+        changed = self.config.optimize_layers if self.config.latent_space == "w+" else self.num_ws
+        first = min(changed, self._edit_layers)
+        return first if first < self.num_ws else None
 
     @torch.no_grad()
     def _composite(self, ws: torch.Tensor, blend: LocalBlend) -> Canvas:
