@@ -21,6 +21,10 @@ per worker), and again with one change undone:
   ``draggan`` package renamed ``draggan_base`` in the folder ``--base`` (made with
   ``git archive 9b48cab draggan | tar -x -C .stage/base && mv .stage/base/draggan .stage/base/draggan_base``).
 
+``--profile`` adds where the time goes: ``torch.profiler`` over the same pairs, per variant, the
+operators' own CPU time summed into convolutions (forward, backward), copies and casts, the
+other element-wise work and the rest, and the top operators.
+
 The variants are interleaved: each round runs every variant for ``--steps`` steps in turn, so a
 change in the machine's load hits them alike. Reported per variant: the median wall time and
 the median CPU time of this process (``time.process_time``: what a shared machine's other load
@@ -127,6 +131,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed step + frame pairs per variant and round")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--profile", action="store_true", help="also profile each variant (see above)")
     p.add_argument("--base", default=".stage/base", help="folder holding draggan_base (for the 'base' variant)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -195,8 +200,54 @@ def main(argv=None):
     for r in rows:
         print(f"| {r['variant']} | {r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | {r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f} "
               f"| {r['cpu_ms'] / base['cpu_ms']:.2f}x |")
+    if args.profile:
+        result["profile"] = {}
+        for v in variants:
+            torch.set_num_threads(2 if v == "threads2" else args.threads)
+            with undone(v):
+                result["profile"][v] = profile(runners[v], args.steps)
+        print("\n| variant | conv forward | conv backward | copies, casts | element-wise | rest | top operators (ms per pair) |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for v, prof in result["profile"].items():
+            c = prof["categories"]
+            top = ", ".join(f"{name} {ms:.1f}" for name, ms in prof["top"][:6])
+            print(f"| {v} | {c['conv forward']:.1f} | {c['conv backward']:.1f} | {c['copies']:.1f} | "
+                  f"{c['element-wise']:.1f} | {c['rest']:.1f} | {top} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution", "aten::_slow_conv2d_forward",
+                "aten::slow_conv_transpose2d", "aten::mkldnn_convolution_transpose"}
+CONV_BACKWARD = {"aten::convolution_backward", "aten::mkldnn_convolution_backward",
+                 "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d_backward"}
+COPIES = {"aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::fill_", "aten::zero_"}
+ELEMENTWISE = {"aten::mul", "aten::add", "aten::add_", "aten::sub", "aten::div", "aten::addcmul", "aten::leaky_relu",
+               "aten::leaky_relu_", "aten::leaky_relu_backward", "aten::hardtanh", "aten::hardtanh_backward",
+               "aten::clamp", "aten::where", "aten::lt", "aten::gt", "aten::abs", "aten::sgn", "aten::sum",
+               "aten::mean", "aten::pow", "aten::square", "aten::rsqrt", "aten::grid_sampler_2d",
+               "aten::grid_sampler_2d_backward", "aten::mul_", "aten::neg", "aten::sign"}
+
+
+def profile(run, n: int) -> dict:
+    """Operators' own CPU time per step + frame pair, summed into categories, and the top operators."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            run()
+    totals = {"conv forward": 0.0, "conv backward": 0.0, "copies": 0.0, "element-wise": 0.0, "rest": 0.0}
+    ops_ms = []
+    for e in prof.key_averages():
+        ms = e.self_cpu_time_total / 1000 / n
+        if ms <= 0:
+            continue
+        kind = ("conv forward" if e.key in CONV_FORWARD else "conv backward" if e.key in CONV_BACKWARD else
+                "copies" if e.key in COPIES else "element-wise" if e.key in ELEMENTWISE else "rest")
+        totals[kind] += ms
+        ops_ms.append((e.key.replace("aten::", ""), ms))
+    ops_ms.sort(key=lambda t: -t[1])
+    return {"categories": totals, "top": ops_ms[:12]}
 
 
 if __name__ == "__main__":

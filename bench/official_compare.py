@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from bench.bench_drag import ARCHS
 from bench.cpu_speed import app_points
-from draggan.engine import DragConfig, DragSession, finish_frame
+from draggan.engine import DragConfig, DragSession, default_feature_block, finish_frame
 from draggan.models.networks import Generator, GeneratorConfig
 from draggan.runtime import runtime_for
 
@@ -225,6 +225,8 @@ def main(argv=None):
     src.add_argument("--model", default=None, help="registry name or path of our generator (default celeba128)")
     src.add_argument("--arch", choices=sorted(ARCHS), help="random-weight architecture instead of a model")
     p.add_argument("--block", type=int, default=6, help="feature block of both sides (the official default is 6)")
+    p.add_argument("--our-block", default=None,
+                   help="our feature block, if not --block: a number or 'default' (the engine's for the model)")
     p.add_argument("--handles", default="1", help="comma-separated handle counts")
     p.add_argument("--precision", default="auto,fp32",
                    help="ours: comma-separated 'auto' (the runtime's choice), 'bf16', 'fp32'")
@@ -247,6 +249,8 @@ def main(argv=None):
     G = runtime.prepare(G)
     R = G.img_resolution
     ws = G.ws_from_seed(0, 0.7, device=device)
+    our_block = args.block if args.our_block is None else (
+        default_feature_block(G) if args.our_block == "default" else int(args.our_block))
 
     with torch.no_grad():   # the same weights: the same image (ours in fp32)
         ours_img = G.synthesis(ws, noise_mode="const").float()
@@ -260,8 +264,9 @@ def main(argv=None):
             lambda h=handles, t=targets: OfficialDrag(OG, ws, h, t, args.block))
         for prec in args.precision.split(","):
             autocast = runtime.autocast if prec == "auto" else prec == "bf16"
-            label = f"ours, {n} handle(s), {'bf16' if autocast else 'fp32'}{' (default)' if prec == 'auto' else ''}"
-            variants[label] = (lambda h=handles, t=targets, a=autocast: OurDrag(G, ws, h, t, args.block, a, device))
+            label = (f"ours, {n} handle(s), {'bf16' if autocast else 'fp32'}{' (default)' if prec == 'auto' else ''}"
+                     f"{f', block {our_block}' if our_block != args.block else ''}")
+            variants[label] = (lambda h=handles, t=targets, a=autocast: OurDrag(G, ws, h, t, our_block, a, device))
     runners = {k: make() for k, make in variants.items()}
     for r in runners.values():
         timed(r.step, args.warmup, device)
@@ -286,7 +291,8 @@ def main(argv=None):
     result = dict(command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]), date=str(datetime.datetime.now()),
                   device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
                   cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, model=name, resolution=R,
-                  block=args.block, image_max_abs_diff=parity, load_avg_1min=[min(loads), max(loads)], rows=rows)
+                  block=args.block, our_block=our_block, image_max_abs_diff=parity,
+                  load_avg_1min=[min(loads), max(loads)], rows=rows)
     print(f"# {name}, {R} px, feature block {args.block}; device {result['device']}, {result['threads']} torch "
           f"thread(s), torch {torch.__version__}, {result['date'][:16]}")
     print(f"# command: python -m bench.official_compare {' '.join(sys.argv[1:])}")
