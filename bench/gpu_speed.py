@@ -13,6 +13,8 @@ graph), with the ``local`` defaults and feature block 6:
 * ``step``: one drag step (``next()`` of the drag iterator, which ends with its host read), 1 and 5 handles;
 * ``frame``: one full image of the session's latent (``DragSession.render``: a replayed graph in graph mode);
 * ``step+frame``: a step, then the frame of the new latent, as a GPU live view draws them;
+* settings: fp32 and bf16 in NCHW, bf16 channels-last; at the first arch also the synthesis layers as
+  separate ops (``ops.FAST_LAYERS = False``, the code before issue 28) in bf16 and fp32;
 * FLOPs of each (``torch.utils.flop_counter.FlopCounterMode`` over an eager call) and the achieved
   fraction of the device's peak (H100/H200: 989 TFLOP/s bf16 dense, 495 TF32 dense, 67 fp32 without
   tensor cores; fp32 convolutions run on TF32 tensor cores where cuDNN allows it, PyTorch's default);
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import datetime
 import json
@@ -43,6 +46,7 @@ import torch
 
 from bench.bench_drag import ARCHS, spread_points
 from draggan.engine import DragConfig, DragSession
+from draggan.models import ops
 from draggan.models.networks import Generator, GeneratorConfig
 
 # Dense peak TFLOP/s (NVIDIA's data sheets, SXM): bf16 / tf32 tensor cores, fp32 without them.
@@ -103,44 +107,65 @@ def session(G, device, handles: int, precision: str, graph: bool) -> DragSession
     return s
 
 
-def drag_figures(G, device, args, peak) -> list[dict]:
+# (precision, memory format, synthesis layers) of the main table, and the ablation run at the first arch.
+SETTINGS = [("fp32", "nchw", "fast"), ("bf16", "nchw", "fast"), ("bf16", "channels_last", "fast")]
+ABLATION = [("bf16", "nchw", "separate ops"), ("fp32", "nchw", "separate ops")]
+
+
+@contextlib.contextmanager
+def layers(kind: str):
+    saved = ops.FAST_LAYERS
+    ops.FAST_LAYERS = kind == "fast"
+    try:
+        yield
+    finally:
+        ops.FAST_LAYERS = saved
+
+
+def drag_figures(G, device, args, peak, settings) -> list[dict]:
     rows = []
     graphs = [False, True] if device.type == "cuda" else [False]
-    for precision in ("fp32", "bf16"):
+    variants = {"nchw": G}
+    for precision, layout, kind in settings:
+        if layout not in variants:
+            variants[layout] = copy.deepcopy(G).to(memory_format=torch.channels_last)
         for graph in graphs:
-            for handles in (1, 5):
-                s = session(G, device, handles, precision, graph)
-                steps = s.drag(image_every=0)
-                step_ms = median_ms(lambda: next(steps), device, args.steps, args.warmup)
-                row = dict(what="step", handles=handles, precision=precision, graph=graph, ms=step_ms)
-                if not graph:   # FLOPs of eager calls (a graph replays the same kernels)
-                    row["flops"] = flops_of(lambda: next(steps))
-                if handles == 1:
-                    frame_ms = median_ms(s.render, device, args.steps, args.warmup)
-
-                    def step_and_frame():
-                        next(steps)
-                        s.render_frame(s.frame_state())
-                    both_ms = median_ms(step_and_frame, device, args.steps, args.warmup)
-                    if not graph:
-                        frame_flops = flops_of(s.render)
-                        rows_extra = [dict(what="frame", handles=None, precision=precision, graph=graph, ms=frame_ms,
-                                           flops=frame_flops),
-                                      dict(what="step+frame", handles=1, precision=precision, graph=graph, ms=both_ms,
-                                           flops=row["flops"] + frame_flops)]
-                    else:
-                        rows_extra = [dict(what="frame", handles=None, precision=precision, graph=graph, ms=frame_ms),
-                                      dict(what="step+frame", handles=1, precision=precision, graph=graph, ms=both_ms)]
-                else:
-                    rows_extra = []
-                steps.close()
-                rows += [row] + rows_extra
-    # The graph rows run the eager rows' kernels: give them the same FLOP counts.
-    counted = {(r["what"], r["handles"], r["precision"]): r["flops"] for r in rows if "flops" in r}
+            with layers(kind):
+                rows += measure(variants[layout], device, args, precision, graph,
+                                dict(precision=precision, layout=layout, layers=kind, graph=graph))
+    # A graph replays its eager twin's kernels: the same FLOPs.
+    counted = {(r["what"], r["handles"], r["precision"]): r["flops"] for r in rows if r.get("flops")}
     for r in rows:
-        r.setdefault("flops", counted.get((r["what"], r["handles"], r["precision"])))
+        r["flops"] = r.get("flops") or counted.get((r["what"], r["handles"], r["precision"]))
         if r["flops"]:
             r.update(fractions(r["flops"], r["ms"], r["precision"], peak))
+    return rows
+
+
+def measure(G, device, args, precision, graph, labels) -> list[dict]:
+    """step (1 and 5 handles), frame and step + frame of one setting; FLOPs counted on eager calls."""
+    rows = []
+    for handles in (1, 5):
+        s = session(G, device, handles, precision, graph)
+        steps = s.drag(image_every=0)
+        row = dict(what="step", handles=handles, **labels, ms=median_ms(lambda: next(steps), device, args.steps,
+                                                                       args.warmup))
+        if not graph:
+            row["flops"] = flops_of(lambda: next(steps))
+        rows.append(row)
+        if handles == 1:
+            frame = dict(what="frame", handles=None, **labels, ms=median_ms(s.render, device, args.steps, args.warmup))
+
+            def step_and_frame():
+                next(steps)
+                s.render_frame(s.frame_state())
+            both = dict(what="step+frame", handles=1, **labels,
+                        ms=median_ms(step_and_frame, device, args.steps, args.warmup))
+            if not graph:
+                frame["flops"] = flops_of(s.render)
+                both["flops"] = row["flops"] + frame["flops"]
+            rows += [frame, both]
+        steps.close()
     return rows
 
 
@@ -218,6 +243,7 @@ def main(argv=None):
     p.add_argument("--pti-arch", default="ffhq512")
     p.add_argument("--pti-steps", type=int, default=250, help="0: no PTI figures")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-ablation", action="store_true", help="skip the separate-ops rows at the first arch")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -232,11 +258,12 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     for arch in args.archs.split(","):
         G = build(arch, device)
-        rows = drag_figures(G, device, args, peak)
+        first = arch == args.archs.split(",")[0]
+        rows = drag_figures(G, device, args, peak, SETTINGS + (ABLATION if first and not args.no_ablation else []))
         if args.official:
             rows += official_figures(G, device, args, args.official)
         result["archs"][arch] = {"resolution": G.img_resolution, "rows": rows}
-        if not args.no_profile and arch == args.archs.split(",")[0]:
+        if not args.no_profile and first:
             out.with_suffix(".profile.txt").write_text(profile_summary(G, device, args))
         del G
         with contextlib.suppress(Exception):
@@ -249,11 +276,12 @@ def main(argv=None):
     print(f"# {result['device']}, torch {result['torch']}, {result['date'][:16]}; {result['command']}")
     for arch, data in result["archs"].items():
         print(f"## {arch} ({data['resolution']} px)")
-        print("| what | handles | precision | CUDA graph | ms | GFLOP | achieved TFLOP/s | of peak |")
-        print("|---|---:|---|---|---:|---:|---:|---:|")
+        print("| what | handles | precision | layout | layers | CUDA graph | ms | GFLOP | achieved TFLOP/s | of peak |")
+        print("|---|---:|---|---|---|---|---:|---:|---:|---:|")
         for r in data["rows"]:
             share = r.get("of_bf16_peak", r.get("of_tf32_peak"))
-            print(f"| {r['what']} | {r['handles'] or ''} | {r['precision']} | {'yes' if r['graph'] else 'no'} | "
+            print(f"| {r['what']} | {r['handles'] or ''} | {r['precision']} | {r.get('layout', '')} | "
+                  f"{r.get('layers', '')} | {'yes' if r['graph'] else 'no'} | "
                   f"{r['ms']:.2f} | {(r.get('flops') or 0) / 1e9:.1f} | {r.get('tflops', 0):.2f} | "
                   f"{'' if share is None else f'{100 * share:.2f}%'} |")
     if "pti" in result:
