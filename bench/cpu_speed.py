@@ -21,6 +21,10 @@ per worker), and again with one change undone:
   ``draggan`` package renamed ``draggan_base`` in the folder ``--base`` (made with
   ``git archive 9b48cab draggan | tar -x -C .stage/base && mv .stage/base/draggan .stage/base/draggan_base``).
 
+``--live 1,2`` times the live view itself instead (``live_drag``: a stepping thread and a
+drawing thread, each with that many torch threads; the app's default gives each one thread on
+a 2-core CPU): frames per second and CPU per streamed frame over ``--live-steps`` steps a run.
+
 ``--profile`` adds where the time goes: ``torch.profiler`` over the same pairs, per variant, the
 operators' own CPU time summed into convolutions (forward, backward), copies and casts, the
 other element-wise work and the rest, and the top operators.
@@ -132,6 +136,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed step + frame pairs per variant and round")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="also profile each variant (see above)")
+    p.add_argument("--live", default=None, help="comma-separated torch threads per live-view worker (see above)")
+    p.add_argument("--live-steps", type=int, default=15)
     p.add_argument("--base", default=".stage/base", help="folder holding draggan_base (for the 'base' variant)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -142,6 +148,8 @@ def main(argv=None):
 
     runtime = runtime_for("cpu")
     G0 = load_generator(args.model, "cpu", progress=False)
+    if args.live:
+        return live_main(args, runtime.prepare(copy.deepcopy(G0)), runtime)
     G = runtime.prepare(copy.deepcopy(G0))
     G_plain = G0     # NCHW, for 'contiguous'
     from draggan.engine import default_feature_block
@@ -215,6 +223,47 @@ def main(argv=None):
                   f"{c['element-wise']:.1f} | {c['rest']:.1f} | {top} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def live_main(args, G, runtime):
+    """Frames per second and CPU per streamed frame of ``live_drag`` for each worker thread count, interleaved."""
+    from draggan.engine import DragConfig, DragSession, default_feature_block, live_drag
+    block = args.block or default_feature_block(G)
+    counts = [int(t) for t in args.live.split(",")]
+    config = DragConfig(feature_block=block, autocast=runtime.autocast, stop_distance=1e-3, max_steps=10 ** 9)
+
+    def one_run(threads):
+        s = DragSession(G, G.ws_from_seed(0, 0.7), config)
+        s.set_points(*app_points(args.handles, G.img_resolution))
+        frames, first, last = 0, None, None
+        for event in live_drag(s, max_steps=args.live_steps, worker_threads=threads):
+            if event.kind == "frame":     # steady state: from the first frame to the last
+                frames += 1
+                last = (time.perf_counter(), time.process_time())
+                first = first or last
+        n = max(frames - 1, 1)
+        return dict(frames=frames, fps=(frames - 1) / (last[0] - first[0]) if frames > 1 else 0.0,
+                    cpu_ms_per_frame=1000 * (last[1] - first[1]) / n if frames > 1 else 0.0)
+
+    one_run(counts[0])   # warm-up
+    runs = {t: [] for t in counts}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for t in counts:
+            runs[t].append(one_run(t))
+        loads.append(os.getloadavg()[0])
+    print(f"# {args.model}, feature block {block}, {args.handles} handle(s): live_drag, {args.live_steps} steps a run, "
+          f"{args.rounds} runs each, interleaved; {datetime.datetime.now():%Y-%m-%d %H:%M}; load average (1 min) "
+          f"{min(loads):.2f}-{max(loads):.2f}")
+    print(f"# command: python -m bench.cpu_speed {' '.join(sys.argv[1:])}")
+    print("| torch threads per worker | frames/s (median) | CPU ms per frame (median) | frames per run |")
+    print("|---:|---:|---:|---:|")
+    for t, rs in runs.items():
+        print(f"| {t} | {statistics.median(r['fps'] for r in rs):.2f} | "
+              f"{statistics.median(r['cpu_ms_per_frame'] for r in rs):.1f} | {statistics.median(r['frames'] for r in rs)} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(model=args.model, block=block, runs=runs,
+                                                   load_avg_1min=[min(loads), max(loads)]), indent=2) + "\n")
 
 
 CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution", "aten::_slow_conv2d_forward",
