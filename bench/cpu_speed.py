@@ -203,24 +203,22 @@ def main(argv=None):
     print(f"# command: {result['command']}")
     print(f"# load average (1 min) {min(loads):.2f}-{max(loads):.2f}; default precision "
           f"{'bf16' if runtime.autocast else 'fp32'}, channels-last, {args.threads} thread(s)")
-    print("| variant | wall ms (median) | CPU ms (median) | spread of round medians | default is faster by |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | {r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f} "
-              f"| {r['cpu_ms'] / base['cpu_ms']:.2f}x |")
+    print_table(["variant", "wall ms (median)", "CPU ms (median)", "spread of round medians", "default is faster by"],
+                [[r["variant"], f"{r['wall_ms']:.1f}", f"{r['cpu_ms']:.1f}",
+                  f"{r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f}", f"{r['cpu_ms'] / base['cpu_ms']:.2f}x"]
+                 for r in rows])
     if args.profile:
         result["profile"] = {}
         for v in variants:
             torch.set_num_threads(2 if v == "threads2" else args.threads)
             with undone(v):
                 result["profile"][v] = profile(runners[v], args.steps)
-        print("\n| variant | conv forward | conv backward | copies, casts | element-wise | rest | top operators (ms per pair) |")
-        print("|---|---:|---:|---:|---:|---:|---|")
-        for v, prof in result["profile"].items():
-            c = prof["categories"]
-            top = ", ".join(f"{name} {ms:.1f}" for name, ms in prof["top"][:6])
-            print(f"| {v} | {c['conv forward']:.1f} | {c['conv backward']:.1f} | {c['copies']:.1f} | "
-                  f"{c['element-wise']:.1f} | {c['rest']:.1f} | {top} |")
+        print()
+        categories = ["conv forward", "conv backward", "copies", "element-wise", "rest"]
+        print_table(["variant", *categories, "top operators (ms per pair)"],
+                    [[v, *(f"{prof['categories'][c]:.1f}" for c in categories),
+                      ", ".join(f"{name} {ms:.1f}" for name, ms in prof["top"][:6])]
+                     for v, prof in result["profile"].items()])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
@@ -256,14 +254,21 @@ def live_main(args, G, runtime):
           f"{args.rounds} runs each, interleaved; {datetime.datetime.now():%Y-%m-%d %H:%M}; load average (1 min) "
           f"{min(loads):.2f}-{max(loads):.2f}")
     print(f"# command: python -m bench.cpu_speed {' '.join(sys.argv[1:])}")
-    print("| torch threads per worker | frames/s (median) | CPU ms per frame (median) | frames per run |")
-    print("|---:|---:|---:|---:|")
-    for t, rs in runs.items():
-        print(f"| {t} | {statistics.median(r['fps'] for r in rs):.2f} | "
-              f"{statistics.median(r['cpu_ms_per_frame'] for r in rs):.1f} | {statistics.median(r['frames'] for r in rs)} |")
+    print_table(["torch threads per worker", "frames/s (median)", "CPU ms per frame (median)", "frames per run"],
+                [[t, f"{statistics.median(r['fps'] for r in rs):.2f}",
+                  f"{statistics.median(r['cpu_ms_per_frame'] for r in rs):.1f}",
+                  statistics.median(r["frames"] for r in rs)] for t, rs in runs.items()])
     if args.json:
         Path(args.json).write_text(json.dumps(dict(model=args.model, block=block, runs=runs,
                                                    load_avg_1min=[min(loads), max(loads)]), indent=2) + "\n")
+
+
+def print_table(header: list, rows: list) -> None:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    print("| " + " | ".join(map(str, header)) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
 
 
 CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution", "aten::_slow_conv2d_forward",

@@ -45,6 +45,8 @@ from pathlib import Path
 import torch
 
 from bench.bench_drag import ARCHS, spread_points
+from bench.cpu_speed import print_table
+from bench.official_compare import sync, timed
 from draggan.engine import DragConfig, DragSession
 from draggan.models import ops
 from draggan.models.networks import Generator, GeneratorConfig
@@ -53,22 +55,9 @@ from draggan.models.networks import Generator, GeneratorConfig
 PEAKS = {"H100": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0}}
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_ms(fn, device, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    timed(fn, warmup, device)
+    return statistics.median(timed(fn, steps, device))
 
 
 def flops_of(fn) -> int:
@@ -276,14 +265,14 @@ def main(argv=None):
     print(f"# {result['device']}, torch {result['torch']}, {result['date'][:16]}; {result['command']}")
     for arch, data in result["archs"].items():
         print(f"## {arch} ({data['resolution']} px)")
-        print("| what | handles | precision | layout | layers | CUDA graph | ms | GFLOP | achieved TFLOP/s | of peak |")
-        print("|---|---:|---|---|---|---|---:|---:|---:|---:|")
+        rows = []
         for r in data["rows"]:
             share = r.get("of_bf16_peak", r.get("of_tf32_peak"))
-            print(f"| {r['what']} | {r['handles'] or ''} | {r['precision']} | {r.get('layout', '')} | "
-                  f"{r.get('layers', '')} | {'yes' if r['graph'] else 'no'} | "
-                  f"{r['ms']:.2f} | {(r.get('flops') or 0) / 1e9:.1f} | {r.get('tflops', 0):.2f} | "
-                  f"{'' if share is None else f'{100 * share:.2f}%'} |")
+            rows.append([r["what"], r["handles"] or "", r["precision"], r.get("layout", ""), r.get("layers", ""),
+                         "yes" if r["graph"] else "no", f"{r['ms']:.2f}", f"{(r.get('flops') or 0) / 1e9:.1f}",
+                         f"{r.get('tflops', 0):.2f}", "" if share is None else f"{100 * share:.2f}%"])
+        print_table(["what", "handles", "precision", "layout", "layers", "CUDA graph", "ms", "GFLOP",
+                     "achieved TFLOP/s", "of peak"], rows)
     if "pti" in result:
         print(f"## PTI: {json.dumps(result['pti'])}")
     print(f"# {result['seconds']:.0f} s; JSON: {out}")

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.bench_drag import ARCHS
-from bench.cpu_speed import app_points
+from bench.cpu_speed import app_points, print_table
 from draggan.engine import DragConfig, DragSession, default_feature_block, finish_frame
 from draggan.models.networks import Generator, GeneratorConfig
 from draggan.runtime import runtime_for
@@ -297,11 +297,9 @@ def main(argv=None):
           f"thread(s), torch {torch.__version__}, {result['date'][:16]}")
     print(f"# command: python -m bench.official_compare {' '.join(sys.argv[1:])}")
     print(f"# load average (1 min) {min(loads):.2f}-{max(loads):.2f}; same weights: images differ by {parity:.2e} at most")
-    print("| variant | ms per step + frame (median) | spread of round medians | official / this |")
-    print("|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['median_ms']:.1f} | {r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f} | "
-              f"{r['speedup_vs_official']:.2f}x |")
+    print_table(["variant", "ms per step + frame (median)", "spread of round medians", "official / this"],
+                [[r["variant"], f"{r['median_ms']:.1f}", f"{r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f}",
+                  f"{r['speedup_vs_official']:.2f}x"] for r in rows])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

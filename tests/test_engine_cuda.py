@@ -31,6 +31,10 @@ def drag_trace(G, steps=12, **config):
     return s, states
 
 
+def cuda_session(G, graphed: bool, **config) -> DragSession:
+    return DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, cuda_graph=graphed, **config))
+
+
 def test_cuda_graph_needs_a_cuda_device():
     G = generator("cpu")
     s = DragSession(G, G.ws_from_seed(0), DragConfig(feature_block=BLOCK, cuda_graph=True))
@@ -100,7 +104,7 @@ def test_partial_frames_inside_the_graph_match_eager():
     G = generator("cuda")
     runs = {}
     for graphed in (False, True):
-        s = DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, cuda_graph=graphed))
+        s = cuda_session(G, graphed)
         s.set_points(*POINTS)
         first = list(s.drag(max_steps=4, image_every=0))                        # captured without frames
         second = list(s.drag(max_steps=6, image_every=0, partial_frames=True))  # recaptured with them
@@ -122,7 +126,7 @@ def test_graphed_frames_are_the_eager_frames_for_the_plain_image_a_running_blend
     G = generator("cuda")
     renders = {}
     for graphed in (False, True):
-        s = DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, cuda_graph=graphed))
+        s = cuda_session(G, graphed)
         images = [s.render() for _ in range(4)]                  # plain: 2 eager frames, the capture, a replay
         s.set_points(*POINTS)
         steps = s.drag(max_steps=8, image_every=0)
@@ -144,7 +148,7 @@ def test_bf16_frames_stay_close_to_fp32_frames():
     G = generator("cuda")
     images = []
     for autocast in (False, True):
-        s = DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, autocast=autocast))
+        s = cuda_session(G, None, autocast=autocast)
         images.append([s.render() for _ in range(4)][-1])
     diff = np.abs(images[0].astype(int) - images[1].astype(int))
     assert diff.mean() < 2.0 and diff.max() <= 32

@@ -217,16 +217,19 @@ def modulated_conv2d_lrelu(
     fused = n == 1 and not (torch.is_grad_enabled() and styles.requires_grad)
     dtype = compute_dtype(x)
     layout = torch.channels_last if _is_channels_last(weight) else torch.contiguous_format
+    if fold is None:
+        fold = fold_filter_default(x.device)
     if up == 1:
         w = frozen(weight, ("cast", dtype), lambda p: p.to(dtype, memory_format=layout))          # [Cout, Cin, k, k]
-    else:   # the transposed conv's layout, [Cin, Cout, k, k]
-        w = frozen(weight, ("transposed", dtype), lambda p: p.to(dtype).transpose(0, 1).contiguous(memory_format=layout))
+    else:   # the transposed conv's layout, [Cin, Cout, k, k]; folded with the FIR filter where that is the path
+        w = frozen(weight, ("transposed", dtype, fold), lambda p: _transposed(p, dtype, layout, resample_filter, fold))
     wsq = frozen(weight, "square", lambda p: p.float().square().sum(dim=[2, 3]).t())                # [Cin, Cout]
     dcoefs = (styles.float().square() @ wsq + 1e-8).rsqrt() * LRELU_GAIN                              # [N, Cout]
     b = frozen(bias, ("gain", dtype), lambda p: (p.float() * LRELU_GAIN).to(dtype))
     x = x.to(dtype)
     if fused:
-        # Modulate, demodulate and scale the weight itself: [Cout, Cin] (or [Cin, Cout]) scales.
+        # Modulate, demodulate and scale the weight itself: [Cout, Cin] (or [Cin, Cout]) scales; folding
+        # the FIR filter into a kernel is linear per (Cin, Cout) pair, so a folded kernel scales the same.
         scale = dcoefs[0][:, None] * styles[0].float()[None, :]
         w = w * (scale if up == 1 else scale.t()).to(dtype)[:, :, None, None]
         if up == 1:   # the bias rides along in the convolution
@@ -247,18 +250,23 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
-def _upconv(x: torch.Tensor, wt: torch.Tensor, padding: int, f: torch.Tensor, fold: bool | None) -> torch.Tensor:
-    """2x up-sampling conv of one group with a transposed-layout weight ``[Cin, Cout, k, k]`` (as :func:`_conv`).
+def _transposed(weight, dtype, layout, f, fold):
+    """``weight`` [Cout, Cin, k, k] as a transposed conv's kernel [Cin, Cout, k, k] (``fold``: with ``f`` folded in)."""
+    wt = weight.to(dtype).transpose(0, 1)
+    return (fold_upsample_filter(wt, f) if fold else wt).contiguous(memory_format=layout)
+
+
+def _upconv(x: torch.Tensor, wt: torch.Tensor, padding: int, f: torch.Tensor, fold: bool) -> torch.Tensor:
+    """2x up-sampling conv of one group with a transposed-layout kernel from :func:`_transposed` (as :func:`_conv`).
 
     Unfolded, the FIR filter runs as a depthwise convolution that pads by itself (the padding is
     symmetric for the 3x3 kernels and 4-tap filters here), in the activations' memory format.
     """
-    if fold is None:
-        fold = fold_filter_default(x.device)
-    kh, fw = wt.shape[-1], f.shape[-1]
+    fw = f.shape[-1]
+    kh = wt.shape[-1] - (fw - 1 if fold else 0)
     if fold:
         crop = fw - 1 - (padding + (fw + 1) // 2 - (kh - 1))
-        return F.conv_transpose2d(x, fold_upsample_filter(wt, f), stride=2, padding=crop)
+        return F.conv_transpose2d(x, wt, stride=2, padding=crop)
     y = F.conv_transpose2d(x, wt, stride=2)
     p0 = padding + (fw + 1) // 2 - (kh - 1)
     p1 = padding + (fw - 2) // 2 - (kh - 2)
