@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .session import DragSession, DragState, finish_frame
+from .session import DragSession, DragState, finish_frame, render_state
 
 
 @dataclasses.dataclass
@@ -118,6 +118,9 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 wake.notify()
             events.put(("steps_done", last))
 
+    def draw(state):   # a full frame: the session's replayed graph where it has one
+        return drag.render_frame(state) if drag.graphs_frames else render_state(drag.G, state, drag.config)
+
     def renderer():
         last_start = -float("inf")
         try:
@@ -134,7 +137,7 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                     state, what = latest.pop()
                 last_start = time.perf_counter()
                 # Neither takes the session's lock: the next step runs meanwhile.
-                image = finish_frame(drag.G, what, drag.config) if partial else drag.render_frame(what)
+                image = finish_frame(drag.G, what, drag.config) if partial else draw(what)
                 events.put(("frame", state, image))
         except BaseException as e:
             events.put(("error", e))

@@ -332,6 +332,11 @@ class DragSession:
         with self._lock:
             return self.render_frame(self.frame_state())
 
+    @property
+    def graphs_frames(self) -> bool:
+        """Whether :meth:`render_frame` replays CUDA graphs (else it is :func:`render_state`)."""
+        return self._frames.enabled
+
     def render_frame(self, state: EditState) -> np.ndarray:
         """The image of ``state`` (:meth:`frame_state`), HxWx3 uint8: a replayed CUDA graph where steps are one.
 
