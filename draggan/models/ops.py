@@ -201,6 +201,7 @@ def modulated_conv2d_lrelu(
     resample_filter: torch.Tensor | None = None,  # FIR filter for up=2
     clamp: float | None = None,   # Clamp the output to +-clamp
     fold: bool | None = None,     # up=2: as modulated_conv2d
+    fused: bool | None = None,    # Modulate the weight (one image only); None: when the styles need no gradient
 ) -> torch.Tensor:
     """A StyleGAN2 synthesis layer: ``bias_act(modulated_conv2d(...) + noise, bias, 'lrelu', clamp=clamp)``.
 
@@ -214,7 +215,9 @@ def modulated_conv2d_lrelu(
     so that no convolution converts its operands (a copy of the activations each time).
     """
     n = styles.shape[0]
-    fused = n == 1 and not (torch.is_grad_enabled() and styles.requires_grad)
+    if fused is None:
+        fused = not (torch.is_grad_enabled() and styles.requires_grad)
+    fused = fused and n == 1
     dtype = compute_dtype(x)
     layout = torch.channels_last if _is_channels_last(weight) else torch.contiguous_format
     if fold is None:
