@@ -202,3 +202,37 @@ def test_a_drag_is_the_same_with_its_unchanged_layers_detached(monkeypatch):
     # Not bit-exact: Adam turns rounding differences of near-zero gradients into steps of up to ~lr.
     assert (runs[0][0] - runs[1][0]).abs().max() <= 4 * DragConfig().lr
     assert not torch.equal(runs[0][0], G.ws_from_seed(0, 0.7))
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_the_fast_layer_gives_the_weights_bias_and_noise_the_plain_layers_gradients(up):
+    # PTI and training tune the synthesis weights through the same layers.
+    x, weight, styles, bias, noise = layer_inputs(seed=4)
+    noise = noise[:y_size(x, up), :y_size(x, up)]
+    grads = []
+    for fast in (False, True):
+        w, b, st = (t.clone().requires_grad_(True) for t in (weight, bias, styles))
+        strength = torch.tensor(0.7, requires_grad=True)
+        if fast:
+            y = ops.modulated_conv2d_lrelu(x, w, st, b, noise=noise * strength, up=up, padding=1,
+                                           resample_filter=ops.setup_filter(), clamp=1.5)
+        else:
+            y = plain_layer(x, w, st, b, noise * strength, up, 1.5, None)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        grads.append((w.grad, b.grad, st.grad, strength.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_generator_under_tuning_gets_the_same_weight_gradients_with_the_fast_layers(monkeypatch):
+    G = tiny_generator().requires_grad_(True)
+    ws = G.ws_from_seed(3, 0.7)
+    grads = []
+    for fast in (True, False):
+        monkeypatch.setattr(ops, "FAST_LAYERS", fast)
+        G.zero_grad(set_to_none=True)
+        G.synthesis(ws).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in G.synthesis.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-6, msg=name)
