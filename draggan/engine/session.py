@@ -725,7 +725,7 @@ class DragSession:
 @torch.no_grad()
 def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
     """The image of an :class:`EditState`, HxWx3 uint8 (thread-safe: it only reads the state and G)."""
-    return frame_tensor(G, state, config).cpu().numpy()
+    return host_image(frame_tensor(G, state, config))
 
 
 @torch.no_grad()
@@ -773,10 +773,10 @@ class FrameRenderer:
                                     self.device, enabled=True, warmup_steps=GRAPH_WARMUP_STEPS)
                 self._graphs = {key: (graph, canvas, blend)}
                 entry = self._graphs[key]
-            image = entry[0](state.ws)
+            image = host_image(entry[0](state.ws))    # read before the next replay overwrites it
             if entry[0].failed:
                 self.enabled = False
-            return image.cpu().numpy()
+            return image
 
 
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
@@ -795,7 +795,12 @@ def uint8_tensor(img: torch.Tensor) -> torch.Tensor:
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8."""
-    return np.ascontiguousarray(uint8_tensor(img).cpu().numpy())
+    return host_image(uint8_tensor(img))
+
+
+def host_image(image: torch.Tensor) -> np.ndarray:
+    """An HxWx3 uint8 tensor from :func:`uint8_tensor` as a NumPy array of its own."""
+    return np.ascontiguousarray(image.cpu().numpy())
 
 
 __all__ = ["DragSession", "DragState", "EditState", "FrameRenderer", "PartialFrame", "finish_frame", "frame_tensor",
