@@ -18,8 +18,9 @@ graph), with the ``local`` defaults and feature block 6:
 * FLOPs of each (``torch.utils.flop_counter.FlopCounterMode`` over an eager call) and the achieved
   fraction of the device's peak (H100/H200: 989 TFLOP/s bf16 dense, 495 TF32 dense, 67 fp32 without
   tensor cores; fp32 convolutions run on TF32 tensor cores where cuDNN allows it, PyTorch's default);
-* with ``--official PATH`` (a checkout of XingangPan/DragGAN): its drag iteration (step + frame, fp32,
-  plain-PyTorch ops) on the same weights, as ``bench/official_compare.py`` runs it;
+* with ``--official PATH`` (a checkout of XingangPan/DragGAN): its drag iteration (step + frame,
+  plain-PyTorch ops, its 4 highest resolutions in fp16 as in NVIDIA's FFHQ checkpoints,
+  ``--official-fp16-res``) on the same weights, as ``bench/official_compare.py`` runs it;
 * PTI at ``--pti-arch`` (512 px): seconds per photo for ``--pti-steps`` tuning steps (the GPU ``fast``
   preset's 250), fp32 and bf16, graphed as the pipeline runs them;
 * a profile (``torch.profiler``) of eager steps and frames at 512 px, top kernels by GPU time, in
@@ -161,7 +162,7 @@ def measure(G, device, args, precision, graph, labels) -> list[dict]:
 def official_figures(G, device, args, path) -> list[dict]:
     from bench.official_compare import OfficialDrag, import_official, official_generator
     networks = import_official(path)
-    OG = official_generator(networks, G, device)
+    OG = official_generator(networks, G, device, num_fp16_res=args.official_fp16_res)
     rows = []
     for handles in (1, 5):
         run = OfficialDrag(OG, G.ws_from_seed(0, 0.7, device=device), *spread_points(handles, G.img_resolution),
@@ -229,6 +230,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--official", default=None, help="checkout of XingangPan/DragGAN: time its drag step too")
+    p.add_argument("--official-fp16-res", type=int, default=4,
+                   help="fp16 blocks of the official generator (NVIDIA's FFHQ checkpoints: 4; 0: fp32 throughout)")
     p.add_argument("--pti-arch", default="ffhq512")
     p.add_argument("--pti-steps", type=int, default=250, help="0: no PTI figures")
     p.add_argument("--no-profile", action="store_true")

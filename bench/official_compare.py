@@ -91,13 +91,17 @@ def import_official(path) -> object:
     return module
 
 
-def official_generator(networks, G: Generator, device) -> torch.nn.Module:
-    """The official Generator with ``G``'s architecture and weights, built the way its renderer builds one."""
+def official_generator(networks, G: Generator, device, num_fp16_res: int | None = None) -> torch.nn.Module:
+    """The official Generator with ``G``'s architecture and weights, built the way its renderer builds one.
+
+    ``num_fp16_res``: its fp16 blocks (on CUDA only; NVIDIA's FFHQ checkpoints have 4), else ``G``'s setting.
+    """
     cfg = G.cfg
+    fp16_res = cfg.num_fp16_res if num_fp16_res is None else num_fp16_res
     og = networks.Generator(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
                             img_channels=cfg.img_channels, mapping_kwargs=dict(num_layers=cfg.mapping_layers),
                             channel_base=cfg.channel_base, channel_max=cfg.channel_max,
-                            num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp)
+                            num_fp16_res=fp16_res, conv_clamp=cfg.conv_clamp)
     state = {k: v.detach().float().contiguous() for k, v in G.state_dict().items()}
     missing, unexpected = og.load_state_dict(state, strict=False)
     # Ours keeps one FIR filter per block (and per up-sampling conv); theirs has one in every layer,
