@@ -167,7 +167,9 @@ def official_figures(G, device, args, path) -> list[dict]:
     for handles in (1, 5):
         run = OfficialDrag(OG, G.ws_from_seed(0, 0.7, device=device), *spread_points(handles, G.img_resolution),
                            block=min(6, G.num_blocks))
-        rows.append(dict(what="official step+frame", handles=handles, precision="fp32", graph=False,
+        mixed = device.type == "cuda" and args.official_fp16_res > 0
+        rows.append(dict(what="official step+frame", handles=handles, graph=False,
+                         precision=f"fp32, fp16 in {args.official_fp16_res} blocks" if mixed else "fp32",
                          ms=median_ms(run.step, device, max(3, args.steps // 2), args.warmup)))
     return rows
 
