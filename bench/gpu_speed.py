@@ -37,6 +37,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import gc
 import json
 import statistics
 import sys
@@ -156,12 +157,19 @@ def measure(G, device, args, precision, graph, labels) -> list[dict]:
                 both["flops"] = row["flops"] + frame["flops"]
             rows += [frame, both]
         steps.close()
+        s = steps = None
+        free_memory()   # a session and its graphs hold each other: collect them before the next one
     return rows
 
 
-def official_figures(G, device, args, path) -> list[dict]:
-    from bench.official_compare import OfficialDrag, import_official, official_generator
-    networks = import_official(path)
+def free_memory():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def official_figures(G, device, args, networks) -> list[dict]:
+    from bench.official_compare import OfficialDrag, official_generator
     OG = official_generator(networks, G, device, num_fp16_res=args.official_fp16_res)
     rows = []
     for handles in (1, 5):
@@ -216,7 +224,7 @@ def profile_summary(G, device, args) -> str:
                 sync(device)
             try:
                 table = prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=70)
-            except (AttributeError, KeyError, RuntimeError):
+            except Exception:   # older torch names the column cuda_*, newer device_*
                 table = prof.key_averages().table(sort_by=sort.replace("cuda", "device"), row_limit=20,
                                                   max_name_column_width=70)
             text.append(f"## {G.img_resolution} px, eager {what}, {precision}, 5 calls\n{table}\n")
@@ -250,21 +258,38 @@ def main(argv=None):
                   peak_tflops=peak, archs={})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    errors = result["errors"] = []
+    networks = None
+    if args.official:   # a wrong path fails now, not after minutes of GPU time
+        from bench.official_compare import import_official
+        networks = import_official(args.official)
+
+    def attempt(what, fn):
+        """One part of the run; its failure is recorded and the rest goes on (a lent GPU's time is dear)."""
+        try:
+            return fn()
+        except Exception as exc:
+            errors.append(f"{what}: {type(exc).__name__}: {exc}")
+            print(f"# {what} failed: {exc}", file=sys.stderr)
+            return None
+
     for arch in args.archs.split(","):
         G = build(arch, device)
         first = arch == args.archs.split(",")[0]
-        rows = drag_figures(G, device, args, peak, SETTINGS + (ABLATION if first and not args.no_ablation else []))
+        settings = SETTINGS + (ABLATION if first and not args.no_ablation else [])
+        rows = attempt(f"{arch} drag", lambda: drag_figures(G, device, args, peak, settings)) or []
         if args.official:
-            rows += official_figures(G, device, args, args.official)
+            rows += attempt(f"{arch} official", lambda: official_figures(G, device, args, networks)) or []
         result["archs"][arch] = {"resolution": G.img_resolution, "rows": rows}
         if not args.no_profile and first:
-            out.with_suffix(".profile.txt").write_text(profile_summary(G, device, args))
-        del G
-        with contextlib.suppress(Exception):
-            torch.cuda.empty_cache()
+            text = attempt(f"{arch} profile", lambda: profile_summary(G, device, args))
+            if text:
+                out.with_suffix(".profile.txt").write_text(text)
+        G = None
+        free_memory()
         out.write_text(json.dumps(result, indent=2) + "\n")   # partial results survive a time limit
     if args.pti_steps:
-        result["pti"] = pti_figures(device, args)
+        result["pti"] = attempt("PTI", lambda: pti_figures(device, args))
     result["seconds"] = time.perf_counter() - started
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"# {result['device']}, torch {result['torch']}, {result['date'][:16]}; {result['command']}")
@@ -278,8 +303,10 @@ def main(argv=None):
                          f"{r.get('tflops', 0):.2f}", "" if share is None else f"{100 * share:.2f}%"])
         print_table(["what", "handles", "precision", "layout", "layers", "CUDA graph", "ms", "GFLOP",
                      "achieved TFLOP/s", "of peak"], rows)
-    if "pti" in result:
+    if result.get("pti"):
         print(f"## PTI: {json.dumps(result['pti'])}")
+    for e in errors:
+        print(f"# failed: {e}")
     print(f"# {result['seconds']:.0f} s; JSON: {out}")
 
 
