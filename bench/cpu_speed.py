@@ -145,6 +145,9 @@ def main(argv=None):
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    if "base" in variants and not (Path(args.base) / "draggan_base").is_dir():
+        print(f"# no {args.base}/draggan_base (see 'base' above): that variant is left out")
+        variants.remove("base")
 
     runtime = runtime_for("cpu")
     G0 = load_generator(args.model, "cpu", progress=False)
