@@ -7,7 +7,14 @@
 ``PATH`` is a checkout of XingangPan/DragGAN (it needs ``training/networks_stylegan2.py``,
 ``torch_utils/`` and ``dnnlib/``). Nothing of it is part of this project: it is imported from
 ``PATH`` at run time (keep it outside the tracked tree, e.g. ``.stage/official/``, which git
-ignores). Its custom CUDA plugins are switched off, so it runs its plain-PyTorch reference ops,
+ignores). Where GitHub cannot be reached, the ``draggan`` 1.1.6 wheel on PyPI carries the same
+network file (as ``stylegan2/training/networks.py``) with stylegan2-ada-pytorch's ``torch_utils``
+and ``dnnlib``, whose plain-PyTorch paths are the official ones; BENCHMARKS.md's figures used it:
+
+    pip download draggan==1.1.6 --no-deps -d .stage/pkg && cd .stage/pkg && unzip -q draggan-1.1.6-*.whl
+    S=draggan/stylegan2; mkdir -p ../official/training && cp -r $S/dnnlib $S/torch_utils ../official/
+    cp $S/training/__init__.py ../official/training/ && cp $S/training/networks.py ../official/training/networks_stylegan2.py
+ Its custom CUDA plugins are switched off, so it runs its plain-PyTorch reference ops,
 as the issue's comparison did.
 
 Both sides run the same weights: the official ``Generator`` is built from the same architecture
