@@ -11,7 +11,7 @@ ignores). Where GitHub cannot be reached, the ``draggan`` 1.1.6 wheel on PyPI ca
 network file (as ``stylegan2/training/networks.py``) with stylegan2-ada-pytorch's ``torch_utils``
 and ``dnnlib``, whose plain-PyTorch paths are the official ones; BENCHMARKS.md's figures used it:
 
-    pip download draggan==1.1.6 --no-deps -d .stage/pkg && cd .stage/pkg && unzip -q draggan-1.1.6-*.whl
+    pip download draggan==1.1.6 --no-deps -d .stage/pkg && cd .stage/pkg && python -m zipfile -e draggan-1.1.6-py3-none-any.whl .
     S=draggan/stylegan2; mkdir -p ../official/training && cp -r $S/dnnlib $S/torch_utils ../official/
     cp $S/training/__init__.py ../official/training/ && cp $S/training/networks.py ../official/training/networks_stylegan2.py
  Its custom CUDA plugins are switched off, so it runs its plain-PyTorch reference ops,
