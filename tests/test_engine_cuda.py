@@ -31,6 +31,10 @@ def drag_trace(G, steps=12, **config):
     return s, states
 
 
+def cuda_session(G, graphed: bool, **config) -> DragSession:
+    return DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, cuda_graph=graphed, **config))
+
+
 def test_cuda_graph_needs_a_cuda_device():
     G = generator("cpu")
     s = DragSession(G, G.ws_from_seed(0), DragConfig(feature_block=BLOCK, cuda_graph=True))
@@ -100,7 +104,7 @@ def test_partial_frames_inside_the_graph_match_eager():
     G = generator("cuda")
     runs = {}
     for graphed in (False, True):
-        s = DragSession(G, G.ws_from_seed(1, device="cuda"), DragConfig(feature_block=BLOCK, cuda_graph=graphed))
+        s = cuda_session(G, graphed)
         s.set_points(*POINTS)
         first = list(s.drag(max_steps=4, image_every=0))                        # captured without frames
         second = list(s.drag(max_steps=6, image_every=0, partial_frames=True))  # recaptured with them
@@ -115,3 +119,36 @@ def test_partial_frames_inside_the_graph_match_eager():
             full = engine.to_uint8(G.synthesis(b.partial_frame.ws))
         assert max_level_difference(frame, full) <= 1
     assert not torch.equal(runs[True][1][-1].partial_frame.ws, runs[True][1][0].partial_frame.ws)
+
+
+@pytest.mark.gpu
+def test_graphed_frames_are_the_eager_frames_for_the_plain_image_a_running_blend_and_a_canvas():
+    G = generator("cuda")
+    renders = {}
+    for graphed in (False, True):
+        s = cuda_session(G, graphed)
+        images = [s.render() for _ in range(4)]                  # plain: 2 eager frames, the capture, a replay
+        s.set_points(*POINTS)
+        steps = s.drag(max_steps=8, image_every=0)
+        for _ in range(4):                                       # a running local drag: its blend
+            next(steps)
+            images.append(s.render_frame(s.frame_state()))
+        steps.close()
+        s.set_points([(30, 40)], [(30, 44)])                     # the first drag folded into a canvas
+        images += [s.render() for _ in range(4)]
+        renders[graphed] = (images, s)
+    assert renders[True][1]._frames.enabled and not renders[False][1]._frames.enabled
+    assert any(entry[0].captured for entry in renders[True][1]._frames._graphs.values())
+    for a, b in zip(*(renders[g][0] for g in (False, True))):
+        assert max_level_difference(a, b) <= 1
+
+
+@pytest.mark.gpu
+def test_bf16_frames_stay_close_to_fp32_frames():
+    G = generator("cuda")
+    images = []
+    for autocast in (False, True):
+        s = cuda_session(G, None, autocast=autocast)
+        images.append([s.render() for _ in range(4)][-1])
+    diff = np.abs(images[0].astype(int) - images[1].astype(int))
+    assert diff.mean() < 2.0 and diff.max() <= 32

@@ -29,21 +29,25 @@ def wants_graph(device: torch.device, enabled: bool | None) -> bool:
     return bool(enabled)
 
 
-class StepGraph:
-    """Call ``step()`` eagerly for a few steps, then capture it once and replay it.
+class GraphedCall:
+    """Call ``fn(*inputs)`` eagerly a few times, then capture it once and replay it.
 
-    Every call takes exactly one real step (capturing records the step without running
-    it, so the capture call replays it at once). The returned tensor is the graph's
-    static output: read it before the next call.
+    ``inputs`` are tensors; each call copies them into the graph's static copies before the
+    replay, so a render can be replayed for every new latent. A change of their shapes or
+    dtypes captures again. Every call runs ``fn`` exactly once (capturing records the call
+    without running it, so the capture call replays it at once). The returned value is the
+    graph's static output: read it before the next call.
     """
 
-    def __init__(self, step: Callable[[], torch.Tensor], device: torch.device, enabled: bool | None = None,
+    def __init__(self, fn: Callable[..., torch.Tensor], device: torch.device, enabled: bool | None = None,
                  warmup_steps: int = WARMUP_STEPS):
-        self.step, self.device = step, torch.device(device)
+        self.fn, self.device = fn, torch.device(device)
         self.enabled = wants_graph(self.device, enabled)
         self.warmup_steps = warmup_steps
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.output: torch.Tensor | None = None
+        self.output = None
+        self.inputs: list[torch.Tensor] = []
+        self.signature = None
         self.eager_steps = 0
         self.failed = False  # capture was tried and failed: eager from then on
 
@@ -51,32 +55,47 @@ class StepGraph:
     def captured(self) -> bool:
         return self.graph is not None
 
-    def __call__(self) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor):
         if not self.enabled:
-            return self.step()
+            return self.fn(*inputs)
+        signature = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        if signature != self.signature:
+            self.graph, self.output, self.inputs, self.eager_steps = None, None, [], 0
+            self.signature = signature
         if self.graph is not None:
+            for static, new in zip(self.inputs, inputs):
+                static.copy_(new)
             self.graph.replay()
             return self.output
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         if self.eager_steps < self.warmup_steps:
             with torch.cuda.stream(stream):  # capture requires that warm-up runs on a side stream
-                out = self.step()
+                out = self.fn(*inputs)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             self.eager_steps += 1
             return out
+        static = [t.detach().clone() for t in inputs]
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-                out = self.step()
+                out = self.fn(*static)
         except Exception as exc:
             warnings.warn(f"CUDA graph capture failed ({exc}); continuing without CUDA graphs", RuntimeWarning)
             torch.cuda.synchronize(self.device)
             self.enabled, self.failed = False, True
-            return self.step()
-        self.graph, self.output = graph, out
+            return self.fn(*inputs)
+        self.graph, self.output, self.inputs = graph, out, static
         graph.replay()
         return out
+
+
+class StepGraph(GraphedCall):
+    """An optimization step (a function of no inputs: it reads and updates device tensors in place)."""
+
+    @property
+    def step(self):
+        return self.fn
 
 
 def adam(params, lr: float, graphed: bool, **kwargs) -> torch.optim.Adam:

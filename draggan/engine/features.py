@@ -47,14 +47,18 @@ def resize_features(feat: torch.Tensor, image_size: int) -> torch.Tensor:
     return F.interpolate(feat, size=(image_size, image_size), mode="bilinear", align_corners=False)
 
 
-def synthesis_features(G, ws: torch.Tensor, block: int, noise_mode: str = "const", with_image: bool = False):
+def synthesis_features(G, ws: torch.Tensor, block: int, noise_mode: str = "const", with_image: bool = False,
+                       const_from: int | None = None):
     """Output of synthesis block ``block`` (1-based) for latents ``ws`` [1, num_ws, w_dim].
 
     ``with_image``: return (features, skip image up to that block), the two inputs
-    :meth:`SynthesisNetwork.finish` continues from to draw the full image.
+    :meth:`SynthesisNetwork.finish` continues from to draw the full image. ``const_from``:
+    the W+ layers from there on need no gradient (:meth:`SynthesisNetwork.forward`).
     """
+    extra = {} if const_from is None else {"const_from": const_from}
     if not with_image:
-        _, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block)
+        _, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block, **extra)
         return features[block - 1]
-    img, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block, partial_image=True)
+    img, features = G.synthesis(ws, noise_mode=noise_mode, return_features=True, last_block=block, partial_image=True,
+                                **extra)
     return features[block - 1], img

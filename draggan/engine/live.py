@@ -124,6 +124,9 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                 wake.notify()
             events.put(("steps_done", last))
 
+    def draw(state):   # a full frame: the session's replayed graph where it has one
+        return drag.render_frame(state) if drag.graphs_frames else render_state(drag.G, state, drag.config)
+
     def renderer():
         last_start = -float("inf")
         try:
@@ -140,7 +143,7 @@ def live_drag(drag: DragSession, max_steps: int | None = None, frame_interval: f
                     state, what = latest.pop()
                 last_start = time.perf_counter()
                 # Neither takes the session's lock: the next step runs meanwhile.
-                image = finish_frame(drag.G, what, drag.config) if partial else render_state(drag.G, what, drag.config)
+                image = finish_frame(drag.G, what, drag.config) if partial else draw(what)
                 derived = None if on_frame is None else on_frame(state, image)
                 events.put(("frame", state, image, derived))
         except BaseException as e:

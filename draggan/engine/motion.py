@@ -86,26 +86,46 @@ def motion_supervision_loss(feat: torch.Tensor, handles: torch.Tensor, targets: 
 
 
 def displacement_field(points: torch.Tensor, moves: torch.Tensor, size: int, image_size: int,
-                       sigma: float) -> torch.Tensor:
+                       sigma: float, box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """A smooth backward displacement field [size, size, 2] (image pixels) on a ``size x size`` grid.
 
     ``points`` [N, 2] are where content should end up and ``moves`` [N, 2] how far it came from: the
     field at a grid pixel q is the Gaussian-weighted (``sigma`` px) mean move of the nearby points, so
     content near point i comes from ``q - moves[i]`` and far from every point from ``q`` itself.
     Overlapping Gaussians are averaged (not summed), so many handles do not overshoot.
+    ``box`` (y0, y1, x0, x1): only those rows and columns of the grid ([y1 - y0, x1 - x0, 2]).
     """
-    ax = (torch.arange(size, dtype=torch.float32, device=points.device) + 0.5) * (image_size / size) - 0.5
-    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    q = torch.stack([xx, yy], dim=-1)                                            # [s, s, 2]
+    q = grid_points(size, image_size, points.device, box)                       # [s, s, 2]
     d2 = (q[:, :, None, :] - points[None, None]).square().sum(-1)                # [s, s, N]
     w = torch.exp(-d2 / (2 * sigma * sigma))
     total = w.sum(-1, keepdim=True)
     return (w[..., None] * moves[None, None]).sum(-2) / total.clamp_min(1.0)     # [s, s, 2]
 
 
+def grid_points(size: int, image_size: int, device=None, box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Image-pixel (x, y) centres of a ``size x size`` feature grid, [size, size, 2] (or the ``box`` of it)."""
+    ax = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) * (image_size / size) - 0.5
+    y0, y1, x0, x1 = box if box is not None else (0, size, 0, size)
+    yy, xx = torch.meshgrid(ax[y0:y1], ax[x0:x1], indexing="ij")
+    return torch.stack([xx, yy], dim=-1)
+
+
+def support_box(weight: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1): the smallest box of an [1, 1, h, w] map holding all its non-zero pixels (None: all zero).
+
+    A term weighted by the map can be computed on that box alone: the pixels outside add exactly zero.
+    """
+    nz = weight[0, 0].detach().ne(0)
+    rows, cols = nz.any(dim=1).nonzero(), nz.any(dim=0).nonzero()
+    if len(rows) == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def warp_supervision_loss(feat: torch.Tensor, feat0: torch.Tensor, handles0: torch.Tensor, handles: torch.Tensor,
                           targets: torch.Tensor, image_size: int, sigma: float,
-                          weight: torch.Tensor | None = None, active: torch.Tensor | None = None) -> torch.Tensor:
+                          weight: torch.Tensor | None = None, active: torch.Tensor | None = None,
+                          box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Dense supervision towards the first features, smoothly displaced: ``mean w |F(q) - sg(F0(q - u(q)))|``.
 
     Motion supervision says where each handle goes; this says what the rest should look like
@@ -118,16 +138,22 @@ def warp_supervision_loss(feat: torch.Tensor, feat0: torch.Tensor, handles0: tor
     handles0    : [N, 2] the handles' first positions; handles: [N, 2] tracked now; targets [N, 2].
     weight      : optional [1, 1, h, w] weights of the feature pixels (e.g. the edit region).
     active      : optional [N] 0/1: handles that still move (as in :func:`motion_loss`).
+    box         : with ``weight``, compute on these feature pixels only (:func:`support_box` of the
+                  weight): the same loss, since the rest weighs zero, at the cost of the box (a local
+                  edit's region is a small part of the image).
     """
     h = feat.shape[-1]
     step = unit_directions(handles, targets)
     if active is not None:   # a handle that has arrived takes no further step
         step = step * active.to(step.dtype)[:, None]
     moves = handles + step - handles0                                             # [N, 2]
-    u = displacement_field(handles + step, moves, h, image_size, sigma)
-    ax = (torch.arange(h, dtype=torch.float32, device=feat.device) + 0.5) * (image_size / h) - 0.5
-    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    source = torch.stack([xx, yy], dim=-1) - u                                   # [h, h, 2] image px
+    if box is not None and weight is not None:
+        y0, y1, x0, x1 = box
+        feat, weight = feat[:, :, y0:y1, x0:x1], weight[:, :, y0:y1, x0:x1]
+    else:
+        box = None
+    u = displacement_field(handles + step, moves, h, image_size, sigma, box)
+    source = grid_points(h, image_size, feat.device, box) - u                    # [h, h, 2] image px
     grid = ((2.0 * source + 1.0) / image_size - 1.0)[None].to(feat0.dtype)
     target = torch.nn.functional.grid_sample(feat0, grid, mode="bilinear", padding_mode="border",
                                              align_corners=False)

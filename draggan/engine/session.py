@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from .config import DragConfig, DragConfigError, MaskError, default_feature_block, generator_autocast
-from .cuda_graphs import StepGraph, adam, set_lr
+from .cuda_graphs import GraphedCall, StepGraph, adam, set_lr
 from .features import sample_features, synthesis_features
 from .line_search import LineSearch, feature_distance, patch_features, start_line_search, update_line_search
-from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, warp_supervision_loss
+from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, support_box, warp_supervision_loss
 from .points import PointError, validate_points
 from .region import Canvas, LocalBlend, edit_region, resize_mask, to_block
 from .tracking import track_points, window_offsets
@@ -97,6 +97,7 @@ class _Optimization:
     blend: LocalBlend | None = None         # the local edit's blend (region.py); None: the whole image may change
     handles0: torch.Tensor | None = None    # [N, 2] the handles when the points were set (warp supervision)
     warp_weight: torch.Tensor | None = None  # [1, 1, h, w] the region at the feature block (None: everywhere)
+    warp_box: tuple[int, int, int, int] | None = None  # the feature pixels where warp_weight is not 0
     line: LineSearch | None = None          # tracking "line": feature dragging along the lines (line_search.py)
     nonfinite_streak: int = 0
     runner: StepGraph | None = None         # takes DragSession._step, eagerly or as a replayed CUDA graph
@@ -349,7 +350,19 @@ class DragSession:
     def render(self) -> np.ndarray:
         """The current image, HxWx3 uint8."""
         with self._lock:
-            return render_state(self.G, self.frame_state(), self.config)
+            return self.render_frame(self.frame_state())
+
+    @property
+    def graphs_frames(self) -> bool:
+        """Whether :meth:`render_frame` replays CUDA graphs (else it is :func:`render_state`)."""
+        return self._frames.enabled
+
+    def render_frame(self, state: EditState) -> np.ndarray:
+        """The image of ``state`` (:meth:`frame_state`), HxWx3 uint8: a replayed CUDA graph where steps are one.
+
+        Takes no session lock (a live view draws while the next step runs).
+        """
+        return self._frames.render(state)
 
     def reconfigure(self, config: DragConfig) -> None:
         """Use ``config`` from the next drag on, keeping the image, points, mask and undo history.
@@ -449,9 +462,10 @@ class DragSession:
         state = DragState(step=self._step_count, handles=self._handles_np.copy(), targets=self._targets_np.copy(),
                           distances=self._distances_np.copy(), done=done_flag, loss=float(info[3 * n]),
                           warning=warning)
-        if opt.partial_frames:  # copies: the next step overwrites the buffers in place
+        if opt.partial_frames:  # copies where a graph's next replay overwrites the buffers in place
+            copy = (lambda t: t.clone()) if opt.runner.enabled else (lambda t: t)
             state.partial_frame = PartialFrame(self._compose(opt.prev_param).detach().clone(), self.feature_block,
-                                               opt.frame_features.clone(), opt.frame_skip.clone())
+                                               copy(opt.frame_features), copy(opt.frame_skip))
         return state, (warning is None and not done_flag)
 
     def _run_step(self) -> torch.Tensor:
@@ -480,7 +494,9 @@ class DragSession:
         if opt.partial_frames:
             feat, skip = out
             with torch.no_grad():
-                if opt.frame_features is None:          # allocated in an eager step, before any capture
+                if not opt.runner.enabled:              # eager: every step makes new tensors, nothing to copy
+                    opt.frame_features, opt.frame_skip = feat.detach(), skip.detach()
+                elif opt.frame_features is None:        # allocated in an eager step, before any capture
                     opt.frame_features, opt.frame_skip = feat.detach().clone(), skip.detach().clone()
                 else:
                     opt.frame_features.copy_(feat.detach())
@@ -505,7 +521,7 @@ class DragSession:
         if self.config.lambda_warp:
             loss = loss + self.config.lambda_warp * warp_supervision_loss(
                 feat, opt.feat0, opt.handles0, tracked, self._targets, self.resolution,
-                self.config.warp_sigma * self.resolution, opt.warp_weight, active)
+                self.config.warp_sigma * self.resolution, opt.warp_weight, active, opt.warp_box)
         if self.config.lambda_latent:
             loss = loss + self.config.lambda_latent * param.float().square().sum(-1).mean()
         opt.optimizer.zero_grad(set_to_none=True)
@@ -616,6 +632,7 @@ class DragSession:
         offset = self._targets_np - self._handles_np
         grid_floor = np.linalg.norm(offset - np.round(offset), axis=1) + 1e-3
         stop = torch.from_numpy(np.maximum(stop_px, grid_floor).astype(np.float32)).to(self.device)
+        warp_weight = None if blend is None else resize_mask(blend.mask, feat0.shape[-1])
         graphed = self._use_cuda_graph()
         # A graph replays the optimizer step as captured: lr and step count live on the device.
         optimizer = adam([param], cfg.lr, graphed)
@@ -624,7 +641,7 @@ class DragSession:
             lr=cfg.lr, feat0=feat0, ref_features=ref,
             stop_distance=stop, stop_distance_px=stop_px, blend=blend,
             handles0=self._handles.clone(),
-            warp_weight=None if blend is None else resize_mask(blend.mask, feat0.shape[-1]),
+            warp_weight=warp_weight, warp_box=None if warp_weight is None else support_box(warp_weight),
             line=None if cfg.tracking == "nn" else start_line_search(
                 feat0, self._handles, self._targets, self._disk, self.resolution, cfg.line_step_for(self.resolution)),
             runner=StepGraph(self._step, self.device, enabled=graphed, warmup_steps=GRAPH_WARMUP_STEPS))
@@ -651,17 +668,25 @@ class DragSession:
         self.r1, self.r2 = cfg.radii(self.resolution)
         self._disk = disk_offsets(self.r1, self.device)        # motion supervision neighbourhood, [D, 2]
         self._window = window_offsets(self.r2, self.device)    # tracking search window, [W, 2]
+        graphs = self.device.type == "cuda" and cfg.cuda_graph is not False
+        self._frames = FrameRenderer(G, cfg, self.device, enabled=graphs)
 
     def _features(self, ws: torch.Tensor, blend: LocalBlend | None, with_image: bool):
         """The feature block's output for ``ws`` (and its skip image ``with_image``), blended when local."""
-        noise = self.config.noise_mode
+        noise, const = self.config.noise_mode, self._const_layers()
         if blend is None:
-            return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image)
-        x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True))
+            return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image, const_from=const)
+        x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True, const_from=const))
         if blend.block < self.feature_block:
             x, img = self.G.synthesis.finish(x, img, ws, blend.block, noise, last_block=self.feature_block,
-                                             with_rgb=with_image)
+                                             with_rgb=with_image, const_from=const)
         return (x, img) if with_image else x
+
+    def _const_layers(self) -> int | None:
+        """The first W+ layer a drag leaves as it is (:meth:`_compose`), or None: all of them change."""
+        changed = self.config.optimize_layers if self.config.latent_space == "w+" else self.num_ws
+        first = min(changed, self._edit_layers)
+        return first if first < self.num_ws else None
 
     @torch.no_grad()
     def _composite(self, ws: torch.Tensor, blend: LocalBlend) -> Canvas:
@@ -720,6 +745,12 @@ class DragSession:
 @torch.no_grad()
 def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
     """The image of an :class:`EditState`, HxWx3 uint8 (thread-safe: it only reads the state and G)."""
+    return host_image(frame_tensor(G, state, config))
+
+
+@torch.no_grad()
+def frame_tensor(G, state: EditState, config: DragConfig) -> torch.Tensor:
+    """The image of an :class:`EditState` as an HxWx3 uint8 tensor on the generator's device."""
     noise = config.noise_mode
     with generator_autocast(config, state.ws.device):
         if state.blend is not None:
@@ -731,7 +762,41 @@ def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
             img = G.synthesis.finish(c.features, c.skip, state.ws, c.block, noise_mode=noise)
         else:
             img = G.synthesis(state.ws, noise_mode=noise)
-    return to_uint8(img)
+    return uint8_tensor(img)
+
+
+class FrameRenderer:
+    """Draws a session's frames, replaying a captured CUDA graph per kind of frame on a GPU.
+
+    A full frame at 512 px is a few hundred small kernels, as a step is, and bound by their
+    launches in the same way. The graph of a frame takes the latent as its input; it is
+    captured for the plain image, or for the canvas or running blend it draws on, after
+    two eager frames, and again when those change. Off CUDA (or with ``cuda_graph=False``)
+    it is :func:`render_state`. One frame at a time (a lock): the graph's buffers are shared.
+    """
+
+    def __init__(self, G, config: DragConfig, device: torch.device, enabled: bool):
+        self.G, self.config, self.device, self.enabled = G, config, device, enabled
+        self._graphs: dict = {}
+        self._lock = threading.Lock()
+
+    def render(self, state: EditState) -> np.ndarray:
+        if not self.enabled:
+            return render_state(self.G, state, self.config)
+        key = (id(state.canvas), id(state.blend))
+        with self._lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                # Held with the graph, so that the ids stay theirs; only the latest kind is kept.
+                canvas, blend = state.canvas, state.blend
+                graph = GraphedCall(lambda ws: frame_tensor(self.G, EditState(ws, canvas, blend), self.config),
+                                    self.device, enabled=True, warmup_steps=GRAPH_WARMUP_STEPS)
+                self._graphs = {key: (graph, canvas, blend)}
+                entry = self._graphs[key]
+            image = host_image(entry[0](state.ws))    # read before the next replay overwrites it
+            if entry[0].failed:
+                self.enabled = False
+            return image
 
 
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
@@ -741,13 +806,22 @@ def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
     return to_uint8(img)
 
 
+def uint8_tensor(img: torch.Tensor) -> torch.Tensor:
+    """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8, on its device."""
+    x = (img[0].detach().float().clamp(-1, 1) + 1) * 127.5
+    x = x.round().to(torch.uint8).permute(1, 2, 0)
+    return x.expand(-1, -1, 3) if x.shape[-1] == 1 else x
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[1, C, H, W] image in [-1, 1] -> HxWx3 uint8."""
-    x = (img[0].detach().float().clamp(-1, 1) + 1) * 127.5
-    x = x.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    return x
+    return host_image(uint8_tensor(img))
 
 
-__all__ = ["DragSession", "DragState", "EditState", "PartialFrame", "finish_frame", "render_state", "to_uint8"]
+def host_image(image: torch.Tensor) -> np.ndarray:
+    """An HxWx3 uint8 tensor from :func:`uint8_tensor` as a NumPy array of its own."""
+    return np.ascontiguousarray(image.cpu().numpy())
+
+
+__all__ = ["DragSession", "DragState", "EditState", "FrameRenderer", "PartialFrame", "finish_frame", "frame_tensor",
+           "render_state", "to_uint8"]

@@ -104,8 +104,8 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias.to(x.dtype) * self.bias_gain
+        w = ops.frozen(self.weight, ("fc", x.dtype), lambda p: p.to(x.dtype) * self.weight_gain)
+        b = ops.frozen(self.bias, ("fc", x.dtype), lambda p: p.to(x.dtype) * self.bias_gain)
         if self.activation == "linear":
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return ops.bias_act(x @ w.t(), b, act=self.activation)
@@ -180,8 +180,13 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         elif noise_mode != "none":
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        resample_filter = getattr(self, "resample_filter", None)
+        if ops.FAST_LAYERS and not reference:
+            return ops.modulated_conv2d_lrelu(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+                                              padding=self.padding, resample_filter=resample_filter,
+                                              clamp=self.conv_clamp)
         x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                                 resample_filter=getattr(self, "resample_filter", None), reference=reference)
+                                 resample_filter=resample_filter, reference=reference)
         return ops.bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
 
 
@@ -217,20 +222,27 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
-    def forward(self, x, img, ws, noise_mode="const", with_rgb=True, reference=False, noise_inputs=None):
-        """``ws``: [N, num_conv + 1, w_dim]. Returns (features, image or None)."""
+    def forward(self, x, img, ws, noise_mode="const", with_rgb=True, reference=False, noise_inputs=None,
+                const_from=None):
+        """``ws``: [N, num_conv + 1, w_dim]. Returns (features, image or None).
+
+        ``const_from``: the block's w's from this index on need no gradient (see SynthesisNetwork.forward).
+        """
         noise = noise_inputs or [None] * self.num_conv
+        w = list(ws.unbind(1))
+        if const_from is not None:
+            w = [wi if i < const_from else wi.detach() for i, wi in enumerate(w)]
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, reference, noise[0])
+            x = self.conv1(x, w[0], noise_mode, reference, noise[0])
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, reference, noise[0])
-            x = self.conv1(x, ws[:, 1], noise_mode, reference, noise[1])
+            x = self.conv0(x, w[0], noise_mode, reference, noise[0])
+            x = self.conv1(x, w[1], noise_mode, reference, noise[1])
         if not with_rgb:
             return x, None
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
-        y = self.torgb(x, ws[:, self.num_conv], reference)
+        y = self.torgb(x, w[self.num_conv], reference)
         img = y if img is None else img + y.to(img.dtype)
         return x, img
 
@@ -257,7 +269,7 @@ class SynthesisNetwork(nn.Module):
         return [(b.resolution, b.resolution) for b in self.blocks() for _ in range(b.num_conv)]
 
     def forward(self, ws, noise_mode="const", return_features=False, last_block=None, reference=False,
-                noise_inputs=None, partial_image=False):
+                noise_inputs=None, partial_image=False, const_from=None):
         """Run the synthesis network.
 
         ws              : W+ latents [N, num_ws, w_dim].
@@ -269,6 +281,9 @@ class SynthesisNetwork(nn.Module):
                           (at its resolution), which :meth:`finish` continues from.
         reference       : use the literal (slow) resampling path; for tests.
         noise_inputs    : optional explicit noise maps [N, 1, R, R], one per layer (see noise_shapes()).
+        const_from      : the W+ layers from this index on need no gradient although ``ws`` has one
+                          (a drag optimizes the first layers only): they are detached, so their
+                          layers skip the style gradient and take the cheaper weight-modulating path.
         """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"expected ws of shape [N, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
@@ -284,7 +299,7 @@ class SynthesisNetwork(nn.Module):
         for block in blocks[:n_run]:
             block_noise = noise_inputs[n_idx:n_idx + block.num_conv] if noise_inputs is not None else None
             x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb,
-                           reference=reference, noise_inputs=block_noise)
+                           reference=reference, noise_inputs=block_noise, const_from=_local(const_from, w_idx))
             w_idx += block.num_conv
             n_idx += block.num_conv
             features.append(x)
@@ -292,7 +307,7 @@ class SynthesisNetwork(nn.Module):
             return img, features
         return img
 
-    def finish(self, x, img, ws, after_block, noise_mode="const", last_block=None, with_rgb=True):
+    def finish(self, x, img, ws, after_block, noise_mode="const", last_block=None, with_rgb=True, const_from=None):
         """Run the blocks after ``after_block`` (up to ``last_block``, default the last) and return the image.
 
         ``x`` and ``img`` are that block's features and skip image, as
@@ -312,7 +327,8 @@ class SynthesisNetwork(nn.Module):
         # After the last block, ``img`` is already the image (DragGAN on the last block's features).
         w_idx = sum(b.num_conv for b in blocks[:after_block])
         for block in blocks[after_block:stop]:
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb)
+            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb,
+                           const_from=_local(const_from, w_idx))
             w_idx += block.num_conv
         if last_block is None:
             return img
@@ -328,6 +344,11 @@ class SynthesisNetwork(nn.Module):
         if not 1 <= block <= len(blocks) + 1:
             raise ValueError(f"block must be in 1..{len(blocks) + 1}, got {block}")
         return min(sum(b.num_conv for b in blocks[:block - 1]), self.num_ws)
+
+
+def _local(const_from: int | None, w_idx: int) -> int | None:
+    """A network-wide ``const_from`` as an index into the w's of the block that starts at layer ``w_idx``."""
+    return None if const_from is None else max(0, const_from - w_idx)
 
 
 class Generator(nn.Module):

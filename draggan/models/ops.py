@@ -11,6 +11,8 @@ path can never silently drift.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +144,142 @@ def modulated_conv2d(
     if noise is not None:
         y = y + noise.to(y.dtype)
     return y
+
+
+# --------------------------------------------------------------------------- the synthesis layer, fewer passes
+
+# The synthesis layers take :func:`modulated_conv2d_lrelu` (False: the separate ops, for comparisons).
+FAST_LAYERS = True
+# Casts and constants of frozen weights are kept between calls (False: recomputed every call).
+CACHE_FROZEN = True
+
+_frozen_cache: dict[int, dict] = {}   # id(parameter) -> {key: (stamp, value)}; dropped with the parameter
+_frozen_lock = threading.Lock()
+
+
+def frozen(param: torch.Tensor, key, make):
+    """``make(param)``, kept while ``param`` is frozen and unchanged (a drag's generator: its weights in bf16).
+
+    A generator in a drag or a render never changes, yet every call cast its weights to bf16 and
+    recomputed their squared norms: a tenth of a CPU step. The entry is rebuilt when the parameter
+    changes in place (its version), moves (its storage) or starts to need a gradient (tuning,
+    training). Never kept while a CUDA graph is captured: the graph would hold memory it does not own.
+    """
+    if not CACHE_FROZEN or param.requires_grad or (param.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return make(param)
+    stamp = (param._version, param.data_ptr(), param.device, param.stride())
+    with _frozen_lock:
+        entries = _frozen_cache.get(id(param))
+        if entries is None:
+            entries = _frozen_cache[id(param)] = {}
+            weakref.finalize(param, _frozen_cache.pop, id(param), None)
+        hit = entries.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    value = make(param)
+    with _frozen_lock:
+        entries[key] = (stamp, value)
+    return value
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution of ``x`` runs in: autocast's where it is on, else ``x``'s."""
+    dev = x.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def modulated_conv2d_lrelu(
+    x: torch.Tensor,              # Input activations            [N, Cin, H, W]
+    weight: torch.Tensor,         # Shared conv weight           [Cout, Cin, k, k]
+    styles: torch.Tensor,         # Per-sample input scales      [N, Cin]
+    bias: torch.Tensor,           # Per-channel bias             [Cout]
+    noise: torch.Tensor | None = None,  # Scaled noise, added after the conv  [N or 1, 1, H', W'] or [H', W']
+    up: int = 1,                  # 1 or 2
+    padding: int = 1,             # Padding of the plain conv (k // 2)
+    resample_filter: torch.Tensor | None = None,  # FIR filter for up=2
+    clamp: float | None = None,   # Clamp the output to +-clamp
+    fold: bool | None = None,     # up=2: as modulated_conv2d
+    fused: bool | None = None,    # Modulate the weight (one image only); None: when the styles need no gradient
+) -> torch.Tensor:
+    """A StyleGAN2 synthesis layer: ``bias_act(modulated_conv2d(...) + noise, bias, 'lrelu', clamp=clamp)``.
+
+    The same function in fewer passes over the activations, which is where a CPU spends the
+    time the convolutions leave. lrelu is positively homogeneous, so its gain joins the
+    demodulation coefficients and the bias; ``addcmul`` applies both in one pass (or, for one
+    image whose styles need no gradient, they are folded into the weight and the convolution's
+    own bias); noise and activation then go in place; hardtanh is the clamp with a one-pass
+    backward (it differs from clamp's gradient only at exactly +-clamp). The weight's casts,
+    squared norms and transposed layout come from :func:`frozen`, in the weight's memory format,
+    so that no convolution converts its operands (a copy of the activations each time).
+    """
+    n = styles.shape[0]
+    if fused is None:
+        fused = not (torch.is_grad_enabled() and styles.requires_grad)
+    fused = fused and n == 1
+    dtype = compute_dtype(x)
+    layout = torch.channels_last if _is_channels_last(weight) else torch.contiguous_format
+    if fold is None:
+        fold = fold_filter_default(x.device)
+    if up == 1:
+        w = frozen(weight, ("cast", dtype), lambda p: p.to(dtype, memory_format=layout))          # [Cout, Cin, k, k]
+    else:   # the transposed conv's layout, [Cin, Cout, k, k]; folded with the FIR filter where that is the path
+        w = frozen(weight, ("transposed", dtype, fold), lambda p: _transposed(p, dtype, layout, resample_filter, fold))
+    wsq = frozen(weight, "square", lambda p: p.float().square().sum(dim=[2, 3]).t())                # [Cin, Cout]
+    dcoefs = (styles.float().square() @ wsq + 1e-8).rsqrt() * LRELU_GAIN                              # [N, Cout]
+    b = frozen(bias, ("gain", dtype), lambda p: (p.float() * LRELU_GAIN).to(dtype))
+    x = x.to(dtype)
+    if fused:
+        # Modulate, demodulate and scale the weight itself: [Cout, Cin] (or [Cin, Cout]) scales; folding
+        # the FIR filter into a kernel is linear per (Cin, Cout) pair, so a folded kernel scales the same.
+        scale = dcoefs[0][:, None] * styles[0].float()[None, :]
+        w = w * (scale if up == 1 else scale.t()).to(dtype)[:, :, None, None]
+        if up == 1:   # the bias rides along in the convolution
+            y = F.conv2d(x, w, b, padding=padding)
+        else:         # (after the FIR filter: with the zero padding at the borders the two do not commute)
+            y = _upconv(x, w, padding, resample_filter, fold).add_(b[None, :, None, None])
+    else:
+        x = x * styles.to(dtype)[:, :, None, None]
+        y = F.conv2d(x, w, padding=padding) if up == 1 else _upconv(x, w, padding, resample_filter, fold)
+        y = torch.addcmul(b[None, :, None, None], y, dcoefs.to(dtype)[:, :, None, None])
+    if noise is not None:
+        y = y.add_((noise * LRELU_GAIN).to(dtype))
+    y = F.leaky_relu_(y, LRELU_SLOPE)
+    return y if clamp is None else F.hardtanh(y, -clamp, clamp)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _transposed(weight, dtype, layout, f, fold):
+    """``weight`` [Cout, Cin, k, k] as a transposed conv's kernel [Cin, Cout, k, k] (``fold``: with ``f`` folded in)."""
+    wt = weight.to(dtype).transpose(0, 1)
+    return (fold_upsample_filter(wt, f) if fold else wt).contiguous(memory_format=layout)
+
+
+def _upconv(x: torch.Tensor, wt: torch.Tensor, padding: int, f: torch.Tensor, fold: bool) -> torch.Tensor:
+    """2x up-sampling conv of one group with a transposed-layout kernel from :func:`_transposed` (as :func:`_conv`).
+
+    Unfolded, the FIR filter runs as a depthwise convolution that pads by itself (the padding is
+    symmetric for the 3x3 kernels and 4-tap filters here), in the activations' memory format.
+    """
+    fw = f.shape[-1]
+    kh = wt.shape[-1] - (fw - 1 if fold else 0)
+    if fold:
+        crop = fw - 1 - (padding + (fw + 1) // 2 - (kh - 1))
+        return F.conv_transpose2d(x, wt, stride=2, padding=crop)
+    y = F.conv_transpose2d(x, wt, stride=2)
+    p0 = padding + (fw + 1) // 2 - (kh - 1)
+    p1 = padding + (fw - 2) // 2 - (kh - 2)
+    if p0 != p1 or p0 < 0:
+        return upfirdn2d(y, f, pad=(p0, p1, p0, p1), gain=4)
+    c = y.shape[1]
+    layout = torch.channels_last if _is_channels_last(y) else torch.contiguous_format
+    k = frozen(f, ("depthwise", c, y.dtype, layout),
+               lambda t: (t * 4).flip([0, 1]).to(y.dtype)[None, None].repeat(c, 1, 1, 1).contiguous(memory_format=layout))
+    return F.conv2d(y, k, padding=p0, groups=c)
 
 
 # Force the up-sampling path everywhere (benchmarks compare the two): None = by device.
