@@ -46,7 +46,7 @@ from draggan.runtime import default_device, fast_autocast, runtime_for
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
 from inversion.edit import COORDINATES
 from inversion.photo import MAX_FILE_BYTES
-from inversion.pipeline import QUALITIES, InversionCache, planned_steps
+from inversion.pipeline import PRESET_COSTS, QUALITIES, InversionCache, planned_steps
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
     import spaces
@@ -273,6 +273,12 @@ def quality_report(report: dict) -> str:
     for notice in report.get("notices", []):
         lines.append(f"\n⚠️ {notice}")
     return "\n".join(lines)
+
+
+def preset_costs(device) -> str:
+    """What the inversion presets take and give on this kind of device (measured; inversion.PRESET_COSTS)."""
+    costs = PRESET_COSTS["cpu" if torch.device(device).type == "cpu" else "gpu"]
+    return f"Fast: {costs['fast']}. Faithful tunes longer, closer to the photo: {costs['faithful']}."
 
 
 def queue_headline(ahead: int) -> str:
@@ -1122,8 +1128,7 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                                                    label="Photo check")
                     ui["quality"] = gr.Radio(
                         [("Fast", "fast"), ("Faithful (slower)", "faithful")], value="fast", label="Inversion quality",
-                        info="Faithful tunes the model longer: closer to the photo, "
-                             + ("minutes" if torch.device(device).type == "cpu" else "seconds") + " more.")
+                        info=preset_costs(device))
                     with gr.Row():
                         ui["invert"] = gr.Button("Invert photo", variant="primary", elem_id="invert")
                         ui["cancel"] = gr.Button("Cancel", variant="stop")

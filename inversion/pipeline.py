@@ -62,6 +62,14 @@ ENCODER_PRESETS = {
     "gpu": {"fast": dict(steps_pti=60, lr_pti=3e-3, pti_stop=None),
             "faithful": dict(steps_pti=250, lr_pti=3e-3, pti_stop=None)},
 }
+# What each preset takes and gives, as measured with celeba128 on held-out faces (BENCHMARKS.md, "Inversion
+# presets as a user gets them"); the app shows the line for its device next to the choice.
+PRESET_COSTS = {
+    "cpu": {"fast": "about 20-25 s a photo on an idle 2-core CPU; 25.7 dB on held-out faces",
+            "faithful": "about 1 minute; 28.8 dB (+3 dB)"},
+    "gpu": {"fast": "about 2 s a photo on an H100; 27.5 dB",
+            "faithful": "a few seconds (every one of its 350 tuning steps; not yet timed on a GPU)"},
+}
 # Below this PSNR (aligned photo vs reconstruction) the report and the app say the reconstruction is
 # poor: glasses, hats, unusual faces (the spread on held-out faces and real photos: BENCHMARKS.md).
 POOR_PSNR = 24.0
@@ -676,5 +684,5 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     return result
 
 
-__all__ = ["invert", "planned_steps", "InversionConfig", "InversionResult", "InversionCache", "DEFAULT_CACHE", "PhotoError",
-           "model_fingerprint", "resolve_alignment", "alignment_for_model"]
+__all__ = ["invert", "planned_steps", "PRESET_COSTS", "InversionConfig", "InversionResult", "InversionCache",
+           "DEFAULT_CACHE", "PhotoError", "model_fingerprint", "resolve_alignment", "alignment_for_model"]
