@@ -36,11 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from draggan.models.networks import config_from_dict
+from draggan.models.pretrained import read_config, read_state, write_pretrained
 
 from .errors import InversionError
 
 ENCODER_DIR = "encoder"          # <model folder>/encoder/{config.json, model.safetensors}
-ENCODER_LINK = "encoder.json"    # <model folder>/encoder.json: {"shared": "<relative path to an encoder folder>"}
+ENCODER_LINK = "encoder.json"    # <model folder>/encoder.json: {"shared": "<relative path of an encoder folder>"}
+ARCHITECTURE = "restyle-e4e"     # config.json's "architecture" of this encoder
 
 
 @dataclasses.dataclass
@@ -162,36 +164,20 @@ class Encoder(nn.Module):
 
     def save_pretrained(self, directory, dtype=torch.float16, metadata: dict | None = None) -> Path:
         """``directory/config.json`` + ``model.safetensors`` (fp16 by default; the W statistics stay fp32)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in self.state_dict().items()}
-        state["w_avg"], state["w_scale"] = self.w_avg.float().cpu(), self.w_scale.float().cpu()
-        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        config = {"architecture": "restyle-e4e", **self.cfg.to_dict()}
-        if metadata:
-            config["metadata"] = metadata
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        return directory
+        return write_pretrained(directory, self, ARCHITECTURE, self.cfg.to_dict(), dtype,
+                                keep_fp32=("w_avg", "w_scale"), metadata=metadata)
 
     @classmethod
     def from_pretrained(cls, directory, device="cpu") -> "Encoder":
         """Load an encoder written by :meth:`save_pretrained` (raises InversionError with a sentence)."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
-        directory = Path(directory)
         try:
-            config = json.loads((directory / "config.json").read_text())
-            arch = config.pop("architecture", None)
-            config.pop("metadata", None)
-            if arch != "restyle-e4e":
+            arch, config = read_config(directory)
+            if arch != ARCHITECTURE:
                 raise InversionError(f"{directory}: not an encoder this version can use (architecture {arch!r}).")
             encoder = cls(EncoderConfig.from_dict(config))
-            state = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
-            encoder.load_state_dict(state, strict=True)
+            encoder.load_state_dict(read_state(directory), strict=True)
         except InversionError:
             raise
         except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as e:

@@ -14,15 +14,14 @@ stored one times ``1/sqrt(fan_in)`` (times the layer's lr multiplier).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import ops
+from .pretrained import read_config, read_state, write_pretrained
 
 
 def config_from_dict(cls, d: dict, what: str):
@@ -395,32 +394,16 @@ class Generator(nn.Module):
 
     def save_pretrained(self, directory, dtype=torch.float16, metadata: dict | None = None):
         """Write ``config.json`` + ``model.safetensors`` (fp16 by default) into ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in self.state_dict().items()}
         # w_avg is a statistic of the whole model; keep it in full precision.
-        state["mapping.w_avg"] = self.mapping.w_avg.detach().float().cpu().contiguous()
-        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        config = {"architecture": "stylegan2", **self.cfg.to_dict()}
-        if metadata:
-            config["metadata"] = metadata
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_pretrained(directory, self, "stylegan2", self.cfg.to_dict(), dtype, keep_fp32=("mapping.w_avg",),
+                         metadata=metadata)
 
     @classmethod
     def from_pretrained(cls, directory, device="cpu") -> "Generator":
         """Load a generator saved by :meth:`save_pretrained` (weights are cast to fp32)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
-        arch = config.pop("architecture", "stylegan2")
-        config.pop("metadata", None)
+        arch, config = read_config(directory, default_architecture="stylegan2")
         if arch != "stylegan2":
             raise ValueError(f"{directory}: unsupported architecture {arch!r}")
         G = cls(GeneratorConfig.from_dict(config))
-        state = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
-        G.load_state_dict(state, strict=True)
+        G.load_state_dict(read_state(directory), strict=True)
         return G.eval().requires_grad_(False).to(device)
