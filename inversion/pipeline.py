@@ -56,8 +56,10 @@ PRESETS = {
 }
 # With a learned encoder (``inversion/encoder.py``) the latent comes from one pass, and tuning only has to
 # finish the job from a much closer start: fewer steps. Figures: BENCHMARKS.md, "Inversion with the encoder".
+# From a close start, tuning at the projection presets' lr 3e-3 first makes the image worse; lr 1e-3 keeps the
+# start and gains most in 25 steps (BENCHMARKS.md, "What tuning needs, whatever the start").
 ENCODER_PRESETS = {
-    "cpu": {"fast": dict(steps_pti=25, lr_pti=3e-3, pti_stop=None),
+    "cpu": {"fast": dict(steps_pti=25, lr_pti=1e-3, pti_stop=None),
             "faithful": dict(steps_pti=100, lr_pti=3e-3, pti_stop=None)},
     "gpu": {"fast": dict(steps_pti=60, lr_pti=3e-3, pti_stop=None),
             "faithful": dict(steps_pti=250, lr_pti=3e-3, pti_stop=None)},
