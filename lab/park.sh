@@ -17,7 +17,7 @@ case "${1:-}" in
       [ -e "$place/$p" ] && { echo "$place/$p exists already: bring it back first (lab/park.sh in)" >&2; exit 1; }
       mv "$p" "$place/$p"
     done
-    bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1 || true)
     echo "the working tree that travels: $((bytes / 1048576)) MiB (+ what carry names; 64 MiB in all)";;
   in)
     for p in "${paths[@]}"; do
