@@ -329,24 +329,26 @@ class InversionProgress:
     def units(self, stage: str, steps: float) -> float:
         return self.STEP_COST.get(stage, 0.0) * steps
 
-    def work_left(self, stage: str, step: int) -> float:
-        later = self.order[self.order.index(stage) + 1:] if stage in self.order else []
-        return self.units(stage, self.steps.get(stage, 0) - step) + sum(self.units(s, self.steps[s]) for s in later)
+    def done(self, stage: str, step: int, weigh: bool) -> float:
+        """The work behind us at ``step`` of ``stage``: in steps, or (``weigh``) in units of a projection step."""
+        if stage not in self.order:
+            return 0.0
+        count = self.units if weigh else (lambda s, n: n)
+        return sum(count(s, self.steps[s]) for s in self.order[:self.order.index(stage)]) + count(stage, step)
 
     def eta(self, stage: str, step: int) -> float | None:
         """Seconds left after ``step`` of ``stage`` (None until two timed steps have been seen)."""
         now = self.clock()
-        done = sum(self.units(s, self.steps[s]) for s in self.order[:self.order.index(stage)]) \
-            + self.units(stage, step) if stage in self.order else 0.0
         if stage not in self.STEP_COST:
             return None if self.shown is None else max(0.0, self.shown[1] - (now - self.shown[0]))
+        done = self.done(stage, step, weigh=True)
         if self.last is not None and done > self.last[1]:
             rate = (now - self.last[0]) / (done - self.last[1])
             self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
         self.last = (now, done)
         if self.rate is None:
             return None
-        eta = self.rate * self.work_left(stage, step)
+        eta = self.rate * (sum(self.units(s, n) for s, n in self.steps.items()) - done)
         if self.shown is not None:
             expected = max(self.shown[1] - (now - self.shown[0]), 1e-3)
             eta = min(max(eta, expected / self.MAX_SWING), expected * self.MAX_SWING)
@@ -356,10 +358,8 @@ class InversionProgress:
     def __call__(self, stage: str, step: int, total: int) -> None:
         if stage in self.steps and total:
             self.steps[stage] = int(total)
-        counts = {s: n for s, n in self.steps.items()}
-        total_steps = sum(counts.values())
-        done = min(total_steps, sum(counts[s] for s in self.order[:self.order.index(stage)]) + step) \
-            if stage in self.order else 0
+        total_steps = sum(self.steps.values())
+        done = min(total_steps, int(self.done(stage, step, weigh=False)))
         eta = self.eta(stage, step)
         left = "" if eta is None else f" · about {max(1, round(eta))} s left"
         self.bar((done, total_steps), desc=f"{STAGE_NAMES.get(stage, stage)} ({step}/{total}){left}", unit="steps")
