@@ -55,7 +55,7 @@ PRESETS = {
                              pti_stop=None)},
 }
 # With a learned encoder (``inversion/encoder.py``) the latent comes from one pass, and tuning only has to
-# finish the job from a much closer start: fewer steps. Figures: BENCHMARKS.md, "Inversion with the encoder".
+# finish the job from a much closer start: fewer steps (BENCHMARKS.md, "Inversion with a learned encoder").
 # From a close start, tuning at the projection presets' lr 3e-3 first makes the image worse; lr 1e-3 keeps the
 # start and gains most in 25 steps (BENCHMARKS.md, "What tuning needs, whatever the start").
 ENCODER_PRESETS = {
@@ -475,7 +475,7 @@ def planned_steps(config: InversionConfig, G, device=None) -> dict[str, int]:
     {'encode': 0 or 1, 'project_w', 'project_wplus', 'tune' (at most)}. Raises InversionError for an
     encoder that cannot be used."""
     device = torch.device(device or config.device or _device_of(G))
-    encoder, _ = resolve_encoder(config, G)
+    encoder, _ = resolve_encoder(config, G, device)
     budget = config.resolved(device, with_encoder=encoder is not None)
     return {"encode": int(encoder is not None), "project_w": budget.steps_w, "project_wplus": budget.steps_wplus,
             "tune": budget.steps_pti}
@@ -499,32 +499,30 @@ _ENCODERS: dict = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def resolve_encoder(config: InversionConfig, G) -> tuple[Encoder | None, str | None]:
-    """(encoder, its folder) for this inversion, or (None, None) to project by optimization.
+def resolve_encoder(config: InversionConfig, G, device=None) -> tuple[Encoder | None, str | None]:
+    """(encoder on ``device``, its folder) for this inversion, or (None, None) to project by optimization.
 
     'auto': the encoder that ships with the model (found like its alignment template: ``model_dir``,
     ``G.name_or_path`` or the bundled folder whose weights ``G`` has); models without one, such as
     NVIDIA's checkpoints, fall back to projection. A folder: that encoder (InversionError if it cannot be
-    used with ``G``). Loaded encoders are kept per folder (read-only, shared by every inversion).
+    used with ``G``). Loaded encoders are kept per folder and device, read-only, shared by every inversion.
     """
     if config.encoder == "none":
         return None, None
     if config.encoder == "auto":
-        folder = None
-        for d in (config.model_dir, getattr(G, "name_or_path", None), find_model_dir(G)):
-            folder = encoder_folder(d) if d else None
-            if folder is not None:
-                break
+        candidates = (config.model_dir, getattr(G, "name_or_path", None), find_model_dir(G))
+        folder = next((f for f in (encoder_folder(d) for d in candidates if d) if f is not None), None)
         if folder is None:
             return None, None
     else:
         folder = Path(config.encoder)
-    key = (str(Path(folder).resolve()), (Path(folder) / "model.safetensors").stat().st_mtime_ns
-           if (Path(folder) / "model.safetensors").is_file() else 0)
+    device = torch.device(device or config.device or _device_of(G))
+    weights = folder / "model.safetensors"
+    key = (str(folder.resolve()), weights.stat().st_mtime_ns if weights.is_file() else 0, str(device))
     with _ENCODERS_LOCK:
-        encoder = _ENCODERS.get(key)
-        if encoder is None:
-            encoder = _ENCODERS[key] = Encoder.from_pretrained(folder)
+        if key not in _ENCODERS:
+            _ENCODERS[key] = Encoder.from_pretrained(folder, device)
+        encoder = _ENCODERS[key]
     check_compatible(encoder, G)
     return encoder, str(folder)
 
@@ -553,7 +551,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     """
     config = config or InversionConfig()
     device = torch.device(config.device) if config.device else _device_of(G)
-    encoder, encoder_dir = resolve_encoder(config, G)
+    encoder, encoder_dir = resolve_encoder(config, G, device)
     cfg = config.resolved(device, with_encoder=encoder is not None)
     timings: dict[str, float] = {}
     tick = time.perf_counter()
@@ -607,7 +605,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     mse_initial = None
     if encoder is not None:
         report_progress("encode", 0, 1)
-        ws = encode(encoder.to(device), G_work, target, cfg.encoder_iterations,
+        ws = encode(encoder, G_work, target, cfg.encoder_iterations,
                     amp={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp))
         noises = None
         report_progress("encode", 1, 1)
