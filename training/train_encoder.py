@@ -24,15 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from draggan.loaders.checkpoints import load_generator
 from draggan.runtime import default_device
-from inversion.encoder import Encoder, EncoderConfig
+from inversion.encoder import Encoder, EncoderConfig, encode
 from inversion.losses import make_loss
 from inversion.project import w_stats
 
@@ -110,9 +113,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def save_state(directory: Path, E: Encoder, opt: torch.optim.Adam, meta: dict, compact: bool = False) -> None:
     """Weights and Adam moments as safetensors shards (fp16 for a compact state) + meta.json, swapped in atomically."""
-    import os
-    import shutil
-
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -157,8 +157,6 @@ def load_state(directory: Path, E: Encoder, opt: torch.optim.Adam, device) -> di
 @torch.no_grad()
 def evaluate(E, G, faces: torch.Tensor, iterations: int, batch: int = 50) -> dict:
     """Mean PSNR of the encoder's reconstruction (no tuning) of held-out faces, after each iteration."""
-    from inversion.encoder import encode
-
     out = {}
     for i in range(1, iterations + 1):
         values = []
@@ -276,8 +274,6 @@ def train(args) -> dict:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
 
