@@ -263,7 +263,9 @@ def train(args) -> dict:
             now = time.time()
             log({"step": step, **{k: round(float(v) / n_sum, 4) for k, v in sums.items()},
                  "lr": round(opt.param_groups[0]["lr"], 7), "sec_per_step": round((now - tick) / n_sum, 4),
-                 "minutes": round(minutes, 2)})
+                 "minutes": round(minutes, 2),
+                 **({"max_mem_GiB": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)}
+                    if device.type == "cuda" else {})})
             sums, n_sum, tick = {}, 0, now
         if stop or time.time() - last_snapshot >= args.snapshot_minutes * 60:
             snapshot(out, E, opt, G, step, args, faces, log)
