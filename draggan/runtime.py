@@ -52,7 +52,9 @@ def fast_autocast(device) -> bool:
 class Runtime:
     """device        : where generators run.
     autocast      : run the generator under bf16 autocast (DragConfig.autocast).
-    channels_last : keep the generator's weights channels-last (CPU speed only)."""
+    channels_last : keep the generator's weights channels-last. On the CPU it speeds up every frame; on a GPU it
+                    removes cuDNN's layout conversions, and with bf16 gives the fastest graphed step and frame
+                    (BENCHMARKS.md, "GPU: one H100"). A GPU without bf16 autocast keeps NCHW."""
 
     device: torch.device
     autocast: bool
@@ -67,8 +69,8 @@ class Runtime:
 def runtime_for(device=None, autocast: bool | None = None) -> Runtime:
     """The policy for ``device`` (None: :func:`default_device`); ``autocast`` None: :func:`fast_autocast`."""
     dev = device if isinstance(device, torch.device) else default_device(device)
-    return Runtime(device=dev, autocast=fast_autocast(dev) if autocast is None else bool(autocast),
-                   channels_last=dev.type == "cpu")
+    autocast = fast_autocast(dev) if autocast is None else bool(autocast)
+    return Runtime(device=dev, autocast=autocast, channels_last=dev.type == "cpu" or (dev.type == "cuda" and autocast))
 
 
 __all__ = ["DeviceError", "Runtime", "bf16_is_fast_on_cpu", "default_device", "fast_autocast", "runtime_for"]

@@ -1,7 +1,7 @@
 """Fixtures shared by the test files: one torch thread, the tiny generator and its saved folder, the app's
 handlers on it and a recorder of the messages they show.
 
-None is autouse: a file that wants one torch thread for all its tests says
+Only ``exact_fp32_on_cuda`` is autouse (and only acts on ``gpu`` tests): a file that wants one torch thread for all its tests says
 ``pytestmark = pytest.mark.usefixtures("one_thread")``. A file's own fixture of
 the same name (a smaller ``G``, say) takes precedence over these.
 """
@@ -20,6 +20,21 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32_on_cuda(request):
+    """GPU tests compare CUDA-graph replays with eager runs in fp32: TF32 convolutions (PyTorch's default) differ
+    by about 1e-3 between the algorithms cuDNN picks for each, which would hide nothing and fail tolerances."""
+    if not request.node.get_closest_marker("gpu") or not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,10 @@ def test_runtime_policy():
     cpu = runtime_for("cpu")
     assert cpu.device.type == "cpu" and cpu.channels_last and cpu.autocast == fast_autocast("cpu")
     assert runtime_for("cpu", autocast=False).autocast is False
+    # A GPU: bf16 with channels-last weights (its fastest graphed step and frame); fp32 stays NCHW.
+    gpu = runtime_for(torch.device("cuda"))
+    assert gpu.autocast and gpu.channels_last
+    assert not runtime_for(torch.device("cuda"), autocast=False).channels_last
     assert default_device("cpu").type == "cpu"
     with pytest.raises(DeviceError, match="unknown device"):
         default_device("quantum")
