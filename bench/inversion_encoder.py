@@ -10,6 +10,11 @@ reconstruction to the aligned face (where dlib is installed), the PSNR of the pi
 the report's total seconds. The faces are aligned 128 px crops; by default they are aligned again as a
 user's photo is (dlib onto the template, nearly a no-op), ``--alignment center`` takes them as they are
 (no dlib: a GPU machine). Real photos go through ``bench.photo_edit`` / ``bench.inversion_presets``.
+
+``--edits``: editability. On each inverted face (its pivot and tuned generator, as the app hands them to
+the engine), the named edits of ``bench.eval_drag.EDITS`` are dragged with the engine's defaults and
+scored as ``bench.edit_quality`` scores them (MD of the re-detected landmarks, identity to the
+unedited reconstruction, locality). Needs dlib.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from draggan.engine import DragConfig
 from draggan.loaders import load_generator
 from inversion import InversionConfig, invert
 
+from .eval_drag import EDITS, FaceSample, edit_task, measure, run_task
+from .eval_drag import summarize as summarize_edits
+from .landmarks import measure_face
 from .staged import write_json
 
 DEFAULT_FACES = Path(os.environ.get("DRAGGAN_CELEBA128", "../shared/datasets/celeba128")) / "eval"
@@ -47,6 +57,23 @@ def pivot_psnr(mse: float) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
+def edit_rows(result, face_index: int, config: DragConfig) -> list[dict]:
+    """The named edits dragged on one inversion (pivot + tuned generator), scored; [] when dlib finds no face."""
+    image = np.asarray(result.reconstruction.convert("RGB"))
+    found = measure_face(image, embed=True)
+    if found is None:
+        return []
+    face = FaceSample(seed=face_index, ws=result.ws, image=image, face=found)
+    R = int(result.generator.img_resolution)
+    rows = []
+    for edit in EDITS:
+        task = edit_task(face, edit, R)
+        row = measure(task, run_task(result.generator, task, config))
+        row.pop("_embedding")
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="celeba128")
@@ -59,6 +86,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-identity", action="store_true", help="skip dlib's identity distance (no dlib there)")
+    p.add_argument("--edits", action="store_true", help="drag the named edits on each inversion and score them")
     p.add_argument("--out", default=None, help="JSON file for the rows and summaries")
     args = p.parse_args(argv)
     if args.threads:
@@ -75,9 +103,10 @@ def main(argv=None) -> dict:
                                      identity=not args.no_identity, encoder="auto" if start == "encoder" else "none")
             # One untimed warm-up inversion (first-call kernel setup), on another face.
             invert(faces[-1], G, config, cache=None)
-            rows = []
-            for f in faces:
-                r = invert(f, G, config, cache=None).report
+            rows, edits = [], []
+            for i, f in enumerate(faces):
+                inverted = invert(f, G, config, cache=None)
+                r = inverted.report
                 if r["start"] != start:
                     raise SystemExit(f"asked for {start}, the report says {r['start']} (no encoder shipped?)")
                 rows.append({"face": f.name, "psnr": r["psnr"], "ssim": r["ssim"], "identity": r["identity_distance"],
@@ -85,7 +114,15 @@ def main(argv=None) -> dict:
                              "seconds": r["timings"]["total"], "pti_steps": r["steps"]["pti"],
                              "timings": r["timings"]})
                 print(json.dumps({"quality": quality, "start": start, **rows[-1]}), flush=True)
+                if args.edits:
+                    edits += edit_rows(inverted, i, DragConfig())
             results["runs"][f"{quality}/{start}"] = {"summary": summarize(rows), "rows": rows}
+            if args.edits:
+                results["runs"][f"{quality}/{start}"].update(
+                    edit_summary=summarize_edits(edits),
+                    edit_per_name={name: summarize_edits([e for e in edits if e["task"] == name]) for name, _, _ in EDITS},
+                    edit_rows=edits)
+                print(json.dumps({"quality": quality, "start": start, "edits": summarize_edits(edits)}), flush=True)
             print(json.dumps({"quality": quality, "start": start, "summary": summarize(rows)}), flush=True)
     results["load_after"] = os.getloadavg()
     if args.out:

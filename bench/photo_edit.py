@@ -402,6 +402,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.photo_edit", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="celeba128")
     p.add_argument("--quality", default="fast")
+    p.add_argument("--start", default="auto", help="'auto' (the model's encoder if it ships one), 'none' (projection) "
+                                                   "or an encoder folder: InversionConfig.encoder")
+    p.add_argument("--steps-pti", type=int, default=None, help="tuning steps (default: the preset's; 0: no tuning)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--photo", action="append", default=[], help="more photos (paths)")
@@ -435,12 +438,17 @@ def main(argv=None) -> int:
     photos += [(n, np.asarray(read_photo(path).image), "face")
                for n, path in bench_photos(args.eval_dir, args.faces, extra=False)] if args.faces else []
     t0 = time.perf_counter()
-    results, figure_items, readme = [], [], None
+    results, figure_items, readme, inversions = [], [], None, []
     for name, photo, kind in photos:
         t = time.perf_counter()
         result = invert(photo, G, InversionConfig(device=args.device, quality=args.quality, alignment=alignment,
-                                                  model_dir=model_dir), cache=cache)
-        print(f"[{name}] inverted: {result.report['psnr']:.2f} dB ({time.perf_counter() - t:.1f} s"
+                                                  model_dir=model_dir, encoder=args.start, steps_pti=args.steps_pti),
+                        cache=cache)
+        r_inv = result.report
+        inversions.append({"name": name, "start": r_inv["start"], "psnr": r_inv["psnr"],
+                           "identity": r_inv.get("identity_distance"), "seconds": r_inv["timings"]["total"],
+                           "pti_steps": r_inv["steps"]["pti"]})
+        print(f"[{name}] inverted from {r_inv['start']}: {r_inv['psnr']:.2f} dB ({time.perf_counter() - t:.1f} s"
               + (", cached" if result.report.get("cached") else "") + ")", flush=True)
         keep = args.figure is not None or args.readme_figure is not None
         r = edit_photo(name, photo, result, edits, flows, log=lambda s: print(s, flush=True),
@@ -455,12 +463,12 @@ def main(argv=None) -> int:
         results.append(r)
     summary = {"photos": summarize(results, large_only=True), "all": summarize(results, large_only=False)}
     data = {"meta": {"command": "python -m bench.photo_edit " + " ".join(argv or sys.argv[1:]), "model": args.model,
-                     "quality": args.quality, "env": environment(args.device),
+                     "quality": args.quality, "start": args.start, "steps_pti": args.steps_pti, "env": environment(args.device),
                      "wall_seconds": round(time.perf_counter() - t0, 1), "edits": {k: {str(i): v for i, v in s.items()}
                                                                                    for k, s in EDITS.items()},
                      "far": f"pixels inside the face square farther than {FAR * 128:.0f}/128 of it from every "
                             f"handle and target"},
-            "summary": summary, "results": results}
+            "summary": summary, "inversions": inversions, "results": results}
     print(json.dumps(summary, indent=1, default=_json_default))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ Snapshots (``OUT/state``: fp32 weights and Adam moments in files of at most 15 M
 ``meta.json``) resume a run exactly with ``--resume OUT/state``; ``OUT/encoder`` is the shippable
 fp16 model folder, written at every snapshot. A compact state (``OUT/compact``: fp16 weights
 and moments, 3 files) travels through narrow pipes and resumes with slightly re-warmed moments.
+``--resume`` also takes a shipped encoder folder (``checkpoints/celeba128/encoder``): its weights, with fresh
+Adam moments and a new lr warm-up, the way to continue the bundled encoder in a later session.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval", default=None, help="folder of held-out faces (PNG) for the PSNR logged at each snapshot")
     a("--eval-images", type=int, default=100)
     a("--out", required=True, help="run folder: state/, compact/, encoder/, log.jsonl")
-    a("--resume", default=None, help="a state/ or compact/ folder to continue from")
+    a("--resume", default=None, help="a state/ or compact/ folder to continue from, or a shipped encoder folder")
     a("--steps", type=int, default=20000, help="total optimizer steps of the run (the lr schedule's length)")
     a("--batch", type=int, default=32)
     a("--real-fraction", type=float, default=0.5, help="share of each batch taken from real training faces")
@@ -211,9 +213,16 @@ def train(args) -> dict:
     E.w_avg.copy_(w_avg)
     E.w_scale.fill_(w_std / math.sqrt(G.w_dim))
     opt = torch.optim.Adam(E.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    step = 0
-    if args.resume:
+    step = warm_from = 0
+    if args.resume and (Path(args.resume) / "meta.json").is_file():
         step = int(load_state(Path(args.resume), E, opt, device)["step"])
+    elif args.resume:       # a shipped encoder: weights only, so Adam's moments start again, under a new warm-up
+        shipped = Encoder.from_pretrained(args.resume, device)
+        if shipped.cfg.to_dict() != cfg.to_dict():
+            raise SystemExit(f"{args.resume}: an encoder of another shape ({shipped.cfg.to_dict()}) than this run's")
+        E.load_state_dict(shipped.state_dict())
+        metadata = json.loads((Path(args.resume) / "config.json").read_text()).get("metadata", {})
+        step = warm_from = int(metadata.get("steps", 0))
     real = torch.from_numpy(load_images(args.data, G.img_resolution, max_images=args.max_images)).to(device)
     faces = None
     if args.eval:
@@ -240,7 +249,7 @@ def train(args) -> dict:
         if args.max_minutes:  # a run bounded by time decays its lr by time too
             done = max(done, (time.time() - start) / 60 / args.max_minutes)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, done, args.lr)
+            group["lr"] = lr_at(step - warm_from, done, args.lr)
         with torch.no_grad():
             ws_true = sample_latents(G, args.batch - n_real, gen, device)
             x_syn = G.synthesis(ws_true, noise_mode="const").float().clamp(-1, 1)
