@@ -268,17 +268,26 @@ def quality_report(report: dict) -> str:
         "",
         f"Loss: {loss}",
     ]
-    if report.get("poor_reconstruction"):
+    if report.get("poor_reconstruction") and report.get("config", {}).get("quality") != "instant":
         lines.insert(0, f"**Poor reconstruction ({report['psnr']:.1f} dB)**: read the note below before editing.\n")
     for notice in report.get("notices", []):
         lines.append(f"\n⚠️ {notice}")
+    for note in report.get("notes", []):
+        lines.append(f"\nℹ️ {note}")
     return "\n".join(lines)
 
 
 def preset_costs(device) -> str:
     """What the inversion presets take and give on this kind of device (measured; inversion.PRESET_COSTS)."""
     costs = PRESET_COSTS["cpu" if torch.device(device).type == "cpu" else "gpu"]
-    return f"Fast: {costs['fast']}. Faithful tunes longer, closer to the photo: {costs['faithful']}."
+    return (f"Instant: {costs['instant']}. Fast: {costs['fast']}. Faithful tunes longer, closer to the photo: "
+            f"{costs['faithful']}.")
+
+
+def default_quality(device) -> str:
+    """The inversion preset the app starts with: on a CPU the encoder's pass alone, whose edited photos match a
+    20 s tuning's (BENCHMARKS.md, "What the user keeps"); on a GPU tuning takes well under a second, so 'fast'."""
+    return "instant" if torch.device(device).type == "cpu" else "fast"
 
 
 def queue_headline(ahead: int) -> str:
@@ -1127,8 +1136,8 @@ def build_app(models: dict[str, str] | None = None, default_model: str | None = 
                     ui["photo_note"] = gr.Markdown(elem_classes="compact-md", elem_id="photo-note",
                                                    label="Photo check")
                     ui["quality"] = gr.Radio(
-                        [("Fast", "fast"), ("Faithful (slower)", "faithful")], value="fast", label="Inversion quality",
-                        info=preset_costs(device))
+                        [("Instant", "instant"), ("Fast", "fast"), ("Faithful (slower)", "faithful")],
+                        value=default_quality(device), label="Inversion quality", info=preset_costs(device))
                     with gr.Row():
                         ui["invert"] = gr.Button("Invert photo", variant="primary", elem_id="invert")
                         ui["cancel"] = gr.Button("Cancel", variant="stop")

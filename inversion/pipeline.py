@@ -47,10 +47,13 @@ from .pti import TuningSettings, pivotal_tuning
 # every step). ``fast`` stops as soon as the reconstruction is good enough to edit; ``faithful``
 # never stops early and so spends its whole, longer budget getting closer to the photo.
 # Figures with these defaults: BENCHMARKS.md, "Inversion presets as a user gets them".
+# ``instant`` is the encoder's pass alone (ENCODER_PRESETS); a model without an encoder inverts as ``fast``.
 PRESETS = {
-    "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
+    "cpu": {"instant": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
+            "fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
             "faithful": dict(steps_w=40, lr_w=0.1, steps_pti=200, lr_pti=3e-3, w_avg_samples=2000, pti_stop=None)},
-    "gpu": {"fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
+    "gpu": {"instant": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
+            "fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
             "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000,
                              pti_stop=None)},
 }
@@ -58,19 +61,27 @@ PRESETS = {
 # the projection steps. The shipped celeba128 encoder's pivot (17-20 dB) is still far from the photo, so tuning runs
 # at the projection presets' lr: at lr 1e-3, 25 steps reached only 21.3 dB; 70 steps at 3e-3 reach 24.5 dB and 100
 # steps 25.5 dB (BENCHMARKS.md, "Inversion with a learned encoder"). On a GPU the steps are cheap: 60 / 250.
+# ``instant`` tunes nothing: the reconstruction is rough (14-23 dB), but an edit moves the photo's own pixels (motion
+# transfer), and the edited photos came out as close to their targets and to the person as after ``fast``'s 20 s
+# (BENCHMARKS.md, "What the user keeps": 5 photos x 4 edits).
 ENCODER_PRESETS = {
-    "cpu": {"fast": dict(steps_pti=70, lr_pti=3e-3, pti_stop=0.06),
+    "cpu": {"instant": dict(steps_pti=0, lr_pti=3e-3, pti_stop=None),
+            "fast": dict(steps_pti=70, lr_pti=3e-3, pti_stop=0.06),
             "faithful": dict(steps_pti=200, lr_pti=3e-3, pti_stop=None)},
-    "gpu": {"fast": dict(steps_pti=60, lr_pti=3e-3, pti_stop=None),
+    "gpu": {"instant": dict(steps_pti=0, lr_pti=3e-3, pti_stop=None),
+            "fast": dict(steps_pti=60, lr_pti=3e-3, pti_stop=None),
             "faithful": dict(steps_pti=250, lr_pti=3e-3, pti_stop=None)},
 }
-# What each preset takes and gives, as measured with celeba128 on held-out faces (BENCHMARKS.md, "Inversion
-# presets as a user gets them"); the app shows the line for its device next to the choice.
+# What each preset takes and gives, as measured with celeba128 and its encoder on held-out faces (BENCHMARKS.md,
+# "Inversion with a learned encoder"); the app shows the line for its device next to the choice.
 PRESET_COSTS = {
-    "cpu": {"fast": "about 20-25 s a photo on an idle 2-core CPU; 25.7 dB on held-out faces",
-            "faithful": "about 1 minute; 28.8 dB (+3 dB)"},
-    "gpu": {"fast": "about 2 s a photo on an H100; 27.5 dB",
-            "faithful": "a few seconds (every one of its 350 tuning steps; not yet timed on a GPU)"},
+    "cpu": {"instant": "1-2 s a photo on a 2-core CPU (the encoder's pass, no tuning); a rough model version of the "
+                       "face (14-23 dB), yet the edited photo lands as well as after Fast",
+            "fast": "about 15-19 s; 26.4 dB on held-out faces",
+            "faithful": "about 50 s; 29.0 dB (+3.5 dB)"},
+    "gpu": {"instant": "the encoder's pass alone (Fast takes 0.6 s on an H100)",
+            "fast": "0.6 s a photo on an H100; 27.8 dB on held-out faces",
+            "faithful": "1.8 s on an H100; 32.1 dB (+4 dB)"},
 }
 # Below this PSNR (aligned photo vs reconstruction) the report and the app say the reconstruction is
 # poor: glasses, hats, unusual faces (the spread on held-out faces and real photos: BENCHMARKS.md).
@@ -83,7 +94,7 @@ class InversionConfig:
     """Every knob of the pipeline. ``None`` means: the CPU or GPU preset (of ``quality``) for the device used."""
 
     device: str | None = None          # 'cpu', 'cuda', 'cuda:1', 'mps'; None = where G lives.
-    quality: str = "fast"              # Step budget preset: 'fast' or 'faithful' (see PRESETS).
+    quality: str = "fast"              # Step budget preset: 'instant' (the encoder alone), 'fast' or 'faithful'.
     amp: str = "auto"                  # 'bf16', 'fp16', 'none'; auto = bf16 on GPUs and on CPUs with bf16 units.
     cuda_graph: bool | None = None     # Replay projection/tuning steps as CUDA graphs (None: on for CUDA devices).
     # Projection (W, then optional W+).
@@ -483,6 +494,10 @@ def planned_steps(config: InversionConfig, G, device=None) -> dict[str, int]:
 
 def poor_reconstruction_notice(psnr_value: float, quality: str = "fast") -> str:
     """What a poor reconstruction (PSNR below :data:`POOR_PSNR`) means for the edit, in one paragraph."""
+    if quality == "instant":
+        return (f"Instant inversion: the model's version of the face is rough ({psnr_value:.1f} dB; tuning gets "
+                f"{POOR_PSNR:.0f} dB or more). Drags move your photo's own pixels, and land as well as after tuning; "
+                "choose Fast or Faithful for a pasted-back square or a closer 'What the model sees'.")
     advice = " The faithful preset may get closer." if quality != "faithful" else ""
     return (f"Poor reconstruction: {psnr_value:.1f} dB (good ones reach {POOR_PSNR:.0f} dB or more). The generator "
             "does not reproduce this face well (glasses, a hat, an unusual face, pose or lighting). Drags are still "
@@ -543,7 +558,8 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     Report keys: psnr, poor_reconstruction (psnr below POOR_PSNR; a notice says what it means), ssim,
     lpips (None without LPIPS weights), loss_used, loss_note (why the pyramid fallback was used, or None),
     start ('encoder' or 'projection'), encoder (its folder or None), face_found,
-    num_faces, alignment, notices, identity_distance (None if no face), stage_mse
+    num_faces, alignment, notices (warnings), notes (what the preset means, e.g. 'instant''s rough
+    reconstruction), identity_distance (None if no face), stage_mse
     (initial (None with the encoder) / projection (the pivot's, before tuning) / tuned), steps,
     timings (seconds per stage), photo_sha256,
     model_id, cached, config.
@@ -589,6 +605,9 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         loaded.image, G.img_resolution, method=method, template=template, subset=cfg.landmarks,
         min_score=cfg.face_min_score)
     notices += align_notices
+    notes = []      # what the chosen preset means: information for the report, not warnings
+    if cfg.quality == "instant" and encoder is None:
+        notes.append("This model has no learned encoder, so 'instant' inverted by projection and tuning, as 'fast'.")
     lap("align")
     report_progress("align", 1, 1)
     check_cancel(cancel)
@@ -650,8 +669,9 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     report_progress("report", 1, 1)
     psnr_value = psnr(aligned, reconstruction)
     poor = bool(psnr_value < POOR_PSNR)
-    if poor:
-        notices.append(poor_reconstruction_notice(psnr_value, cfg.quality))
+    if poor:    # expected of 'instant' (the encoder alone): said as a note; otherwise a warning
+        instant = cfg.quality == "instant" and encoder is not None
+        (notes if instant else notices).append(poor_reconstruction_notice(psnr_value, cfg.quality))
     report = {
         "psnr": round(psnr_value, 3),
         "poor_reconstruction": poor,
@@ -665,6 +685,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         "num_faces": alignment.num_faces,
         "alignment": alignment.method,
         "notices": notices,
+        "notes": notes,
         "identity_distance": None if identity is None else round(identity, 4),
         "stage_mse": {"initial": mse_initial, "projection": mse_projection, "tuned": mse_tuned},
         "steps": {"w": cfg.steps_w, "wplus": cfg.steps_wplus, "pti": steps_pti_run, "pti_max": cfg.steps_pti,

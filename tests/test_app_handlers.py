@@ -357,9 +357,31 @@ def test_the_quality_choice_reaches_the_pipeline(studio, photo, monkeypatch):
                         real(photo, G, config, **kw))
     req = request()
     studio.on_load(req)
-    for quality in ("faithful", "fast"):
+    for quality in ("faithful", "fast", "instant"):
         studio.invert_photo(photo, "tiny", quality, req, progress=no_progress)
-    assert seen == ["faithful", "fast"]
+    assert seen == ["faithful", "fast", "instant"]
+    # The choice the page starts with: the encoder's pass alone on a CPU (its edited photos match a 20 s tuning's),
+    # 'fast' on a GPU, where tuning takes under a second; every choice says what it costs here.
+    radio = studio.ui["quality"]
+    assert radio.value == app.default_quality("cpu") == "instant" and app.default_quality("cuda") == "fast"
+    assert [value for _, value in radio.choices] == ["instant", "fast", "faithful"]
+    assert all(name in radio.info for name in ("Instant:", "Fast:", "Faithful"))
+
+
+def test_what_a_preset_means_is_a_note_in_the_report_not_a_warning(studio, photo, messages):
+    req = request()
+    studio.on_load(req)
+    out = studio.invert_photo(photo, "tiny", "instant", req, progress=no_progress)   # the tiny model has no encoder
+    assert not any("no learned encoder" in text for _, text in messages)
+    assert "ℹ️ This model has no learned encoder" in out[studio.ui["report"]]
+    base = {"psnr": 15.0, "ssim": 0.5, "poor_reconstruction": True, "start": "encoder",
+            "steps": {"pti": 0, "encoder_iterations": 3}}
+    instant = app.quality_report({**base, "config": {"quality": "instant"}, "notices": [],
+                                  "notes": ["Instant inversion: rough."]})
+    assert "Poor reconstruction" not in instant and "ℹ️ Instant inversion" in instant
+    fast = app.quality_report({**base, "config": {"quality": "fast"}, "notices": ["Poor reconstruction: 15 dB."],
+                               "notes": []})
+    assert fast.startswith("**Poor reconstruction") and "⚠️ Poor reconstruction" in fast
 
 
 def test_broken_upload_is_a_warning_and_keeps_the_image(studio, tmp_path, messages):

@@ -13,6 +13,7 @@ from draggan.loaders import load_generator
 from inversion import InversionConfig, InversionError, invert
 from inversion.encoder import Encoder, EncoderConfig, encode, encoder_folder, load_encoder
 from inversion.metrics import to_image
+from inversion.pipeline import planned_steps
 from training import train_encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +97,27 @@ def test_invert_starts_from_the_models_encoder_and_says_so(model_with_encoder):
     # The same photo without the encoder: projection, as for models that ship none (NVIDIA's).
     r2 = invert(face, G, InversionConfig(**FAST, model_dir=str(model_with_encoder), encoder="none"), cache=None)
     assert r2.report["start"] == "projection" and r2.report["encoder"] is None and r2.report["steps"]["w"] == 3
+
+
+@pytest.mark.slow
+def test_instant_is_the_encoders_pass_alone_and_says_what_that_means(model_with_encoder, tiny_model_dir):
+    G = load_generator(model_with_encoder)
+    face = to_image(G.synthesis(G.ws_from_seed(1, 0.7)))
+    preset_budget = {**FAST, "steps_pti": None}          # the presets' tuning steps, not the test's 2
+    config = InversionConfig(**preset_budget, quality="instant", model_dir=str(model_with_encoder))
+    assert planned_steps(config, G) == {"encode": 1, "project_w": 0, "project_wplus": 0, "tune": 0}
+    r = invert(face, G, config, cache=None)
+    assert r.report["start"] == "encoder" and r.report["steps"]["pti"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(r.generator.parameters(), G.parameters()))   # nothing tuned
+    # Its rough reconstruction is expected: a note in the report, not a warning.
+    assert r.report["poor_reconstruction"] and any("Instant inversion" in n for n in r.report["notes"])
+    assert not any("Instant inversion" in n or "Poor reconstruction" in n for n in r.report["notices"])
+    # A model without an encoder: 'instant' inverts as 'fast' does, and says so.
+    G0 = load_generator(tiny_model_dir)
+    r0 = invert(face, G0, InversionConfig(**preset_budget, quality="instant", model_dir=str(tiny_model_dir)),
+                cache=None)
+    assert r0.report["start"] == "projection" and r0.report["steps"]["pti"] > 0
+    assert any("no learned encoder" in n for n in r0.report["notes"])
 
 
 @pytest.mark.slow
