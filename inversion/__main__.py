@@ -84,7 +84,10 @@ def main(argv=None) -> int:
     r = result.report
     for notice in r["notices"]:
         print(f"notice: {notice}", file=sys.stderr)
-    summary = {k: r[k] for k in ("psnr", "ssim", "lpips", "identity_distance", "loss_used", "alignment", "steps")}
+    for note in r.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    keys = ("start", "psnr", "ssim", "lpips", "identity_distance", "loss_used", "alignment", "steps")
+    summary = {k: r[k] for k in keys}
     summary["seconds"] = r["timings"]["total"]
     print(json.dumps(summary))
     print(f"wrote {out}/ (aligned.png, reconstruction.png, report.json, latent.pt, generator/)", file=sys.stderr)

@@ -183,7 +183,7 @@ def test_pyramid_loss_properties():
     assert (loss(x, near) < loss(x, far)).all()
 
 
-def test_save_load_and_cli(G, face, tmp_path):
+def test_save_load_and_cli(G, face, tmp_path, capsys):
     result = invert(face, G, InversionConfig(**{**FAST, "steps_w": 2, "steps_pti": 2}), cache=None)
     loaded = InversionResult.load(result.save(tmp_path / "r"))
     assert torch.equal(loaded.ws, result.ws)
@@ -200,6 +200,7 @@ def test_save_load_and_cli(G, face, tmp_path):
     assert rc == 0
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert report["loss_used"] == "l2" and report["steps"]["w"] == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["start"] == "projection"   # it says which
     for name in ("aligned.png", "reconstruction.png", "latent.pt", "generator/config.json"):
         assert (tmp_path / "cli" / name).is_file()
     assert cli_main([str(tmp_path / "missing.jpg"), "--model", str(model), "--out", str(tmp_path / "x")]) == 2
