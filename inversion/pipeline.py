@@ -47,16 +47,15 @@ from .pti import TuningSettings, pivotal_tuning
 # every step). ``fast`` stops as soon as the reconstruction is good enough to edit; ``faithful``
 # never stops early and so spends its whole, longer budget getting closer to the photo.
 # Figures with these defaults: BENCHMARKS.md, "Inversion presets as a user gets them".
-# ``instant`` is the encoder's pass alone (ENCODER_PRESETS); a model without an encoder inverts as ``fast``.
 PRESETS = {
-    "cpu": {"instant": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
-            "fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
+    "cpu": {"fast": dict(steps_w=30, lr_w=0.1, steps_pti=70, lr_pti=3e-3, w_avg_samples=2000, pti_stop=0.06),
             "faithful": dict(steps_w=40, lr_w=0.1, steps_pti=200, lr_pti=3e-3, w_avg_samples=2000, pti_stop=None)},
-    "gpu": {"instant": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
-            "fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
+    "gpu": {"fast": dict(steps_w=100, lr_w=0.1, steps_pti=250, lr_pti=3e-3, w_avg_samples=10000, pti_stop=0.06),
             "faithful": dict(steps_w=100, lr_w=0.1, steps_pti=350, lr_pti=3e-3, w_avg_samples=10000,
                              pti_stop=None)},
 }
+# ``instant`` is the encoder's pass alone (ENCODER_PRESETS); a model without an encoder inverts as ``fast``.
+PRESETS = {kind: {"instant": presets["fast"], **presets} for kind, presets in PRESETS.items()}
 # With a learned encoder (``inversion/encoder.py``) the latent comes from one pass (0.4 s on a 2-core CPU) instead of
 # the projection steps. The shipped celeba128 encoder's pivot (17-20 dB) is still far from the photo, so tuning runs
 # at the projection presets' lr: at lr 1e-3, 25 steps reached only 21.3 dB; 70 steps at 3e-3 reach 24.5 dB and 100
