@@ -244,6 +244,12 @@ def points_table(handles, targets, distances=None, pending=None, unit: str = "px
     return "\n".join(rows)
 
 
+def rough_by_design(report: dict) -> bool:
+    """An 'instant' inversion from an encoder: its reconstruction is rough by design (the pipeline says so in a
+    note, not a warning), which matters for a pasted-back square and not for an edit of the photo's pixels."""
+    return report.get("start") == "encoder" and report.get("config", {}).get("quality") == "instant"
+
+
 def quality_report(report: dict) -> str:
     """The inversion's quality figures as Markdown."""
     lpips = report.get("lpips")
@@ -268,9 +274,7 @@ def quality_report(report: dict) -> str:
         "",
         f"Loss: {loss}",
     ]
-    # 'instant' from an encoder is rough by design: the pipeline says so in a note, not in a warning.
-    instant = report.get("start") == "encoder" and report.get("config", {}).get("quality") == "instant"
-    if report.get("poor_reconstruction") and not instant:
+    if report.get("poor_reconstruction") and not rough_by_design(report):
         lines.insert(0, f"**Poor reconstruction ({report['psnr']:.1f} dB)**: read the note below before editing.\n")
     for notice in report.get("notices", []):
         lines.append(f"\n⚠️ {notice}")
@@ -1066,6 +1070,9 @@ class Studio:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         files = []
         mode = photo_mode(how if paste_back is True else paste_back)
+        if mode == "paste" and s.has_photo and rough_by_design(s.inversion.report or {}):
+            gr.Info("This photo was inverted with Instant: the pasted square is the model's rough version of the "
+                    "face. Invert with Fast or Faithful for a paste-back; 'Moved' keeps the photo's own pixels.")
         if mode and s.has_photo:
             try:
                 path = folder / f"photo-edited-{stamp}.png"

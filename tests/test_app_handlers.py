@@ -348,6 +348,13 @@ def test_invert_shows_aligned_reconstruction_report_and_notices(studio, photo, m
     # Export pastes the edit back into the photo's frame.
     files = studio.export("GIF", True, req)[ui["files"]]
     assert Image.open(files[0]).size == (80, 96)
+    # After an 'instant' inversion from an encoder, a pasted export says what the square is (moved ones need not).
+    s.inversion.report.update(start="encoder", config={**s.inversion.report["config"], "quality": "instant"})
+    messages.clear()
+    studio.export("GIF", True, req, how="motion")
+    assert not any("inverted with Instant" in text for _, text in messages)
+    studio.export("GIF", True, req, how="paste")
+    assert any(level == "info" and "inverted with Instant" in text for level, text in messages)
 
 
 def test_the_quality_choice_reaches_the_pipeline(studio, photo, monkeypatch):
