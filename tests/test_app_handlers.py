@@ -375,6 +375,25 @@ def test_the_quality_choice_reaches_the_pipeline(studio, photo, monkeypatch):
     assert all(name in radio.info for name in ("Instant:", "Fast:", "Faithful"))
 
 
+@pytest.mark.slow
+def test_a_photo_inverts_with_the_bundled_encoder_at_the_apps_cpu_default(tmp_path, messages):
+    """End to end on the shipped celeba128 and its encoder: the app's default choice on a CPU inverts Grace Hopper
+    (matplotlib's photo) with the encoder alone, says so, warns of nothing, and the photo is ready to drag."""
+    from matplotlib import cbook
+
+    studio = app.build_app({"celeba128": "celeba128"}, "celeba128", "cpu",
+                           store=app.SessionStore(export_root=tmp_path / "exports")).studio
+    req = request()
+    studio.on_load(req)
+    photo = str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    out = studio.invert_photo(photo, "celeba128", studio.ui["quality"].value, req, progress=no_progress)
+    report = session(studio, req).inversion.report
+    assert report["start"] == "encoder" and report["steps"]["pti"] == 0 and report["face_found"]
+    assert "Start: learned encoder" in out[studio.ui["report"]] and "ℹ️ Instant inversion" in out[studio.ui["report"]]
+    assert not [text for level, text in messages if level == "warning"]
+    assert session(studio, req).has_photo
+
+
 def test_what_a_preset_means_is_a_note_in_the_report_not_a_warning(studio, photo, messages):
     req = request()
     studio.on_load(req)
