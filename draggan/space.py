@@ -40,7 +40,8 @@ NO_TOKEN = ("No Hugging Face token found. Log in with `hf auth login` (or `huggi
 
 HARDWARE_NOTES = {
     "cpu": "a CPU, free on cpu-basic (2 vCPU, 16 GB): the bundled 128 px models stream a drag at a few "
-           "frames per second and a photo inverts in about a minute; NVIDIA's 512 px models are slow there",
+           "frames per second and a photo is ready to edit in about a second (the model's encoder; 15-50 s with "
+           "tuning); NVIDIA's 512 px models are slow there",
     ZERO_GPU: "ZeroGPU: each drag or inversion borrows a GPU while it runs (the app's `@spaces.GPU` handlers)",
     "gpu": "a GPU: drags stream at up to 15 frames per second, photos invert in seconds",
 }
