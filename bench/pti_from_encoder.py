@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ import torch
 from draggan.loaders import load_generator
 from inversion import InversionConfig, invert
 
-DEFAULT_FACES = Path(os.environ.get("DRAGGAN_CELEBA128", "../shared/datasets/celeba128")) / "eval"
+from .inversion_encoder import DEFAULT_FACES
 
 
 def budget(text: str) -> dict:

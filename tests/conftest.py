@@ -1,8 +1,8 @@
 """Fixtures shared by the test files: one torch thread, the tiny generator and its saved folder, the app's
 handlers on it and a recorder of the messages they show.
 
-Only ``exact_fp32_on_cuda`` is autouse (and only acts on ``gpu`` tests): a file that wants one torch thread for all its tests says
-``pytestmark = pytest.mark.usefixtures("one_thread")``. A file's own fixture of
+Only ``exact_fp32_on_cuda`` is autouse (and acts on ``gpu`` tests only). A file that wants one torch
+thread for all its tests says ``pytestmark = pytest.mark.usefixtures("one_thread")``. A file's own fixture of
 the same name (a smaller ``G``, say) takes precedence over these.
 """
 
