@@ -13,7 +13,8 @@ graph), with the ``local`` defaults and feature block 6:
 * ``step``: one drag step (``next()`` of the drag iterator, which ends with its host read), 1 and 5 handles;
 * ``frame``: one full image of the session's latent (``DragSession.render``: a replayed graph in graph mode);
 * ``step+frame``: a step, then the frame of the new latent, as a GPU live view draws them;
-* settings: fp32 and bf16 in NCHW, bf16 channels-last; at the first arch also the synthesis layers as
+* settings: fp32 and bf16 in NCHW, bf16 channels-last, each with cuDNN's heuristics; fp32 (NCHW and
+  channels-last) and bf16 channels-last with ``torch.backends.cudnn.benchmark``; at the first arch also the synthesis layers as
   separate ops (``ops.FAST_LAYERS = False``, the code before issue 28) in bf16 and fp32;
 * FLOPs of each (``torch.utils.flop_counter.FlopCounterMode`` over an eager call) and the achieved
   fraction of the device's peak (H100/H200: 989 TFLOP/s bf16 dense, 495 TF32 dense, 67 fp32 without
@@ -98,32 +99,38 @@ def session(G, device, handles: int, precision: str, graph: bool) -> DragSession
     return s
 
 
-# (precision, memory format, synthesis layers) of the main table, and the ablation run at the first arch.
-SETTINGS = [("fp32", "nchw", "fast"), ("bf16", "nchw", "fast"), ("bf16", "channels_last", "fast")]
-ABLATION = [("bf16", "nchw", "separate ops"), ("fp32", "nchw", "separate ops")]
+# (precision, memory format, synthesis layers, cuDNN benchmark) of the main table, and the ablation run at the first
+# arch. With ``torch.backends.cudnn.benchmark`` cuDNN times its algorithms for each new shape once (in the warm-up
+# before a graph's capture) instead of picking one by heuristics.
+SETTINGS = [("fp32", "nchw", "fast", False), ("bf16", "nchw", "fast", False), ("bf16", "channels_last", "fast", False),
+            ("fp32", "nchw", "fast", True), ("fp32", "channels_last", "fast", True),
+            ("bf16", "channels_last", "fast", True)]
+ABLATION = [("bf16", "nchw", "separate ops", False), ("fp32", "nchw", "separate ops", False)]
 
 
 @contextlib.contextmanager
-def layers(kind: str):
-    saved = ops.FAST_LAYERS
+def layers(kind: str, cudnn_benchmark: bool = False):
+    saved = ops.FAST_LAYERS, torch.backends.cudnn.benchmark
     ops.FAST_LAYERS = kind == "fast"
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
         yield
     finally:
-        ops.FAST_LAYERS = saved
+        ops.FAST_LAYERS, torch.backends.cudnn.benchmark = saved
 
 
 def drag_figures(G, device, args, peak, settings) -> list[dict]:
     rows = []
     graphs = [False, True] if device.type == "cuda" else [False]
     variants = {"nchw": G}
-    for precision, layout, kind in settings:
+    for precision, layout, kind, benchmark in settings:
         if layout not in variants:
             variants[layout] = copy.deepcopy(G).to(memory_format=torch.channels_last)
         for graph in graphs:
-            with layers(kind):
+            with layers(kind, benchmark):
                 rows += measure(variants[layout], device, args, precision, graph,
-                                dict(precision=precision, layout=layout, layers=kind, graph=graph))
+                                dict(precision=precision, layout=layout, layers=kind, cudnn_benchmark=benchmark,
+                                     graph=graph))
     # A graph replays its eager twin's kernels: the same FLOPs.
     counted = {(r["what"], r["handles"], r["precision"]): r["flops"] for r in rows if r.get("flops")}
     for r in rows:
@@ -299,9 +306,10 @@ def main(argv=None):
         for r in data["rows"]:
             share = r.get("of_bf16_peak", r.get("of_tf32_peak"))
             rows.append([r["what"], r["handles"] or "", r["precision"], r.get("layout", ""), r.get("layers", ""),
-                         "yes" if r["graph"] else "no", f"{r['ms']:.2f}", f"{(r.get('flops') or 0) / 1e9:.1f}",
+                         "yes" if r.get("cudnn_benchmark") else "no", "yes" if r["graph"] else "no", f"{r['ms']:.2f}",
+                         f"{(r.get('flops') or 0) / 1e9:.1f}",
                          f"{r.get('tflops', 0):.2f}", "" if share is None else f"{100 * share:.2f}%"])
-        print_table(["what", "handles", "precision", "layout", "layers", "CUDA graph", "ms", "GFLOP",
+        print_table(["what", "handles", "precision", "layout", "layers", "cuDNN benchmark", "CUDA graph", "ms", "GFLOP",
                      "achieved TFLOP/s", "of peak"], rows)
     if result.get("pti"):
         print(f"## PTI: {json.dumps(result['pti'])}")
