@@ -13,6 +13,8 @@ per worker), and again with one change undone:
 * ``frozen-cache``: weight casts and norms recomputed every call (``ops.CACHE_FROZEN = False``);
 * ``warp-box``: the warp term over the whole feature map instead of the region's box;
 * ``const-layers``: the W+ layers a drag leaves alone keep their (unused) gradient;
+* ``window``: a local drag's blocks after the blend run on the whole image (``DragConfig(windowed=False)``),
+  not on the box around the region (``draggan/engine/window.py``);
 * ``fp32`` / ``bf16``: the other precision;
 * ``contiguous``: NCHW weights instead of channels-last;
 * ``threads2``: two torch threads in one worker (the app gives each of its two workers one);
@@ -58,9 +60,8 @@ from draggan.loaders.checkpoints import load_generator
 from draggan.models import ops
 from draggan.runtime import runtime_for
 
-VARIANTS = ("default", "fast-layers", "frozen-cache", "warp-box", "const-layers", "fp32", "bf16", "contiguous",
-            "threads2", "before",
-            "base")
+VARIANTS = ("default", "window", "fast-layers", "frozen-cache", "warp-box", "const-layers", "fp32", "bf16",
+            "contiguous", "threads2", "before", "base")
 
 
 @contextlib.contextmanager
@@ -101,11 +102,11 @@ class LiveFrames:
     ``package``: the ``draggan`` package to run (this one, or an earlier commit's copy).
     """
 
-    def __init__(self, G, block, autocast, handles, package=None):
+    def __init__(self, G, block, autocast, handles, package=None, **config):
         engine = package.engine if package is not None else draggan.engine
         self.G, self.finish_frame = G, engine.finish_frame
         self.config = engine.DragConfig(feature_block=block, autocast=autocast, stop_distance=1e-3,
-                                        max_steps=10 ** 9)
+                                        max_steps=10 ** 9, **config)
         s = engine.DragSession(G, G.ws_from_seed(0, 0.7), self.config)
         s.set_points(*app_points(handles, G.img_resolution))
         self.steps = s.drag(image_every=0, partial_frames=True)
@@ -165,7 +166,8 @@ def main(argv=None):
                 G_base, package = base_generator(args.base, G0)
                 runners[v] = LiveFrames(G_base, block, autocast, args.handles, package=package)
             else:
-                runners[v] = LiveFrames(G_plain if v == "contiguous" else G, block, autocast, args.handles)
+                runners[v] = LiveFrames(G_plain if v == "contiguous" else G, block, autocast, args.handles,
+                                        **({"windowed": False} if v == "window" else {}))
 
     def run(v, n):
         threads = 2 if v == "threads2" else args.threads

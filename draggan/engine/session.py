@@ -32,6 +32,7 @@ from .motion import disk_offsets, fixed_region_loss, motion_supervision_loss, su
 from .points import PointError, validate_points
 from .region import Canvas, LocalBlend, edit_region, resize_mask, to_block
 from .tracking import track_points, window_offsets
+from .window import Window, changed_boxes, finish_in_window, worth_it
 
 # Consecutive non-finite steps after which a drag gives up (each one halves the lr).
 MAX_NONFINITE_RETRIES = 8
@@ -80,6 +81,7 @@ class PartialFrame:
     block: int              # synthesis blocks already run (the feature block)
     features: torch.Tensor  # [1, C, h, w] that block's output
     skip: torch.Tensor      # [1, img_channels, h, w] the skip image up to that block
+    window: Window | None = None  # a local drag's window (window.py): the later blocks run on its boxes only
 
 
 @dataclass
@@ -465,7 +467,8 @@ class DragSession:
         if opt.partial_frames:  # copies where a graph's next replay overwrites the buffers in place
             copy = (lambda t: t.clone()) if opt.runner.enabled else (lambda t: t)
             state.partial_frame = PartialFrame(self._compose(opt.prev_param).detach().clone(), self.feature_block,
-                                               copy(opt.frame_features), copy(opt.frame_skip))
+                                               copy(opt.frame_features), copy(opt.frame_skip),
+                                               None if opt.blend is None else opt.blend.window)
         return state, (warning is None and not done_flag)
 
     def _run_step(self) -> torch.Tensor:
@@ -678,8 +681,11 @@ class DragSession:
             return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image, const_from=const)
         x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True, const_from=const))
         if blend.block < self.feature_block:
-            x, img = self.G.synthesis.finish(x, img, ws, blend.block, noise, last_block=self.feature_block,
-                                             with_rgb=with_image, const_from=const)
+            rest = dict(last_block=self.feature_block, with_rgb=with_image, const_from=const)
+            if blend.window is None:
+                x, img = self.G.synthesis.finish(x, img, ws, blend.block, noise, **rest)
+            else:   # the same features, computed around the region only
+                x, img = finish_in_window(self.G, x, img, ws, blend.block, blend.window, noise, **rest)
         return (x, img) if with_image else x
 
     def _const_layers(self) -> int | None:
@@ -733,7 +739,28 @@ class DragSession:
         mask = to_block(region, reference.features.shape[-1], self.device)
         last = len(self.G.synthesis.block_resolutions)
         self._edit_layers = self.num_ws if block == last else self.G.synthesis.first_layer_of_block(block + 1)
-        return LocalBlend(mask, reference, canvas)
+        return LocalBlend(mask, reference, canvas, self._edit_window(block, mask, canvas))
+
+    @torch.no_grad()
+    def _edit_window(self, block: int, mask: torch.Tensor, canvas: Canvas) -> Window | None:
+        """The blend's :class:`Window`: the unedited image after ``block``, and where the drag can change it.
+
+        None when the config turns it off, the noise is random, or the region leaves too little out.
+        """
+        box = support_box(mask)
+        if not self.config.windowed or self.config.noise_mode == "random" or box is None:
+            return None
+        boxes = changed_boxes(self.G, block, box)
+        if not worth_it(self.G, boxes):
+            return None
+        noise, features, skips = self.config.noise_mode, {}, {}
+        x, img = canvas.features, canvas.skip
+        with self._autocast():
+            if self.feature_block > block:
+                x, img = self.G.synthesis.finish(x, img, self._base, block, noise, last_block=self.feature_block)
+                features[self.feature_block], skips[self.feature_block] = x, img
+            image = self.G.synthesis.finish(x, img, self._base, max(block, self.feature_block), noise)
+        return Window(boxes, features, skips, image)
 
     @property
     def stop_distance(self) -> float:
@@ -756,7 +783,10 @@ def frame_tensor(G, state: EditState, config: DragConfig) -> torch.Tensor:
         if state.blend is not None:
             block = state.blend.block
             x, img = state.blend.apply(*synthesis_features(G, state.ws, block, noise, with_image=True))
-            img = G.synthesis.finish(x, img, state.ws, block, noise_mode=noise)
+            if state.blend.window is None:
+                img = G.synthesis.finish(x, img, state.ws, block, noise_mode=noise)
+            else:
+                img = finish_in_window(G, x, img, state.ws, block, state.blend.window, noise_mode=noise)
         elif state.canvas is not None:
             c = state.canvas
             img = G.synthesis.finish(c.features, c.skip, state.ws, c.block, noise_mode=noise)
@@ -802,7 +832,11 @@ class FrameRenderer:
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
     """The full image of a :class:`PartialFrame`, HxWx3 uint8 (the blocks after ``frame.block`` only)."""
     with torch.no_grad(), generator_autocast(config, frame.ws.device):
-        img = G.synthesis.finish(frame.features, frame.skip, frame.ws, frame.block, noise_mode=config.noise_mode)
+        if frame.window is None:
+            img = G.synthesis.finish(frame.features, frame.skip, frame.ws, frame.block, noise_mode=config.noise_mode)
+        else:
+            img = finish_in_window(G, frame.features, frame.skip, frame.ws, frame.block, frame.window,
+                                   noise_mode=config.noise_mode)
     return to_uint8(img)
 
 
