@@ -679,7 +679,7 @@ class DragSession:
         noise, const = self.config.noise_mode, self._const_layers()
         if blend is None:
             return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image, const_from=const)
-        x, img = blend.apply(*synthesis_features(self.G, ws, blend.block, noise, with_image=True, const_from=const))
+        x, img = blended_output(self.G, ws, blend, noise, const_from=const)
         if blend.block < self.feature_block:
             rest = dict(last_block=self.feature_block, with_rgb=with_image, const_from=const)
             if blend.window is None:
@@ -739,21 +739,23 @@ class DragSession:
         mask = to_block(region, reference.features.shape[-1], self.device)
         last = len(self.G.synthesis.block_resolutions)
         self._edit_layers = self.num_ws if block == last else self.G.synthesis.first_layer_of_block(block + 1)
-        return LocalBlend(mask, reference, canvas, self._edit_window(block, mask, canvas))
+        return LocalBlend(mask, reference, canvas, self._edit_window(block, mask, reference, canvas))
 
     @torch.no_grad()
-    def _edit_window(self, block: int, mask: torch.Tensor, canvas: Canvas) -> Window | None:
-        """The blend's :class:`Window`: the unedited image after ``block``, and where the drag can change it.
+    def _edit_window(self, block: int, mask: torch.Tensor, reference: Canvas, canvas: Canvas) -> Window | None:
+        """The blend's :class:`Window`: where the drag can change each block from ``block`` on, and the unedited
+        image there. At ``block`` the box is the region's: outside it the blend keeps the canvas, whatever the
+        drag's latent draws there, so the unedited output (``reference``) stands in for it.
 
         None when the config turns it off, the noise is random, or the region leaves too little out.
         """
         box = support_box(mask)
         if not self.config.windowed or self.config.noise_mode == "random" or box is None:
             return None
-        boxes = changed_boxes(self.G, block, box)
+        boxes = {block: box, **changed_boxes(self.G, block, box)}
         if not worth_it(self.G, boxes):
             return None
-        noise, features, skips = self.config.noise_mode, {}, {}
+        noise, features, skips = self.config.noise_mode, {block: reference.features}, {block: reference.skip}
         x, img = canvas.features, canvas.skip
         with self._autocast():
             if self.feature_block > block:
@@ -769,6 +771,20 @@ class DragSession:
         return self.config.stop_distance_for(self.resolution, n)
 
 
+def blended_output(G, ws: torch.Tensor, blend: LocalBlend, noise_mode: str, const_from: int | None = None):
+    """The blend block's output for ``ws`` blended into the canvas: (features, skip image).
+
+    With a window, the blend block itself runs on the region's box only (its input, the block
+    below, on the whole image): outside the box the blend keeps the canvas anyway.
+    """
+    block, window = blend.block, blend.window
+    if window is None or block < 2:
+        return blend.apply(*synthesis_features(G, ws, block, noise_mode, with_image=True, const_from=const_from))
+    x, img = synthesis_features(G, ws, block - 1, noise_mode, with_image=True, const_from=const_from)
+    return blend.apply(*finish_in_window(G, x, img, ws, block - 1, window, noise_mode, last_block=block,
+                                         const_from=const_from))
+
+
 @torch.no_grad()
 def render_state(G, state: EditState, config: DragConfig) -> np.ndarray:
     """The image of an :class:`EditState`, HxWx3 uint8 (thread-safe: it only reads the state and G)."""
@@ -782,7 +798,7 @@ def frame_tensor(G, state: EditState, config: DragConfig) -> torch.Tensor:
     with generator_autocast(config, state.ws.device):
         if state.blend is not None:
             block = state.blend.block
-            x, img = state.blend.apply(*synthesis_features(G, state.ws, block, noise, with_image=True))
+            x, img = blended_output(G, state.ws, state.blend, noise)
             if state.blend.window is None:
                 img = G.synthesis.finish(x, img, state.ws, block, noise_mode=noise)
             else:

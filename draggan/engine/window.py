@@ -35,7 +35,8 @@ MAX_SHARE = 0.8
 class Window:
     """Where a local drag can change each block's output, and the unedited image there is pasted into.
 
-    boxes    : block (1-based, after the blend block) -> the box outside which its output is the unedited one's.
+    boxes    : block (1-based, from the blend block on) -> the box outside which its output is the unedited one's
+               (at the blend block: the region's box, outside which the blend keeps the unedited output).
     features : block -> the unedited image's features at that block (the blocks a drag stops at).
     skips    : block -> the unedited image's skip image at that block.
     image    : the unedited image's full output (the last block's skip image).
