@@ -83,6 +83,16 @@ def crop(t: torch.Tensor | None, box: Box) -> torch.Tensor | None:
     return None if t is None else t[..., box[0]:box[1], box[2]:box[3]]
 
 
+def dense_crop(t: torch.Tensor | None, box: Box) -> torch.Tensor | None:
+    """``crop`` copied into its own memory, in ``t``'s memory format: a convolution given a strided view
+    copies it itself, into NCHW, and then converts the channels-last weights to match (slower)."""
+    if t is None:
+        return None
+    fmt = torch.channels_last if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+    return crop(t, box).contiguous(memory_format=fmt)
+
+
 def paste(into: torch.Tensor, part: torch.Tensor, box: Box) -> torch.Tensor:
     """A copy of ``into`` with ``part`` at ``box`` (differentiable in ``part``)."""
     out = into.clone()
@@ -118,7 +128,7 @@ def finish_in_window(G, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Ten
     need = {last: window.boxes[last]}
     for block in range(last, after_block, -1):
         need[block - 1] = halve(need[block], G.block_resolution(block - 1), REACH)
-    x, img = crop(x, need[after_block]), crop(img, need[after_block]) if with_rgb else None
+    x, img = dense_crop(x, need[after_block]), dense_crop(img, need[after_block]) if with_rgb else None
     w_idx = sum(b.num_conv for b in blocks[:after_block])
     for block_index in range(after_block + 1, last + 1):
         block = blocks[block_index - 1]
@@ -128,7 +138,7 @@ def finish_in_window(G, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Ten
                        noise_inputs=block_noise(block, computed, noise_mode), const_from=_local(const_from, w_idx))
         w_idx += block.num_conv
         inner = (want[0] - computed[0], want[1] - computed[0], want[2] - computed[2], want[3] - computed[2])
-        x, img = crop(x, inner), crop(img, inner)
+        x, img = dense_crop(x, inner), dense_crop(img, inner)
     box = need[last]
     if last_block is None:
         return paste(window.image, img, box)
