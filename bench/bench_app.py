@@ -26,10 +26,13 @@ Reported (median over runs):
 * steps/s        : optimization steps per second over the whole drag;
 * step / render  : the engine's own step and render times, measured in the same
                    process right after (what bounds the frame rate);
-* CPU per frame  : CPU seconds this process (server, both drag threads, client) spent
-                   per frame. Load from other processes stretches wall times but hardly
-                   this; on an idle machine with N free cores, frames/s is at most
-                   N / (CPU per frame).
+* CPU per frame  : CPU seconds per frame of the app's process (the server: both drag threads,
+                   the view's drawing and encoding, Gradio), and beside it the client's
+                   (``gradio_client`` in a process of its own, standing in for the browser,
+                   which decodes the frames on the user's machine). Until 2026-12-06 the client
+                   ran in the app's process and the one figure held both: their sum is that
+                   figure. Load from other processes stretches wall times but hardly this; on an
+                   idle machine with N free cores, frames/s is at most N / (CPU per frame).
 * photo rows     : frames/s of the live photo view and steps/s, against the sampled faces.
 
 On a GPU the app caps frames at ``--max-fps`` (default 15, see ``app.GPU_MAX_FPS``).
@@ -79,7 +82,7 @@ def image_url(value) -> str | None:
 
 
 def time_drag(client, steps: int, block: int, lr: float) -> dict:
-    """One drag over HTTP; timestamps of every streamed update."""
+    """One drag over HTTP; timestamps of every streamed update (``cpu_s_per_frame``: this process's CPU)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     job = client.submit(lr, steps, 0, 0, 20, "W+", block, api_name="/drag")
     arrivals, last_image = [], None
@@ -99,6 +102,39 @@ def time_drag(client, steps: int, block: int, lr: float) -> dict:
         "fps": (len(frames) - 1) / (frames[-1] - frames[0]) if len(frames) > 1 else float("nan"),
         "total_s": total,
     }
+
+
+def drag_client(url: str, session_hash: str, conn) -> None:
+    """The drags' client, in a process of its own: ``time_drag`` for each (steps, block, lr) received, in the
+    session of ``session_hash`` (where the app's process sampled the face and set the points)."""
+    from gradio_client import Client
+    client = Client(url, verbose=False, download_files=False)
+    client.session_hash = session_hash
+    while (job := conn.recv()) is not None:
+        conn.send(time_drag(client, *job))
+
+
+class ClientProcess:
+    """``time_drag`` in a child process; the app's process measures its own CPU meanwhile (the server's)."""
+
+    def __init__(self, url: str, session_hash: str):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=drag_client, args=(url, session_hash, child), daemon=True)
+        self.process.start()
+
+    def time_drag(self, steps: int, block: int, lr: float) -> dict:
+        cpu_start = time.process_time()
+        self.conn.send((steps, block, lr))
+        result = self.conn.recv()
+        result["client_cpu_s_per_frame"] = result.pop("cpu_s_per_frame")
+        result["cpu_s_per_frame"] = (time.process_time() - cpu_start) / max(result["frames"], 1)
+        return result
+
+    def close(self):
+        self.conn.send(None)
+        self.process.join(timeout=30)
 
 
 def engine_times(G, ws, config, points, repeats=3) -> tuple[float, float]:
@@ -130,7 +166,8 @@ def resized_photo(path: Path, megapixels: float, folder: Path) -> Path:
 def summary(label: str, runs: list[dict], steps: int) -> dict:
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {"label": label, "first_response_s": med("first_response_s"), "first_frame_s": med("first_frame_s"),
-            "fps": med("fps"), "steps_s": steps / med("total_s"), "cpu_s_per_frame": med("cpu_s_per_frame")}
+            "fps": med("fps"), "steps_s": steps / med("total_s"), "cpu_s_per_frame": med("cpu_s_per_frame"),
+            "client_cpu_s_per_frame": med("client_cpu_s_per_frame")}
 
 
 def main(argv=None) -> None:
@@ -170,13 +207,14 @@ def main(argv=None) -> None:
     from gradio_client import Client, handle_file
     client = Client(url, verbose=False, download_files=False)   # like a browser: frames are fetched elsewhere
     points = points_for(G.img_resolution, args.pairs)
+    drags = ClientProcess(url, client.session_hash)
     runs, sample_s = [], []
     for run in range(args.runs):
         t0 = time.perf_counter()
         client.predict("model", 100 + run, 0.7, api_name="/sample")
         sample_s.append(time.perf_counter() - t0)
         client.predict(points, api_name="/set_points")
-        runs.append(time_drag(client, args.steps, block, args.lr))
+        runs.append(drags.time_drag(args.steps, block, args.lr))
         print(f"face run {run}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                               for k, v in runs[-1].items()), flush=True)
     rows = [summary("sampled face (no photo view)", runs, args.steps)]
@@ -196,13 +234,14 @@ def main(argv=None) -> None:
             for run in range(args.runs):
                 client.predict(api_name="/reset")
                 client.predict(points, "square", api_name="/set_points")
-                runs.append(time_drag(client, args.steps, block, args.lr))
+                runs.append(drags.time_drag(args.steps, block, args.lr))
                 print(f"photo {size[0]}x{size[1]} run {run}: " + ", ".join(
                     f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in runs[-1].items()), flush=True)
             rows.append(summary(f"photo {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP), view "
                                 f"{view.size[0]}x{view.size[1]}", runs, args.steps))
             print(f"(inverted in {invert_s:.1f} s with {args.inversion_steps}+{args.inversion_steps} steps; "
                   f"alignment {session.inversion.alignment.method})", flush=True)
+    drags.close()
     demo.close()
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -215,12 +254,13 @@ def main(argv=None) -> None:
     print(f"model load {load_s:.2f} s, new face (HTTP) {statistics.median(sample_s) * 1000:.0f} ms, "
           f"engine step {step_ms:.0f} ms, engine render {render_ms:.0f} ms")
     print()
-    print("| canvas | first response | first frame | frames/s | steps/s | vs face | CPU per frame |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| canvas | first response | first frame | frames/s | steps/s | vs face | CPU per frame: app | client |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         ratio = row["steps_s"] / rows[0]["steps_s"]
         print(f"| {row['label']} | {row['first_response_s'] * 1000:.0f} ms | {row['first_frame_s'] * 1000:.0f} ms | "
-              f"{row['fps']:.2f} | {row['steps_s']:.2f} | {ratio:.0%} | {row['cpu_s_per_frame'] * 1000:.0f} ms |")
+              f"{row['fps']:.2f} | {row['steps_s']:.2f} | {ratio:.0%} | {row['cpu_s_per_frame'] * 1000:.0f} ms | "
+              f"{row['client_cpu_s_per_frame'] * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":
