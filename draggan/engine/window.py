@@ -19,6 +19,8 @@ import dataclasses
 
 import torch
 
+from draggan.models.networks import block_const_from
+
 Box = tuple[int, int, int, int]
 
 # How far a synthesis block spreads a change, and how far it reads, measured on its layers (conv0's transposed
@@ -119,7 +121,6 @@ def finish_in_window(G, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Ten
     Returns what ``finish`` returns: the image, or ``(features, skip image or None)`` of ``last_block``,
     the unedited image's outside the box ``window.boxes[last]``, this latent's inside it.
     """
-    from draggan.models.networks import _local   # the network's own mapping of const_from into a block's w's
     blocks = G.synthesis.blocks()
     last = len(blocks) if last_block is None else last_block
     if last == after_block:
@@ -135,7 +136,8 @@ def finish_in_window(G, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Ten
         have, want = need[block_index - 1], need[block_index]
         computed = (2 * have[0], 2 * have[1], 2 * have[2], 2 * have[3])   # what the crop's output covers
         x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb,
-                       noise_inputs=block_noise(block, computed, noise_mode), const_from=_local(const_from, w_idx))
+                       noise_inputs=block_noise(block, computed, noise_mode),
+                       const_from=block_const_from(const_from, w_idx))
         w_idx += block.num_conv
         inner = (want[0] - computed[0], want[1] - computed[0], want[2] - computed[2], want[3] - computed[2])
         x, img = dense_crop(x, inner), dense_crop(img, inner)
@@ -146,4 +148,5 @@ def finish_in_window(G, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Ten
     return features, (paste(window.skips[last], img, box) if with_rgb else None)
 
 
-__all__ = ["MAX_SHARE", "REACH", "SPREAD", "Window", "area", "changed_boxes", "finish_in_window", "grow", "halve", "worth_it"]
+__all__ = ["MAX_SHARE", "REACH", "SPREAD", "Window", "area", "changed_boxes", "finish_in_window", "grow", "halve",
+           "worth_it"]

@@ -298,7 +298,8 @@ class SynthesisNetwork(nn.Module):
         for block in blocks[:n_run]:
             block_noise = noise_inputs[n_idx:n_idx + block.num_conv] if noise_inputs is not None else None
             x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb,
-                           reference=reference, noise_inputs=block_noise, const_from=_local(const_from, w_idx))
+                           reference=reference, noise_inputs=block_noise,
+                           const_from=block_const_from(const_from, w_idx))
             w_idx += block.num_conv
             n_idx += block.num_conv
             features.append(x)
@@ -327,7 +328,7 @@ class SynthesisNetwork(nn.Module):
         w_idx = sum(b.num_conv for b in blocks[:after_block])
         for block in blocks[after_block:stop]:
             x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise_mode, with_rgb=with_rgb,
-                           const_from=_local(const_from, w_idx))
+                           const_from=block_const_from(const_from, w_idx))
             w_idx += block.num_conv
         if last_block is None:
             return img
@@ -345,7 +346,7 @@ class SynthesisNetwork(nn.Module):
         return min(sum(b.num_conv for b in blocks[:block - 1]), self.num_ws)
 
 
-def _local(const_from: int | None, w_idx: int) -> int | None:
+def block_const_from(const_from: int | None, w_idx: int) -> int | None:
     """A network-wide ``const_from`` as an index into the w's of the block that starts at layer ``w_idx``."""
     return None if const_from is None else max(0, const_from - w_idx)
 
