@@ -1,8 +1,9 @@
 """The drag engine (DragGAN, Pan et al., SIGGRAPH 2023), knowing nothing of any UI.
 
 ``config`` (DragConfig, presets) -> ``session`` (DragSession: motion supervision, point tracking,
-undo) built from ``features``, ``motion``, ``tracking`` (or ``line_search``, FreeDrag's), ``region`` (local edits), ``points`` and
-``cuda_graphs``; ``live`` streams a drag's frames while it runs.
+undo) built from ``features``, ``motion``, ``tracking`` (or ``line_search``, FreeDrag's), ``region`` (local edits),
+``window`` (a local edit computed around its region only), ``points`` and ``cuda_graphs``; ``live`` streams a drag's
+frames while it runs.
 """
 
 from .config import PRESETS, TRACKINGS, DragConfig, DragConfigError, MaskError, default_feature_block, generator_autocast
