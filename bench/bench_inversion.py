@@ -66,6 +66,18 @@ def bench_photos(eval_dir: Path, n: int, extra: bool = True) -> list[tuple[str, 
     return photos
 
 
+def timed_invert(photo, G, config: InversionConfig, device) -> tuple:
+    """(``invert``'s result, its wall seconds), CUDA-synchronized on both sides, without the cache."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    result = invert(photo, G, config, cache=None)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - t
+
+
 def random_generator(resolution: int, device: str):
     from draggan.models.networks import Generator
     torch.manual_seed(0)
@@ -158,14 +170,9 @@ def main(argv=None) -> int:
                 lr_w=args.lr_w, loss=loss, alignment=alignment, model_dir=str(model_dir) if model_dir else None,
                 identity=not args.no_identity,
                 **({"pti_stop_lpips": None, "pti_stop_fallback": None} if args.no_early_stop else {}))
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            result = invert(photo, G, cfg, cache=None)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+            result, seconds = timed_invert(photo, G, cfg, args.device)
             r = result.report
-            row = {"loss": loss, "photo": name, "seconds": time.perf_counter() - t,
+            row = {"loss": loss, "photo": name, "seconds": seconds,
                    "seconds_optimization": r["timings"]["project"] + r["timings"]["tune"],
                    "psnr": r["psnr"], "ssim": r["ssim"], "lpips": r["lpips"],
                    "identity_distance": r["identity_distance"], "pti_steps": r["steps"]["pti"],

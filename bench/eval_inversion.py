@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import bench_inversion, staged
@@ -178,11 +177,7 @@ def invert_items(G, work: staged.Work, items: list[dict], log=None) -> Iterator[
                                  loss=c["loss"], alignment="center", identity=False,
                                  pti_stop_lpips=None, pti_stop_fallback=None)  # every PTI step: budgets compare
         photo = face_image(work, item["face"])
-        _sync(device)
-        t = time.perf_counter()
-        result = invert(photo, G, config, cache=None)
-        _sync(device)
-        seconds = time.perf_counter() - t
+        result, seconds = bench_inversion.timed_invert(photo, G, config, device)
         r = result.report
         record = {"id": item["id"], "seconds": seconds,
                   "seconds_optimization": r["timings"]["project"] + r["timings"]["tune"],
@@ -192,11 +187,6 @@ def invert_items(G, work: staged.Work, items: list[dict], log=None) -> Iterator[
             log(f"[{item['id']}] {c['loss']} W {c['steps_w']} PTI {c['steps_pti']}: PSNR {r['psnr']:.2f} "
                 f"in {seconds:.2f} s ({i + 1}/{len(items)})")
         yield item, record, np.asarray(result.reconstruction, dtype=np.uint8)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_stage(G, work: staged.Work, args, command: str, log=None) -> dict:

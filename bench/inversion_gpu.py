@@ -44,10 +44,10 @@ from pathlib import Path
 import torch
 
 from bench.bench_drag import ARCHS
-from bench.bench_inversion import bench_photos
+from bench.bench_inversion import bench_photos, timed_invert
 from bench.inversion_encoder import DEFAULT_FACES
 from draggan.models.networks import Generator, GeneratorConfig
-from inversion import InversionConfig, invert
+from inversion import InversionConfig
 
 # name -> (amp, channels-last, cuDNN benchmark)
 SETTINGS = {
@@ -70,11 +70,6 @@ def cudnn_benchmark(on: bool):
         torch.backends.cudnn.benchmark = saved
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def variants_from(args) -> list[dict]:
     out = []
     for name in [v for v in args.variants.split(",") if v]:
@@ -93,11 +88,7 @@ def run_one(photo, G, variant, device, args) -> dict:
     cfg = InversionConfig(device=str(device), amp=variant["amp"], steps_w=variant["steps_w"],
                           steps_pti=variant["steps_pti"], alignment="center", identity=False, loss=args.loss)
     with cudnn_benchmark(variant["cudnn_benchmark"]):
-        sync(device)
-        t0 = time.perf_counter()
-        result = invert(photo, G, cfg, cache=None)
-        sync(device)
-        seconds = time.perf_counter() - t0
+        result, seconds = timed_invert(photo, G, cfg, device)
     r = result.report
     return dict(seconds=seconds, psnr=r["psnr"], ssim=r["ssim"], steps_w=r["steps"]["w"], steps_pti=r["steps"]["pti"],
                 timings=r["timings"], amp=r["config"]["amp"], loss=r["loss_used"])
