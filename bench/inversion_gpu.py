@@ -16,12 +16,14 @@ mostly by the tuning).
 
 Variants (``--variants``, run interleaved: every face goes through each variant in turn):
 
-* ``default``: what ``invert()`` does now on a GPU: bf16 autocast, NCHW weights, cuDNN's heuristics;
+* ``default``: what ``invert()`` did on a GPU until 2026-12-06: bf16 autocast, NCHW weights, cuDNN's heuristics;
 * ``fp32``: no autocast;
 * ``channels-last``: bf16 with the generator's weights channels-last;
 * ``cudnn-benchmark``: bf16, NCHW, ``torch.backends.cudnn.benchmark`` on (cuDNN times its algorithms for
   each new shape once, instead of choosing by heuristics);
-* ``fast-kernels``: bf16, channels-last and cuDNN benchmark together;
+* ``fast-kernels``: bf16, channels-last and cuDNN benchmark together: what ``invert()`` does now with the
+  app's and the CLI's generator (``draggan.runtime`` keeps it channels-last on a GPU, and the pipeline
+  autotunes, ``InversionConfig.cudnn_autotune``);
 * ``fp32-benchmark``: fp32 with cuDNN benchmark;
 * and ``--budgets W:PTI,...`` with the ``--budget-variant`` setting: fewer steps.
 
@@ -32,7 +34,6 @@ statistics). Seconds are the whole ``invert()`` call, CUDA-synchronized; PSNR is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -60,16 +61,6 @@ SETTINGS = {
 }
 
 
-@contextlib.contextmanager
-def cudnn_benchmark(on: bool):
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
-
-
 def variants_from(args) -> list[dict]:
     out = []
     for name in [v for v in args.variants.split(",") if v]:
@@ -86,9 +77,9 @@ def variants_from(args) -> list[dict]:
 
 def run_one(photo, G, variant, device, args) -> dict:
     cfg = InversionConfig(device=str(device), amp=variant["amp"], steps_w=variant["steps_w"],
-                          steps_pti=variant["steps_pti"], alignment="center", identity=False, loss=args.loss)
-    with cudnn_benchmark(variant["cudnn_benchmark"]):
-        result, seconds = timed_invert(photo, G, cfg, device)
+                          steps_pti=variant["steps_pti"], alignment="center", identity=False, loss=args.loss,
+                          cudnn_autotune=variant["cudnn_benchmark"])
+    result, seconds = timed_invert(photo, G, cfg, device)
     r = result.report
     return dict(seconds=seconds, psnr=r["psnr"], ssim=r["ssim"], steps_w=r["steps"]["w"], steps_pti=r["steps"]["pti"],
                 timings=r["timings"], amp=r["config"]["amp"], loss=r["loss_used"])

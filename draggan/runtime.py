@@ -12,6 +12,7 @@ change the numbers (the device, bf16 autocast) and those that change only the sp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -73,4 +74,22 @@ def runtime_for(device=None, autocast: bool | None = None) -> Runtime:
     return Runtime(device=dev, autocast=autocast, channels_last=dev.type == "cpu" or (dev.type == "cuda" and autocast))
 
 
-__all__ = ["DeviceError", "Runtime", "bf16_is_fast_on_cpu", "default_device", "fast_autocast", "runtime_for"]
+@contextlib.contextmanager
+def cudnn_autotuned(device):
+    """On CUDA (``device``), cuDNN times its algorithms once for each new shape instead of picking one by heuristics
+    (``torch.backends.cudnn.benchmark``); elsewhere nothing changes. For inversion's hundreds of steps of the
+    same shapes: with channels-last bf16 weights its tuning steps are 17 % faster on an H100 (neither change
+    alone gains; BENCHMARKS.md, "PTI at 512 and 1024 px"). Drag steps and frames gain nothing, so it is scoped."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+__all__ = ["DeviceError", "Runtime", "bf16_is_fast_on_cpu", "cudnn_autotuned", "default_device", "fast_autocast",
+           "runtime_for"]

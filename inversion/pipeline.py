@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from draggan.loaders import CheckpointError, load_generator, registry
-from draggan.runtime import fast_autocast
+from draggan.runtime import cudnn_autotuned, fast_autocast
 
 from . import align as align_mod
 from .encoder import Encoder, check_compatible, encode, encoder_folder
@@ -96,6 +96,7 @@ class InversionConfig:
     quality: str = "fast"              # Step budget preset: 'instant' (the encoder alone), 'fast' or 'faithful'.
     amp: str = "auto"                  # 'bf16', 'fp16', 'none'; auto = bf16 on GPUs and on CPUs with bf16 units.
     cuda_graph: bool | None = None     # Replay projection/tuning steps as CUDA graphs (None: on for CUDA devices).
+    cudnn_autotune: bool = True        # On CUDA, let cuDNN time its algorithms for the steps' shapes (runtime.py).
     # Projection (W, then optional W+).
     steps_w: int | None = None         # W steps (PTI: 450).
     steps_wplus: int = 0               # W+ refinement steps after W (0 = W pivot, most editable).
@@ -635,7 +636,8 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         with torch.no_grad():  # The starting point's error, for the report.
             w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
             mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
-        ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel)
+        with cudnn_autotuned(device if cfg.cudnn_autotune else "cpu"):
+            ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel)
     with torch.no_grad():
         mse_projection = float((G_work.synthesis(ws, noise_mode="const", noise_inputs=noises) - target).square().mean())
     lap("encode" if encoder is not None else "project")
@@ -649,9 +651,10 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         stop_threshold=stop, locality=cfg.locality, locality_weight=cfg.locality_weight,
         locality_alpha=cfg.locality_alpha, min_resolution=cfg.pti_min_resolution, amp=amp,
         cuda_graph=cfg.cuda_graph, seed=cfg.seed)
-    G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
-                                            noises=noises if cfg.keep_projected_noise else None,
-                                            progress=progress, cancel=cancel)
+    with cudnn_autotuned(device if cfg.cudnn_autotune else "cpu"):   # hundreds of steps of the same shapes
+        G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
+                                                noises=noises if cfg.keep_projected_noise else None,
+                                                progress=progress, cancel=cancel)
     with torch.no_grad():
         out = G_tuned.synthesis(ws, noise_mode="const")
         mse_tuned = float((out - target).square().mean())

@@ -237,3 +237,18 @@ def test_a_generator_under_tuning_gets_the_same_weight_gradients_with_the_fast_l
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_cudnn_autotuning_is_scoped_to_cuda_and_restored():
+    from draggan.runtime import cudnn_autotuned
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_autotuned("cpu"):
+            assert torch.backends.cudnn.benchmark is False          # a CPU run leaves cuDNN's policy alone
+        with pytest.raises(RuntimeError), cudnn_autotuned(torch.device("cuda")):
+            assert torch.backends.cudnn.benchmark is True
+            raise RuntimeError("a step failed")
+        assert torch.backends.cudnn.benchmark is False              # restored, also after an error
+    finally:
+        torch.backends.cudnn.benchmark = saved
