@@ -175,3 +175,27 @@ def test_channels_last_bf16_graphs_draw_and_drag_as_nchw_eager():
     assert max_level_difference(frame_a, frame_b) <= 2          # bf16 rounding of two convolution layouts
     assert steps_b[0].loss == pytest.approx(steps_a[0].loss, rel=2e-2)
     assert np.abs(steps_b[-1].handles - steps_a[-1].handles).max() <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_windowed_drag_in_the_graph_is_the_eager_whole_image_drag(autocast):
+    # window.py on CUDA (off there by default until measured): a short drag on a 128 px generator, whose region
+    # leaves room for a window; graphed steps with partial frames and graphed frames against eager, whole-image ones.
+    from helpers import tiny_generator
+    G = tiny_generator(seed=1, img_resolution=128, channel_base=1024, channel_max=32).to("cuda")
+    runs = {}
+    for windowed, graphed in ((False, False), (True, True)):
+        s = DragSession(G, G.ws_from_seed(2, device="cuda"),
+                        DragConfig(feature_block=5, windowed=windowed, cuda_graph=graphed, autocast=autocast))
+        s.set_points([(40, 50)], [(48, 54)])
+        states = list(s.drag(max_steps=8, image_every=0, partial_frames=True))
+        frames = [engine.finish_frame(G, st.partial_frame, s.config) for st in states]
+        runs[windowed] = (states, frames, [s.render_frame(s.frame_state()) for _ in range(4)][-1], s)
+    (states_a, frames_a, last_a, _), (states_b, frames_b, last_b, s) = runs[False], runs[True]
+    assert s._opt.blend.window is not None and s._opt.runner.graph is not None
+    for a, b in zip(states_a, states_b, strict=True):
+        assert np.abs(a.handles - b.handles).max() <= 1.0 and b.loss == pytest.approx(a.loss, rel=2e-2, abs=1e-4)
+    for a, b in zip(frames_a, frames_b, strict=True):
+        assert max_level_difference(a, b) <= 2
+    assert max_level_difference(last_a, last_b) <= 2

@@ -39,8 +39,9 @@ class DragConfig:
     region_feather  = 0.05,    # Width of the region's soft edge, as a fraction of the image side.
     blend_block     = None,    # "auto": the synthesis block whose output is blended into the unedited image
                                #   (None: the block below the feature block; at most the feature block).
-    windowed        = True,    # A local drag runs the blocks after its blend only on a box around the region,
+    windowed        = None,    # A local drag runs the blocks from its blend on only a box around the region,
                                #   pasted into the unedited image (window.py: the same pixels, fewer multiply-adds).
+                               #   None: on, except on CUDA devices, where it is not yet measured.
     lambda_warp     = 2.0,     # Weight of the dense term that keeps the features close to the first ones,
                                #   smoothly displaced with the handles (motion.warp_supervision_loss).
     warp_sigma      = 0.0625,  # Width (Gaussian sigma) of that displacement, as a fraction of the image side.
@@ -90,7 +91,7 @@ class DragConfig:
     region_radius: float = 0.1
     region_feather: float = 0.05
     blend_block: int | None = None
-    windowed: bool = True
+    windowed: bool | None = None
     lambda_warp: float = 2.0
     warp_sigma: float = 0.0625
     lambda_latent: float = 0.0

@@ -747,10 +747,12 @@ class DragSession:
         image there. At ``block`` the box is the region's: outside it the blend keeps the canvas, whatever the
         drag's latent draws there, so the unedited output (``reference``) stands in for it.
 
-        None when the config turns it off, the noise is random, or the region leaves too little out.
+        None when the config turns it off (by default on CUDA), the noise is random, or the region leaves too
+        little out.
         """
         box = support_box(mask)
-        if not self.config.windowed or self.config.noise_mode == "random" or box is None:
+        windowed = self.config.windowed if self.config.windowed is not None else self.device.type != "cuda"
+        if not windowed or self.config.noise_mode == "random" or box is None:
             return None
         boxes = {block: box, **changed_boxes(self.G, block, box)}
         if not worth_it(self.G, boxes):
