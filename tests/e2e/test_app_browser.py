@@ -268,6 +268,7 @@ def test_a_waiting_drag_shows_its_place_in_the_queue(browser, app_url, shots):
     (one, a), (two, b) = two_users(browser, app_url)
     for page, (h, t) in ((a, ((10, 10), (54, 54))), (b, ((50, 50), (40, 30)))):
         click_pixel(page, *h)
+        wait_status(page, "now click where it should go")   # the canvas is redrawn: click the new one
         click_pixel(page, *t)
         wait_status(page, "Target placed")
     a.get_by_text("Drag settings", exact=True).click()
@@ -295,12 +296,14 @@ def test_two_browser_sessions_do_not_share_state(browser, app_url, shots):
     b_image = canvas_src(b)
 
     click_pixel(a, 10, 10)
+    wait_status(a, "now click where it should go")
     click_pixel(a, 30, 12)
     wait_status(a, "Target placed")
     # b sees none of a's points ...
     b.wait_for_timeout(300)
     assert handle_of(b) is None and "Click the image" in status(b)
     click_pixel(b, 50, 50)
+    wait_status(b, "now click where it should go")
     click_pixel(b, 40, 30)
     wait_status(b, "Target placed")
     assert handle_of(a) == (10, 10) and handle_of(b) == (50, 50)
