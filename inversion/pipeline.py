@@ -636,7 +636,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         with torch.no_grad():  # The starting point's error, for the report.
             w_start = w_stats(G_work, cfg.w_avg_samples)[0].to(device).reshape(1, 1, -1).expand(-1, G.num_ws, -1)
             mse_initial = float((G_work.synthesis(w_start, noise_mode="const") - target).square().mean())
-        with cudnn_autotuned(device if cfg.cudnn_autotune else "cpu"):
+        with cudnn_autotuned(device, cfg.cudnn_autotune):
             ws, noises = project(G_work, target, loss, settings, progress=progress, cancel=cancel)
     with torch.no_grad():
         mse_projection = float((G_work.synthesis(ws, noise_mode="const", noise_inputs=noises) - target).square().mean())
@@ -651,7 +651,7 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         stop_threshold=stop, locality=cfg.locality, locality_weight=cfg.locality_weight,
         locality_alpha=cfg.locality_alpha, min_resolution=cfg.pti_min_resolution, amp=amp,
         cuda_graph=cfg.cuda_graph, seed=cfg.seed)
-    with cudnn_autotuned(device if cfg.cudnn_autotune else "cpu"):   # hundreds of steps of the same shapes
+    with cudnn_autotuned(device, cfg.cudnn_autotune):   # hundreds of steps of the same shapes
         G_tuned, steps_pti_run = pivotal_tuning(G_work, ws, target, loss, tuning,
                                                 noises=noises if cfg.keep_projected_noise else None,
                                                 progress=progress, cancel=cancel)

@@ -244,7 +244,7 @@ def test_cudnn_autotuning_is_scoped_to_cuda_and_restored():
     saved = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = False
-        with cudnn_autotuned("cpu"):
+        with cudnn_autotuned("cpu"), cudnn_autotuned("cuda", on=False):
             assert torch.backends.cudnn.benchmark is False          # a CPU run leaves cuDNN's policy alone
         with pytest.raises(RuntimeError), cudnn_autotuned(torch.device("cuda")):
             assert torch.backends.cudnn.benchmark is True
