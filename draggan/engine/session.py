@@ -681,11 +681,8 @@ class DragSession:
             return synthesis_features(self.G, ws, self.feature_block, noise, with_image=with_image, const_from=const)
         x, img = blended_output(self.G, ws, blend, noise, const_from=const)
         if blend.block < self.feature_block:
-            rest = dict(last_block=self.feature_block, with_rgb=with_image, const_from=const)
-            if blend.window is None:
-                x, img = self.G.synthesis.finish(x, img, ws, blend.block, noise, **rest)
-            else:   # the same features, computed around the region only
-                x, img = finish_in_window(self.G, x, img, ws, blend.block, blend.window, noise, **rest)
+            x, img = finish_in_window(self.G, x, img, ws, blend.block, blend.window, noise,
+                                      last_block=self.feature_block, with_rgb=with_image, const_from=const)
         return (x, img) if with_image else x
 
     def _const_layers(self) -> int | None:
@@ -801,10 +798,7 @@ def frame_tensor(G, state: EditState, config: DragConfig) -> torch.Tensor:
         if state.blend is not None:
             block = state.blend.block
             x, img = blended_output(G, state.ws, state.blend, noise)
-            if state.blend.window is None:
-                img = G.synthesis.finish(x, img, state.ws, block, noise_mode=noise)
-            else:
-                img = finish_in_window(G, x, img, state.ws, block, state.blend.window, noise_mode=noise)
+            img = finish_in_window(G, x, img, state.ws, block, state.blend.window, noise_mode=noise)
         elif state.canvas is not None:
             c = state.canvas
             img = G.synthesis.finish(c.features, c.skip, state.ws, c.block, noise_mode=noise)
@@ -850,11 +844,8 @@ class FrameRenderer:
 def finish_frame(G, frame: PartialFrame, config: DragConfig) -> np.ndarray:
     """The full image of a :class:`PartialFrame`, HxWx3 uint8 (the blocks after ``frame.block`` only)."""
     with torch.no_grad(), generator_autocast(config, frame.ws.device):
-        if frame.window is None:
-            img = G.synthesis.finish(frame.features, frame.skip, frame.ws, frame.block, noise_mode=config.noise_mode)
-        else:
-            img = finish_in_window(G, frame.features, frame.skip, frame.ws, frame.block, frame.window,
-                                   noise_mode=config.noise_mode)
+        img = finish_in_window(G, frame.features, frame.skip, frame.ws, frame.block, frame.window,
+                               noise_mode=config.noise_mode)
     return to_uint8(img)
 
 

@@ -113,14 +113,18 @@ def block_noise(block, box: Box, noise_mode: str) -> list | None:
 
 
 def finish_in_window(G, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor, after_block: int,
-                     window: Window, noise_mode: str = "const", last_block: int | None = None, with_rgb: bool = True,
-                     const_from: int | None = None):
-    """``G.synthesis.finish`` for a local drag's image, computed on the window's crops only.
+                     window: Window | None, noise_mode: str = "const", last_block: int | None = None,
+                     with_rgb: bool = True, const_from: int | None = None):
+    """``G.synthesis.finish`` for a local drag's image, computed on the window's crops only (``window`` None:
+    ``finish`` itself, on the whole image).
 
     ``x``, ``img``: the output of ``after_block`` (at or after the blend block) for the drag's latent ``ws``.
     Returns what ``finish`` returns: the image, or ``(features, skip image or None)`` of ``last_block``,
     the unedited image's outside the box ``window.boxes[last]``, this latent's inside it.
     """
+    if window is None:
+        return G.synthesis.finish(x, img, ws, after_block, noise_mode, last_block=last_block, with_rgb=with_rgb,
+                                  const_from=const_from)
     blocks = G.synthesis.blocks()
     last = len(blocks) if last_block is None else last_block
     if last == after_block:
