@@ -46,7 +46,7 @@ from draggan.runtime import default_device, fast_autocast, runtime_for
 from inversion import Cancelled, InversionConfig, InversionError, PhotoError, invert, read_photo
 from inversion.edit import COORDINATES
 from inversion.photo import MAX_FILE_BYTES
-from inversion.pipeline import PRESET_COSTS, QUALITIES, InversionCache, planned_steps
+from inversion.pipeline import PRESET_COSTS, QUALITIES, InversionCache, planned_steps, rough_by_design
 
 try:  # Hugging Face ZeroGPU: the heavy handlers borrow a GPU while they run.
     import spaces
@@ -242,12 +242,6 @@ def points_table(handles, targets, distances=None, pending=None, unit: str = "px
     if pending is not None:
         rows.append(f"| {len(handles) + 1} | ({pending[0]:.0f}, {pending[1]:.0f}) | *click the target* | |")
     return "\n".join(rows)
-
-
-def rough_by_design(report: dict) -> bool:
-    """An 'instant' inversion from an encoder: its reconstruction is rough by design (the pipeline says so in a
-    note, not a warning), which matters for a pasted-back square and not for an edit of the photo's pixels."""
-    return report.get("start") == "encoder" and report.get("config", {}).get("quality") == "instant"
 
 
 def quality_report(report: dict) -> str:

@@ -109,7 +109,7 @@ ABLATION = [("bf16", "nchw", "separate ops", False), ("fp32", "nchw", "separate 
 
 
 @contextlib.contextmanager
-def layers(kind: str, cudnn_benchmark: bool = False):
+def switches(kind: str, cudnn_benchmark: bool = False):
     saved = ops.FAST_LAYERS, torch.backends.cudnn.benchmark
     ops.FAST_LAYERS = kind == "fast"
     torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -127,7 +127,7 @@ def drag_figures(G, device, args, peak, settings) -> list[dict]:
         if layout not in variants:
             variants[layout] = copy.deepcopy(G).to(memory_format=torch.channels_last)
         for graph in graphs:
-            with layers(kind, benchmark):
+            with switches(kind, benchmark):
                 rows += measure(variants[layout], device, args, precision, graph,
                                 dict(precision=precision, layout=layout, layers=kind, cudnn_benchmark=benchmark,
                                      graph=graph))

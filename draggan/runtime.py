@@ -76,10 +76,11 @@ def runtime_for(device=None, autocast: bool | None = None) -> Runtime:
 
 @contextlib.contextmanager
 def cudnn_autotuned(device, on: bool = True):
-    """On CUDA (``device``, and ``on``), cuDNN times its algorithms once for each new shape instead of picking one by heuristics
-    (``torch.backends.cudnn.benchmark``); elsewhere nothing changes. For inversion's hundreds of steps of the
-    same shapes: with channels-last bf16 weights its tuning steps are 17 % faster on an H100 (neither change
-    alone gains; BENCHMARKS.md, "PTI at 512 and 1024 px"). Drag steps and frames gain nothing, so it is scoped."""
+    """On CUDA (``device``, and ``on``), cuDNN times its algorithms once for each new shape instead of picking
+    one by heuristics (``torch.backends.cudnn.benchmark``); elsewhere nothing changes. For inversion's hundreds
+    of steps of the same shapes: with channels-last bf16 weights its tuning steps are 17 % faster on an H100
+    (neither change alone gains; BENCHMARKS.md, "PTI at 512 and 1024 px"). Drag steps and frames gain nothing,
+    so it is scoped."""
     if not on or torch.device(device).type != "cuda":
         yield
         return

@@ -492,6 +492,12 @@ def planned_steps(config: InversionConfig, G, device=None) -> dict[str, int]:
             "tune": budget.steps_pti}
 
 
+def rough_by_design(report: dict) -> bool:
+    """An 'instant' inversion from an encoder: its reconstruction is rough by design (said in a note, not a
+    warning), which matters for a pasted-back square and not for an edit of the photo's own pixels."""
+    return report.get("start") == "encoder" and report.get("config", {}).get("quality") == "instant"
+
+
 def poor_reconstruction_notice(psnr_value: float, quality: str = "fast") -> str:
     """What a poor reconstruction (PSNR below :data:`POOR_PSNR`) means for the edit, in one paragraph."""
     if quality == "instant":
@@ -671,9 +677,6 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     report_progress("report", 1, 1)
     psnr_value = psnr(aligned, reconstruction)
     poor = bool(psnr_value < POOR_PSNR)
-    if poor:    # expected of 'instant' (the encoder alone): said as a note; otherwise a warning
-        instant = cfg.quality == "instant" and encoder is not None
-        (notes if instant else notices).append(poor_reconstruction_notice(psnr_value, cfg.quality))
     report = {
         "psnr": round(psnr_value, 3),
         "poor_reconstruction": poor,
@@ -700,6 +703,8 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
         "cached": False,
         "config": cfg.to_dict(),
     }
+    if poor:    # expected of 'instant' (the encoder alone): said as a note; otherwise a warning
+        (notes if rough_by_design(report) else notices).append(poor_reconstruction_notice(psnr_value, cfg.quality))
     result = InversionResult(ws=ws.detach().float().cpu(), generator=G_tuned, aligned=aligned,
                              reconstruction=reconstruction, report=report, alignment=alignment, photo=loaded.image)
     if cache is not None:
@@ -707,5 +712,6 @@ def invert(photo, G, config: InversionConfig | None = None, progress: ProgressFn
     return result
 
 
-__all__ = ["invert", "planned_steps", "PRESET_COSTS", "InversionConfig", "InversionResult", "InversionCache",
+__all__ = ["invert", "planned_steps", "rough_by_design", "PRESET_COSTS", "InversionConfig", "InversionResult",
+           "InversionCache",
            "DEFAULT_CACHE", "PhotoError", "model_fingerprint", "resolve_alignment", "alignment_for_model"]

@@ -53,7 +53,7 @@ class LocalBlend:
     mask: torch.Tensor       # [1, 1, h, w] in [0, 1], at the block's resolution
     reference: Canvas        # the block's output for the latent the points were set on
     canvas: Canvas           # the image before this drag
-    window: "Window | None" = None  # where the later blocks can change the image (window.py); None: everywhere
+    window: Window | None = None    # where the later blocks can change the image (window.py); None: everywhere
 
     @property
     def block(self) -> int:

@@ -1,9 +1,10 @@
-"""A local drag runs the synthesis blocks after its blend only where they can change the image.
+"""A local drag runs the synthesis blocks from its blend on only where they can change the image.
 
 A local drag (region.py) blends its latent's output into the unedited image at the blend
 block, and every later block reads the unedited image's W+ layers. So a later block's output
 can differ from the unedited image's only within reach of the blended region: outside that
-box it *is* the unedited image's, to the bit. The blocks after the blend therefore run on a
+box it *is* the unedited image's, to the bit (and at the blend block itself, outside the
+region's box the blend keeps the unedited output). These blocks therefore run on a
 crop around the region (with a margin, so that the zero padding at the crop's edge reaches
 none of the pixels kept) and their output is pasted into the unedited image's, which is
 computed once per drag. The step's features, its gradient and the frames are those of the
