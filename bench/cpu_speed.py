@@ -34,7 +34,8 @@ other element-wise work and the rest, and the top operators.
 The variants are interleaved: each round runs every variant for ``--steps`` steps in turn, so a
 change in the machine's load hits them alike. Reported per variant: the median wall time and
 the median CPU time of this process (``time.process_time``: what a shared machine's other load
-does not add to), the spread of the round medians, and the 1-minute load average.
+does not add to), the spread of the round medians, the 1-minute load average, and the FLOPs of one
+pair (``torch.utils.flop_counter``, counted after the timings).
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def main(argv=None):
         loads.append(os.getloadavg()[0])
 
     rows = [dict(variant=v, wall_ms=statistics.median(walls[v]), cpu_ms=statistics.median(cpus[v]),
-                 spread_ms=[min(round_medians[v]), max(round_medians[v])], samples=len(walls[v])) for v in variants]
+                 spread_ms=[min(round_medians[v]), max(round_medians[v])], samples=len(walls[v]),
+                 gflop=flops_of(runners[v], v) / 1e9) for v in variants]
     base = next((r for r in rows if r["variant"] == "default"), rows[0])
     result = dict(command="python -m bench.cpu_speed " + " ".join(sys.argv[1:]), date=str(datetime.datetime.now()),
                   cpu=platform.processor() or platform.machine(), bf16_autocast_default=runtime.autocast,
@@ -208,10 +210,11 @@ def main(argv=None):
     print(f"# command: {result['command']}")
     print(f"# load average (1 min) {min(loads):.2f}-{max(loads):.2f}; default precision "
           f"{'bf16' if runtime.autocast else 'fp32'}, channels-last, {args.threads} thread(s)")
-    print_table(["variant", "wall ms (median)", "CPU ms (median)", "spread of round medians", "default is faster by"],
+    print_table(["variant", "wall ms (median)", "CPU ms (median)", "spread of round medians", "default is faster by",
+                 "GFLOP"],
                 [[r["variant"], f"{r['wall_ms']:.1f}", f"{r['cpu_ms']:.1f}",
-                  f"{r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f}", f"{r['cpu_ms'] / base['cpu_ms']:.2f}x"]
-                 for r in rows])
+                  f"{r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f}", f"{r['cpu_ms'] / base['cpu_ms']:.2f}x",
+                  f"{r['gflop']:.2f}"] for r in rows])
     if args.profile:
         result["profile"] = {}
         for v in variants:
@@ -226,6 +229,14 @@ def main(argv=None):
                      for v, prof in result["profile"].items()])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def flops_of(run, variant: str) -> int:
+    """Multiply-adds x 2 of one more step + frame pair of ``run`` (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with undone(variant), FlopCounterMode(display=False) as counter:
+        run()
+    return int(counter.get_total_flops())
 
 
 def live_main(args, G, runtime):
